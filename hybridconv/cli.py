@@ -1,0 +1,196 @@
+"""The ``hybridconv`` command.
+
+    hybridconv theory [--latex | --json | --derivation] [--assumption h1|h1-gen]
+                      [--directions gaussian|sphere|rademacher] [--difference central|forward]
+    hybridconv theory bound --set NAME=VALUE ... [--json] [--no-check]
+    hybridconv theory steps --set NAME=VALUE ... [--measure full|scaled] [--json]
+    hybridconv theory complexity [--set NAME=VALUE ...] [--ratio R] [--json]
+
+Errors (unknown or missing symbols, values out of range, unknown options) print one line on
+stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+
+__all__ = ["main", "build_parser"]
+
+
+class CLIError(Exception):
+    """An error reported as one line and exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        raise CLIError(message)
+
+
+def _parse_set(items: Sequence[str] | None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise CLIError(f"--set expects NAME=VALUE, got {item!r}")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise CLIError(f"--set {name}: {value!r} is not a number") from None
+    return out
+
+
+def _add_theory_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--assumption", choices=("h1", "h1-gen"), default="h1",
+                   help="block hybrid smoothness (h1) or its generalized form (h1-gen)")
+    p.add_argument("--directions", choices=("gaussian", "sphere", "rademacher"),
+                   default="gaussian", help="ZO direction distribution")
+    p.add_argument("--difference", choices=("central", "forward"), default="central",
+                   help="ZO finite difference")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hybridconv", description="Hybrid ZO/FO fine-tuning: theory, "
+                     "simulation and practice.")
+    parser.add_argument("--version", action="version", version=f"hybridconv {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    th = sub.add_parser("theory", help="the hybrid reshuffling theorem: statement, bound, "
+                        "step sizes, complexity")
+    _add_theory_options(th)
+    fmt = th.add_mutually_exclusive_group()
+    fmt.add_argument("--latex", action="store_true", help="print the theorem as LaTeX")
+    fmt.add_argument("--json", action="store_true", help="print the theorem as JSON")
+    fmt.add_argument("--derivation", action="store_true",
+                     help="print the whole derivation as Markdown with LaTeX")
+    tsub = th.add_subparsers(dest="action", parser_class=_Parser)
+
+    b = tsub.add_parser("bound", help="evaluate the bound at given values")
+    _add_theory_options(b)
+    b.add_argument("--set", action="append", metavar="NAME=VALUE", help="a symbol's value")
+    b.add_argument("--json", action="store_true", help="JSON output")
+    b.add_argument("--no-check", action="store_true",
+                   help="evaluate even where conditions fail (the output says which)")
+
+    s = tsub.add_parser("steps", help="step sizes that minimize the bound")
+    _add_theory_options(s)
+    s.add_argument("--set", action="append", metavar="NAME=VALUE", help="a symbol's value")
+    s.add_argument("--measure", choices=("full", "scaled"), default="full",
+                   help="full: min E||grad F||^2; scaled: blocks weighted by 1/(effective "
+                        "smoothness)")
+    s.add_argument("--json", action="store_true", help="JSON output")
+
+    c = tsub.add_parser("complexity", help="leading-order epochs to reach E||grad F||^2 <= eps^2")
+    _add_theory_options(c)
+    c.add_argument("--set", action="append", metavar="NAME=VALUE", help="a symbol's value")
+    c.add_argument("--ratio", type=float, default=1.0, help="eta_y / eta_x (default 1)")
+    c.add_argument("--json", action="store_true", help="JSON output")
+    return parser
+
+
+def _bound(args: argparse.Namespace):
+    from .theory.bound import hybrid_bound
+
+    return hybrid_bound(assumption=args.assumption, directions=args.directions,
+                        difference=args.difference)
+
+
+def _theory(args: argparse.Namespace) -> int:
+    import sympy as sp
+
+    bound = _bound(args)
+    action = getattr(args, "action", None)
+    if action is None:
+        if args.derivation:
+            from .theory.report import derivation_markdown
+
+            print(derivation_markdown(bound.theorem), end="")
+        elif args.latex:
+            print(bound.latex())
+        elif args.json:
+            print(json.dumps(bound.as_dict(), indent=2))
+        else:
+            print(bound)
+        return 0
+
+    values = _parse_set(args.set)
+    if action == "bound":
+        try:
+            value = bound.evaluate(check=False, **values)
+            violated = bound.violated(**values)
+        except ValueError as e:
+            raise CLIError(str(e)) from None
+        if violated and not args.no_check:
+            raise CLIError("conditions violated: " + "; ".join(violated)
+                           + " (use --no-check to evaluate anyway)")
+        out = {"value": value, "holds": not violated, "violated": violated,
+               "measure": "min_t E||grad F(z_t)||^2", "values": values}
+        if args.json:
+            print(json.dumps(out, indent=2))
+        else:
+            print(f"bound on min_t E||grad F(z_t)||^2: {value:.6g}")
+            print("conditions: " + ("all hold" if not violated else "; ".join(violated)))
+        return 0
+
+    if action == "steps":
+        from .theory.bound import natural_weights
+
+        try:
+            weights = (1.0, 1.0) if args.measure == "full" else natural_weights(bound, **values)
+            st = bound.optimal_step_sizes(weights=weights, **values)
+        except ValueError as e:
+            raise CLIError(str(e)) from None
+        out = st.as_dict()
+        if args.json:
+            print(json.dumps(out, indent=2))
+        else:
+            print(f"measure: {st.measure}")
+            print(f"two rates:  eta_x = {st.eta_x:.6g}, eta_y = {st.eta_y:.6g} "
+                  f"(eta_y/eta_x = {st.ratio:.4g}), bound = {st.bound_two_rates:.6g}")
+            print(f"one rate:   eta = {st.eta:.6g}, bound = {st.bound_single_rate:.6g}")
+            print(f"gain of two rates: {st.gain:.4g}x; active conditions: "
+                  f"{', '.join(st.active) or 'none'}")
+        return 0
+
+    if action == "complexity":
+        try:
+            cx = bound.complexity(ratio=args.ratio, **values)
+        except ValueError as e:
+            raise CLIError(str(e)) from None
+        out = cx.as_dict()
+        if args.json:
+            print(json.dumps(out, indent=2))
+        else:
+            print(f"epochs to reach min_t E||grad F(z_t)||^2 <= eps^2: "
+                  f"T = Theta(eps^{cx.eps_exponent})")
+            print(f"leading order: T = {sp.sstr(cx.epochs)}")
+            print(f"step size: eta = {sp.sstr(cx.eta)}")
+            if cx.mu_max is not None:
+                print(f"smoothing radius: mu <= {sp.sstr(cx.mu_max)}")
+            print(cx.regime)
+        return 0
+    raise CLIError(f"unknown theory action {action!r}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 0
+        if args.command == "theory":
+            return _theory(args)
+        raise CLIError(f"unknown command {args.command!r}")
+    except CLIError as e:
+        print(f"hybridconv: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

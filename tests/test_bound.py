@@ -1,0 +1,236 @@
+"""The Bound object: evaluation, validation, vectorization, optimal step sizes, complexity.
+
+Property tests (hypothesis, profile "fast" by default) run over the symbols' domains; step
+sizes are drawn inside the theorem's conditions by ``sample_admissible``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import sympy as sp
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hybridconv.theory import hybrid_bound
+from hybridconv.theory.bound import natural_weights, sample_admissible
+
+BOUND = hybrid_bound()
+
+positive = st.floats(min_value=1e-3, max_value=1e2, allow_nan=False, allow_infinity=False)
+nonneg = st.one_of(st.just(0.0), st.floats(min_value=1e-4, max_value=1e2))
+
+
+@st.composite
+def admissible(draw, *, sigma_x=None):
+    constants = dict(
+        L_x=draw(positive), L_y=draw(positive), L_xy=draw(nonneg),
+        sigma_x=draw(nonneg) if sigma_x is None else draw(sigma_x), sigma_y=draw(nonneg),
+        Theta_x=draw(st.one_of(st.just(0.0), st.floats(1e-4, 2.0))),
+        Theta_y=draw(st.one_of(st.just(0.0), st.floats(1e-4, 2.0))),
+        Delta=draw(st.floats(1e-3, 1e3)), mu=draw(st.one_of(st.just(0.0), st.floats(1e-8, 1e-1))),
+        q=draw(st.sampled_from([1, 2, 8, 64])), n=draw(st.sampled_from([1, 2, 7, 100, 1000])),
+        T=draw(st.sampled_from([1, 10, 1000, 100000])),
+        d_x=draw(st.sampled_from([0, 1, 10, 1000, 10**6])),
+    )
+    seed = draw(st.integers(0, 2**31 - 1))
+    pts = sample_admissible(BOUND, 1, seed=seed, fixed={k: v for k, v in constants.items()
+                                                          if not k.startswith("Theta")})
+    return {k: float(np.asarray(v)[0]) for k, v in pts.items()}
+
+
+# -- properties -------------------------------------------------------------------------------
+@given(admissible())
+def test_admissible_points_satisfy_conditions(v):
+    assert BOUND.holds(**v)
+
+
+@given(admissible())
+def test_positive(v):
+    assert BOUND.evaluate(**v) > 0
+
+
+@pytest.mark.parametrize("name", ["Delta", "sigma_x", "sigma_y", "L_xy"])
+@given(v=admissible(), factor=st.floats(1.01, 10.0))
+def test_increasing(name, v, factor):
+    bigger = dict(v)
+    bigger[name] = v[name] * factor if v[name] > 0 else 0.5
+    lo, hi = BOUND.evaluate(check=False, **v), BOUND.evaluate(check=False, **bigger)
+    assert hi >= lo * (1 - 1e-12)
+
+
+@pytest.mark.parametrize(("name", "sign"), [("Delta", 1), ("sigma_x", 1), ("sigma_y", 1),
+                                            ("L_xy", 1), ("T", -1)])
+def test_monotone_symbolically(bound, name, sign):
+    """Every term of d B_D / d name has the stated sign under the symbols' assumptions."""
+    from hybridconv.theory import sym
+
+    deriv = sp.expand(sign * sp.diff(bound.weighted_expr, sym(name)))
+    terms = sp.Add.make_args(deriv)
+    assert deriv != 0
+    assert all(t.is_nonnegative for t in terms), [t for t in terms if not t.is_nonnegative]
+
+
+@given(v=admissible(), factor=st.integers(2, 100))
+def test_decreasing_in_T(v, factor):
+    later = {**v, "T": v["T"] * factor}
+    assert BOUND.evaluate(**later) < BOUND.evaluate(**v)
+
+
+@given(admissible(sigma_x=st.floats(1e-3, 1e2)))
+def test_complexity_is_eps_minus_4_when_sigma_x_positive(v):
+    consts = {k: x for k, x in v.items() if k not in ("eta_x", "eta_y", "T", "mu")}
+    cx = BOUND.complexity(**consts)
+    assert cx.eps_exponent == -4
+    assert cx.noise_power == 1
+
+
+def test_complexity_regimes():
+    assert BOUND.complexity().eps_exponent == -4
+    assert BOUND.complexity(sigma_x=0, mu=0).eps_exponent == -3
+    assert BOUND.complexity(sigma_x=0, sigma_y=0, mu=0).eps_exponent == -2
+    # symbolic leading order: T ~ Delta sigma_x^2 (d_x + 2) L / (n q eps^4)
+    T = BOUND.complexity().epochs
+    free = {s.name for s in T.free_symbols}
+    assert {r"\Delta", r"\sigma_x", "d_x", "q", "n"} <= free
+    assert BOUND.complexity().mu_max is not None
+
+
+def test_complexity_rejects_what_it_determines():
+    with pytest.raises(ValueError, match="eps"):
+        BOUND.complexity(eps=0.1)
+    with pytest.raises(ValueError, match="ratio"):
+        BOUND.complexity(ratio=-1.0)
+
+
+@given(admissible())
+def test_optimal_step_sizes_satisfy_conditions_and_beat_neighbours(v):
+    consts = {k: x for k, x in v.items() if k not in ("eta_x", "eta_y")}
+    s = BOUND.optimal_step_sizes(**consts)
+    assert BOUND.holds(**consts, eta_x=s.eta_x, eta_y=s.eta_y)
+    best = BOUND.evaluate(**consts, eta_x=s.eta_x, eta_y=s.eta_y)
+    assert best == pytest.approx(s.bound_two_rates, rel=1e-9)
+    assert s.bound_two_rates <= s.bound_single_rate * (1 + 1e-9)
+    for fx, fy in [(1.05, 1), (1 / 1.05, 1), (1, 1.05), (1, 1 / 1.05), (1.05, 1.05),
+                   (1 / 1.05, 1 / 1.05)]:
+        ex, ey = s.eta_x * fx, s.eta_y * fy
+        if BOUND.holds(**consts, eta_x=ex, eta_y=ey):
+            assert BOUND.evaluate(**consts, eta_x=ex, eta_y=ey) >= best * (1 - 1e-3)
+
+
+def test_full_gradient_optimum_is_on_the_diagonal(values):
+    consts = {k: x for k, x in values.items() if k not in ("eta_x", "eta_y")}
+    s = BOUND.optimal_step_sizes(**consts)
+    assert s.ratio == pytest.approx(1.0)
+    assert s.gain == pytest.approx(1.0)
+
+
+def test_two_rates_win_under_block_scaled_measure(values):
+    """With the natural block weights the optimal ratio is about c1 Lambda_x/(q Lambda_y) and
+    forcing one rate loses about that factor."""
+    consts = {k: x for k, x in values.items() if k not in ("eta_x", "eta_y")}
+    w = natural_weights(BOUND, **consts)
+    s = BOUND.optimal_step_sizes(weights=w, **consts)
+    predicted = w[1] and (1 / w[0]) / (1 / w[1])  # L_eff,x / L_eff,y
+    assert s.ratio == pytest.approx(predicted, rel=0.05)
+    assert s.gain > 5  # 7.7 at these values: a single rate is capped by the ZO condition C3
+
+
+# -- evaluation and vectorization ------------------------------------------------------------
+def test_evaluate_names_violated_conditions(values):
+    with pytest.raises(ValueError, match="C2"):
+        BOUND.evaluate(**{**values, "eta_y": 1.0})
+    assert BOUND.violated(**{**values, "eta_y": 1.0})[0].startswith("C2")
+    assert BOUND.evaluate(check=False, **{**values, "eta_y": 1.0}) > 0
+
+
+def test_vectorized_matches_scalar():
+    pts = sample_admissible(BOUND, 200, seed=11)
+    vec = BOUND.vectorized()(**pts)
+    for i in range(0, 200, 17):
+        v = {k: float(x[i]) for k, x in pts.items()}
+        assert vec[i] == pytest.approx(BOUND.evaluate(**v), rel=1e-12)
+
+
+def test_vectorized_broadcasts(values):
+    f = BOUND.vectorized()
+    out = f(**{**values, "eta_x": np.logspace(-8, -5, 7)[:, None],
+               "eta_y": np.logspace(-6, -3, 5)[None, :]})
+    assert out.shape == (7, 5)
+    ok = BOUND.conditions_vectorized()(**{**values, "eta_y": np.array([1e-3, 1.0])})
+    assert ok.tolist() == [True, False]
+
+
+def test_shared_rate_keyword(values):
+    v = {k: x for k, x in values.items() if k not in ("eta_x", "eta_y")}
+    assert BOUND.evaluate(eta=1e-5, **v) == BOUND.evaluate(eta_x=1e-5, eta_y=1e-5, **v)
+
+
+def test_extra_table_names_are_accepted(values):
+    """problem.constants() may carry more symbols than this bound needs (no glue)."""
+    assert BOUND.evaluate(d_y=8, L0_x=1.0, **values) == BOUND.evaluate(**values)
+
+
+BAD = [
+    ("L_x", -1.0, "L_x must be a finite real number > 0"),
+    ("L_x", 0.0, "L_x must be"),
+    ("eta_x", float("nan"), "eta_x must be"),
+    ("eta_y", float("inf"), "eta_y must be"),
+    ("q", 1.5, "q must be an integer >= 1"),
+    ("n", 0, "n must be an integer >= 1"),
+    ("T", 2.5, "T must be an integer"),
+    ("d_x", -1, "d_x must be an integer >= 0"),
+    ("mu", -1e-3, "mu must be"),
+    ("Delta", -1.0, "Delta must be"),
+    ("sigma_x", "abc", "sigma_x must be"),
+    ("sigma_y", True, "sigma_y must be"),
+    ("not_a_symbol", 1.0, "unknown symbol 'not_a_symbol'"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "message"), BAD)
+def test_bad_input(values, name, value, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        BOUND.evaluate(**{**values, name: value})
+
+
+def test_missing_values(values):
+    v = dict(values)
+    del v["sigma_y"]
+    del v["T"]
+    with pytest.raises(ValueError, match="missing values for T, sigma_y"):
+        BOUND.evaluate(**v)
+
+
+def test_special_case_names():
+    with pytest.raises(ValueError, match="special case must be one of"):
+        BOUND.special_case("nope")
+
+
+def test_subs_drops_true_conditions_and_rejects_false(values):
+    b = BOUND.subs(Theta_x=0, Theta_y=0)
+    assert "C4" not in {c.name for c in b.conditions}
+    assert math.isclose(b.evaluate(**values), BOUND.evaluate(**{**values, "Theta_x": 0,
+                                                                   "Theta_y": 0}))
+    with pytest.raises(ValueError, match="C1"):
+        BOUND.subs(n=10, L_x=1, L_xy=0, eta_x=1.0)
+
+
+def test_latex_and_dict(bound):
+    tex = bound.latex()
+    assert r"\min_{t<T}" in tex and r"\Lambda_{x}" in tex
+    d = bound.as_dict()
+    assert {"bound", "conditions", "latex", "assumptions"} <= set(d)
+    assert [c["name"] for c in d["conditions"]] == ["C1", "C2", "C3", "C4"]
+
+
+@pytest.mark.parametrize("directions", ["gaussian", "sphere", "rademacher"])
+def test_estimators_change_the_constants(directions, values):
+    b = hybrid_bound(directions=directions)
+    assert b.evaluate(**values) > 0
+    with pytest.raises(ValueError, match="directions must be one of"):
+        hybrid_bound(directions="uniform")
+    with pytest.raises(ValueError, match="assumption must be"):
+        hybrid_bound(assumption="h2")
