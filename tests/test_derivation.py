@@ -121,3 +121,15 @@ def test_docs_derivation_is_up_to_date(theorem):
     path = Path(__file__).resolve().parents[1] / "docs" / "derivation.md"
     assert path.read_text() == derivation_markdown(theorem), (
         "docs/derivation.md is stale: run `hybridconv theory --derivation > docs/derivation.md`")
+
+
+def test_every_reference_resolves(theorem):
+    """Each step cites lemmas of the library, assumptions, conditions or earlier steps."""
+    from hybridconv.theory import lemmas
+
+    known = set(lemmas.LEMMAS) | set(theorem.setting.names()) | {"definition"}
+    known |= {c.name for c in theorem.conditions}
+    for step in theorem.derivation.steps:
+        for ref in step.uses:
+            assert ref in known, f"step {step.name} cites unknown {ref!r}"
+        known.add(step.name)

@@ -528,7 +528,8 @@ _register(Lemma(
          "<grad f, grad f_mu> >= ||grad f||^2/2 - bias^2/2, and gamma L (d+2) <= 1/4 absorbs the "
          "2(d+2)||grad f||^2 variance term, leaving a decrease of (gamma/4) E||grad f||^2 per "
          "step. At NS17's step gamma = 1/(4(d+4)L) it reads 16 (d+4) L Delta / T "
-         "+ mu^2 L^2 ((d+3)^3/2 + d(d+2)/4). Tests rely on the form.",
+         "+ mu^2 L^2 ((d+3)^3/2 + d(d+2)/4). The central difference satisfies the same bound "
+         "(same mean, same second-moment constants). Tests rely on the form.",
 ))
 
 # --- block descent lemmas (H1, H1-gen) ----------------------------------------------------------
@@ -547,7 +548,7 @@ _BLOCK_QUANTITIES = {
 
 
 def _block_rhs(l_x: sp.Expr, l_xy: sp.Expr, l_y: sp.Expr) -> sp.Expr:
-    return _F_z + _inner + (l_x * _A**2 + l_xy * _A * _B + l_y * _B**2) / 2
+    return _F_z + _inner + (l_x * _A**2 + 2 * l_xy * _A * _B + l_y * _B**2) / 2
 
 
 _L_x, _L_y, _L_xy = sym("L_x"), sym("L_y"), sym("L_xy")
