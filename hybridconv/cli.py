@@ -5,6 +5,8 @@
     hybridconv theory bound --set NAME=VALUE ... [--json] [--no-check]
     hybridconv theory steps --set NAME=VALUE ... [--measure full|scaled] [--json]
     hybridconv theory complexity [--set NAME=VALUE ...] [--ratio R] [--json]
+    hybridconv simulate --problem quadratic --method hybrid --sampling rr --eta-x 1e-3 ...
+                        --out FILE.csv [--force] [--json-constants] [--no-progress]
 
 Errors (unknown or missing symbols, values out of range, unknown options) print one line on
 stderr and exit with status 2.
@@ -16,6 +18,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
 
@@ -89,7 +92,75 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--set", action="append", metavar="NAME=VALUE", help="a symbol's value")
     c.add_argument("--ratio", type=float, default=1.0, help="eta_y / eta_x (default 1)")
     c.add_argument("--json", action="store_true", help="JSON output")
+    sim = sub.add_parser("simulate", help="run hybrid reshuffling SGD on a synthetic problem")
+    sim.add_argument("--problem", choices=("quadratic", "nonconvex", "lora", "gensmooth"),
+                     default="quadratic")
+    sim.add_argument("--method", choices=("hybrid", "zo", "fo"), default="hybrid")
+    sim.add_argument("--sampling", choices=("rr", "so", "ig", "wr"), default="rr")
+    sim.add_argument("--eta-x", type=float, default=1e-3, help="learning rate of block x")
+    sim.add_argument("--eta-y", type=float, default=1e-2, help="learning rate of block y")
+    sim.add_argument("--mu", type=float, default=1e-3, help="ZO smoothing radius")
+    sim.add_argument("--q", type=int, default=1, help="ZO directions per step")
+    sim.add_argument("--directions", choices=("gaussian", "sphere", "rademacher"),
+                     default="gaussian")
+    sim.add_argument("--difference", choices=("central", "forward"), default="central")
+    sim.add_argument("--n", type=int, default=16, help="number of components")
+    sim.add_argument("--dx", type=int, default=20, help="dimension of block x")
+    sim.add_argument("--dy", type=int, default=6, help="dimension of block y")
+    sim.add_argument("--epochs", type=int, default=50)
+    sim.add_argument("--trials", type=int, default=100)
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--out", metavar="FILE.csv", help="where to write the records")
+    sim.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    sim.add_argument("--json-constants", action="store_true",
+                     help="print the problem's certified constants as JSON (and stop)")
+    sim.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from .problems import make_problem
+    from .sim import SimConfig, simulate
+
+    try:
+        problem = make_problem(args.problem, args.n, args.dx, args.dy, seed=args.seed)
+        if args.json_constants:
+            print(json.dumps(problem.constants(), indent=2))
+            return 0
+        config = SimConfig(method=args.method, sampling=args.sampling, eta_x=args.eta_x,
+                           eta_y=args.eta_y, mu=args.mu, q=args.q, directions=args.directions,
+                           difference=args.difference, epochs=args.epochs, trials=args.trials,
+                           seed=args.seed)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    if args.out is None:
+        raise CLIError("--out FILE.csv is required (or --json-constants)")
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise CLIError(f"{out} exists; pass --force to overwrite it")
+    df = simulate(problem, config, progress=not args.no_progress)
+    _write_atomic(out, df.to_csv(index=False))
+    last = df[df["epoch"] == df["epoch"].max()]
+    print(f"wrote {len(df)} rows to {out}: final mean ||grad F||^2 = "
+          f"{last['grad_sq'].mean():.4g} over {int((~last['diverged']).sum())} of "
+          f"{config.trials} trials ({int(last['diverged'].sum())} diverged)")
+    return 0
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, then rename over ``path``."""
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _bound(args: argparse.Namespace):
@@ -186,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "theory":
             return _theory(args)
+        if args.command == "simulate":
+            return _simulate(args)
         raise CLIError(f"unknown command {args.command!r}")
     except CLIError as e:
         print(f"hybridconv: error: {e}", file=sys.stderr)

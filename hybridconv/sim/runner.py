@@ -1,0 +1,223 @@
+"""Run hybrid reshuffling SGD on a problem for many trials at once.
+
+All K trials advance together as arrays with a leading trial axis; each step is
+:func:`~.step.hybrid_step`. Records are taken at the start (epoch 0) and after every epoch:
+F, ||grad_x F||^2, ||grad_y F||^2, ||grad F||^2 at the epoch's point, one row per trial and
+epoch, with the configuration as columns (a tidy pandas DataFrame).
+
+Randomness: the sampler and the ZO directions have their own generators, both derived from
+``seed`` (``default_rng([seed, 0])`` and ``default_rng([seed, 1])``): the same seed gives the
+same numbers, and changing the sampling scheme does not change the direction stream's seed.
+
+Divergence: after every step, a trial whose state is no longer finite is marked diverged at
+that epoch, its state is frozen (no further updates) and its later records are NaN with
+``diverged = True``; nothing is averaged over it silently.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..problems.base import Problem
+from .estimators import DIFFERENCES, DIRECTIONS
+from .samplers import SAMPLINGS, Sampler
+from .step import block_oracles, hybrid_step
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["SimConfig", "simulate", "Schedule", "RECORD_COLUMNS"]
+
+Schedule = float | Callable[[int], float]
+"""A learning rate: a constant, or a function of the epoch (0-based) returning one."""
+
+RECORD_COLUMNS = ("trial", "epoch", "F", "grad_x_sq", "grad_y_sq", "grad_sq", "diverged",
+                  "left_region")
+
+
+def _rate(name: str, schedule: Schedule, epoch: int) -> float:
+    value = schedule(epoch) if callable(schedule) else schedule
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(v) or v <= 0:
+        where = f" at epoch {epoch}" if callable(schedule) else ""
+        raise ValueError(f"{name} must be a finite number > 0{where}, got {value!r}")
+    return v
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Hyper-parameters of a simulation (names as in the theory's symbol table).
+
+    Attributes:
+        method: ``"hybrid"`` (ZO on x, FO on y), ``"zo"`` (both ZO) or ``"fo"`` (both FO).
+        sampling: ``"rr"``, ``"so"``, ``"ig"`` or ``"wr"`` (see :mod:`.samplers`).
+        eta_x, eta_y: learning rates per block, constants or schedules epoch -> rate.
+        mu: smoothing radius (> 0).
+        q: directions per ZO step (>= 1).
+        directions: ``"gaussian"``, ``"sphere"`` or ``"rademacher"``.
+        difference: ``"central"`` or ``"forward"``.
+        epochs: number of epochs T (>= 1).
+        trials: number of independent trials K (>= 1).
+        seed: seeds the sampler and the directions.
+    """
+
+    method: str = field(default="hybrid", metadata={"help": "hybrid, zo or fo"})
+    sampling: str = field(default="rr", metadata={"help": "rr, so, ig or wr"})
+    eta_x: Schedule = field(default=1e-3, metadata={"help": "learning rate of block x"})
+    eta_y: Schedule = field(default=1e-2, metadata={"help": "learning rate of block y"})
+    mu: float = field(default=1e-3, metadata={"help": "ZO smoothing radius"})
+    q: int = field(default=1, metadata={"help": "ZO directions per step"})
+    directions: str = field(default="gaussian", metadata={"help": "gaussian, sphere, rademacher"})
+    difference: str = field(default="central", metadata={"help": "central or forward"})
+    epochs: int = field(default=10, metadata={"help": "number of epochs T"})
+    trials: int = field(default=100, metadata={"help": "independent trials K"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+
+    def __post_init__(self) -> None:
+        block_oracles(self.method)
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
+        if self.directions not in DIRECTIONS:
+            raise ValueError(f"directions must be one of {DIRECTIONS}, got {self.directions!r}")
+        if self.difference not in DIFFERENCES:
+            raise ValueError(f"difference must be one of {DIFFERENCES}, got {self.difference!r}")
+        for name in ("eta_x", "eta_y"):
+            sched = getattr(self, name)
+            if not callable(sched):
+                _rate(name, sched, 0)
+        mu = self.mu
+        if isinstance(mu, bool) or not isinstance(mu, int | float) or not math.isfinite(mu) \
+                or mu <= 0:
+            raise ValueError(f"mu must be a finite number > 0, got {mu!r}")
+        for name, low in (("q", 1), ("epochs", 1), ("trials", 1), ("seed", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+
+    def hyperparameters(self, n: int) -> dict[str, float]:
+        """The theory's hyper-parameter symbols (constant rates only)."""
+        out = {"mu": float(self.mu), "q": float(self.q), "n": float(n), "T": float(self.epochs)}
+        for name in ("eta_x", "eta_y"):
+            sched = getattr(self, name)
+            if callable(sched):
+                raise ValueError(f"{name} is a schedule; the theorem needs a constant rate")
+            out[name] = float(sched)
+        return out
+
+    def columns(self) -> dict[str, object]:
+        """Configuration columns for the records (schedules named by their repr)."""
+        d = asdict(self)
+        for name in ("eta_x", "eta_y"):
+            if callable(d[name]):
+                d[name] = repr(d[name])
+        d.pop("trials")
+        d.pop("epochs")
+        return d
+
+
+def _start(problem: Problem, x0: np.ndarray | None, y0: np.ndarray | None,
+           trials: int) -> tuple[np.ndarray, np.ndarray]:
+    sx, sy = problem.start()
+    x0 = sx if x0 is None else np.asarray(x0, dtype=float)
+    y0 = sy if y0 is None else np.asarray(y0, dtype=float)
+    for name, v, d in (("x0", x0, problem.d_x), ("y0", y0, problem.d_y)):
+        if v.shape not in ((d,), (trials, d)):
+            raise ValueError(f"{name} must have shape ({d},) or ({trials}, {d}), "
+                             f"got {v.shape}")
+        if not np.isfinite(v).all():
+            raise ValueError(f"{name} must be finite")
+    return (np.broadcast_to(x0, (trials, problem.d_x)).copy(),
+            np.broadcast_to(y0, (trials, problem.d_y)).copy())
+
+
+def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = None,
+             y0: np.ndarray | None = None, progress: bool = False) -> pd.DataFrame:
+    """Run ``config.trials`` trials of ``config.epochs`` epochs; return the records.
+
+    Returns:
+        a DataFrame with columns :data:`RECORD_COLUMNS` plus ``problem``, ``d_x``, ``d_y``,
+        ``n`` and the configuration's fields; ``(trials) x (epochs + 1)`` rows.
+    """
+    import pandas as pd
+
+    if not isinstance(problem, Problem):
+        raise ValueError(f"problem must be a hybridconv.problems.Problem, got {problem!r}")
+    if not isinstance(config, SimConfig):
+        raise ValueError(f"config must be a SimConfig, got {config!r}")
+    K, T, n = config.trials, config.epochs, problem.n
+    oracles = block_oracles(config.method)
+    x, y = _start(problem, x0, y0, K)
+    sampler = Sampler(config.sampling, n=n, trials=K, rng=np.random.default_rng([config.seed, 0]))
+    drng = np.random.default_rng([config.seed, 1])
+
+    rec = {k: np.full((T + 1, K), np.nan) for k in ("F", "grad_x_sq", "grad_y_sq")}
+    diverged_at = np.full(K, T + 1)  # epoch from which a trial's records are NaN
+    left = np.zeros(K, dtype=bool)
+    left_rec = np.zeros((T + 1, K), dtype=bool)
+    rates = np.zeros((T, 2))
+
+    def record(t: int) -> None:
+        alive = diverged_at > t
+        with np.errstate(all="ignore"):
+            F = problem.value(x, y)
+            gx, gy = problem.grad(x, y)
+        rec["F"][t] = np.where(alive, F, np.nan)
+        rec["grad_x_sq"][t] = np.where(alive, np.einsum("bi,bi->b", gx, gx), np.nan)
+        rec["grad_y_sq"][t] = np.where(alive, np.einsum("bi,bi->b", gy, gy), np.nan)
+        left_rec[t] = left
+
+    record(0)
+    epochs = range(T)
+    if progress:
+        from tqdm.auto import tqdm
+
+        epochs = tqdm(epochs, desc=f"simulate {problem.name}/{config.method}", unit="epoch")
+    for t in epochs:
+        ex, ey = _rate("eta_x", config.eta_x, t), _rate("eta_y", config.eta_y, t)
+        rates[t] = ex, ey
+        order = sampler.epoch(t)
+        for i in range(n):
+            active = diverged_at > T
+            with np.errstate(all="ignore"):
+                nx, ny = hybrid_step(problem, x, y, order[:, i], eta_x=ex, eta_y=ey,
+                                     oracles=oracles, mu=config.mu, q=config.q,
+                                     directions=config.directions,
+                                     difference=config.difference, rng=drng)
+            ok = np.isfinite(nx).all(axis=1) & np.isfinite(ny).all(axis=1)
+            newly = active & ~ok
+            diverged_at[newly] = t + 1
+            upd = active & ok
+            x[upd], y[upd] = nx[upd], ny[upd]
+            left |= upd & ~problem.in_region(x, y)
+        record(t + 1)
+        if (diverged_at <= T).all():  # every trial diverged: keep what we have
+            for s in range(t + 2, T + 1):
+                left_rec[s] = left
+            break
+
+    epochs_idx = np.repeat(np.arange(T + 1), K)
+    trials_idx = np.tile(np.arange(K), T + 1)
+    gx2, gy2 = rec["grad_x_sq"].ravel(), rec["grad_y_sq"].ravel()
+    df = pd.DataFrame({
+        "trial": trials_idx,
+        "epoch": epochs_idx,
+        "F": rec["F"].ravel(),
+        "grad_x_sq": gx2,
+        "grad_y_sq": gy2,
+        "grad_sq": gx2 + gy2,
+        "diverged": (epochs_idx >= diverged_at[trials_idx]),
+        "left_region": left_rec.ravel(),
+    })
+    df["problem"] = problem.name
+    df["d_x"], df["d_y"], df["n"] = problem.d_x, problem.d_y, n
+    for k, v in config.columns().items():
+        df[k] = v
+    return df

@@ -1,0 +1,240 @@
+"""The simulator: determinism, samplers, estimators, the step, divergence, bad input, CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hybridconv.cli import main
+from hybridconv.problems import QuadraticProblem, make_problem
+from hybridconv.problems.base import Problem
+from hybridconv.sim import (
+    RECORD_COLUMNS,
+    Sampler,
+    SimConfig,
+    hybrid_step,
+    sample_directions,
+    simulate,
+)
+
+
+@pytest.fixture(scope="module")
+def quad():
+    return QuadraticProblem(6, 5, 3, seed=3)
+
+
+def test_records_are_tidy(quad):
+    df = simulate(quad, SimConfig(epochs=4, trials=7))
+    assert len(df) == 7 * 5
+    assert set(RECORD_COLUMNS) <= set(df.columns)
+    assert {"method", "sampling", "eta_x", "eta_y", "mu", "q", "n", "d_x", "d_y",
+            "problem", "seed"} <= set(df.columns)
+    assert np.allclose(df["grad_sq"], df["grad_x_sq"] + df["grad_y_sq"])
+    assert not df["diverged"].any()
+
+
+def test_same_seed_same_numbers(quad):
+    cfg = SimConfig(epochs=3, trials=5, seed=11)
+    pd.testing.assert_frame_equal(simulate(quad, cfg), simulate(quad, cfg))
+    other = simulate(quad, SimConfig(epochs=3, trials=5, seed=12))
+    assert not np.allclose(other["F"], simulate(quad, cfg)["F"])
+
+
+def test_trials_are_independent_streams(quad):
+    df = simulate(quad, SimConfig(epochs=2, trials=4))
+    last = df[df.epoch == 2]["F"].to_numpy()
+    assert len(np.unique(last)) == 4
+
+
+@pytest.mark.parametrize("sampling", ["rr", "so", "ig", "wr"])
+def test_samplers(sampling):
+    s = Sampler(sampling, n=7, trials=50, rng=np.random.default_rng(0))
+    a, b = s.epoch(0), s.epoch(1)
+    assert a.shape == (50, 7) and a.min() >= 0 and a.max() < 7
+    if sampling != "wr":
+        assert (np.sort(a, axis=1) == np.arange(7)).all()
+    if sampling in ("so", "ig"):
+        assert (a == b).all()
+    if sampling == "ig":
+        assert (a == np.arange(7)).all()
+    if sampling == "rr":
+        assert not (a == b).all()
+    if sampling == "wr":
+        assert any(len(set(row)) < 7 for row in a)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "sphere", "rademacher"])
+def test_directions(kind):
+    u = sample_directions(np.random.default_rng(1), (20000, 1, 6), kind)
+    cov = np.einsum("bqi,bqj->ij", u, u) / 20000
+    assert np.allclose(cov, np.eye(6), atol=0.06)  # E u u^T = I, 20000 samples
+    if kind != "gaussian":
+        assert np.allclose((u**2).sum(-1), 6.0)
+    if kind == "rademacher":
+        assert set(np.unique(u)) == {-1.0, 1.0}
+
+
+@given(st.integers(0, 10**6), st.sampled_from(["central", "forward"]), st.sampled_from(["x", "y"]))
+def test_quadratic_closed_form_differences_match_values(seed, difference, block):
+    """The quadratic's closed-form differences equal the value-based ones (up to rounding)."""
+    p = QuadraticProblem(4, 3, 2, seed=seed % 97)
+    rng = np.random.default_rng(seed)
+    x, y = rng.standard_normal((5, 3)), rng.standard_normal((5, 2))
+    idx = rng.integers(0, 4, 5)
+    u = rng.standard_normal((5, 3, 3 if block == "x" else 2))
+    fast = p.zo_differences(x, y, idx, u, 1e-2, difference, block)
+    slow = Problem.zo_differences(p, x, y, idx, u, 1e-2, difference, block)
+    assert np.allclose(fast, slow, rtol=1e-6, atol=1e-8)
+
+
+def test_fo_incremental_step_is_gradient_descent_on_components(quad):
+    """method fo with sampling ig: the iterate is plain incremental gradient."""
+    cfg = SimConfig(method="fo", sampling="ig", eta_x=0.05, eta_y=0.02, epochs=1, trials=1)
+    df = simulate(quad, cfg)
+    x, y = quad.start()
+    x, y = x[None], y[None]
+    for i in range(quad.n):
+        gx, gy = quad.grads(x, y, np.array([i]))
+        x, y = x - 0.05 * gx, y - 0.02 * gy
+    assert df[df.epoch == 1]["F"].iloc[0] == pytest.approx(quad.value(x, y)[0], rel=1e-12)
+
+
+def test_hybrid_step_uses_the_same_point_for_both_blocks(quad):
+    """Jacobi: the y update uses grad_y at the old x (not at the updated x)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((3, 5)), rng.standard_normal((3, 3))
+    idx = np.array([0, 1, 2])
+    nx, ny = hybrid_step(quad, x, y, idx, eta_x=0.1, eta_y=0.1, oracles=("zo", "fo"), mu=1e-3,
+                         q=2, directions="gaussian", difference="central", rng=rng)
+    assert np.allclose(ny, y - 0.1 * quad.grads(x, y, idx)[1])
+    assert not np.allclose(nx, x)
+
+
+def test_zo_method_moves_both_blocks_with_directions(quad):
+    df_zo = simulate(quad, SimConfig(method="zo", epochs=2, trials=3, eta_x=1e-3, eta_y=1e-3))
+    df_fo = simulate(quad, SimConfig(method="fo", epochs=2, trials=3, eta_x=1e-3, eta_y=1e-3))
+    assert df_zo[df_zo.epoch == 2]["F"].std() > 0
+    assert not np.allclose(df_zo[df_zo.epoch == 2]["F"], df_fo[df_fo.epoch == 2]["F"])
+    # ig + fo is deterministic: every trial follows the same path
+    df_ig = simulate(quad, SimConfig(method="fo", sampling="ig", epochs=2, trials=3))
+    assert df_ig[df_ig.epoch == 2]["F"].std() == 0
+
+
+class Exploding(Problem):
+    """f_i(x, y) = exp(x_0^2) + ||y||^2 / 2: fine near 0, overflows from x_0 = 3 on."""
+
+    name = "exploding"
+
+    def values(self, x, y, idx):
+        return np.exp(x[:, 0] ** 2) + 0.5 * (y**2).sum(1) + 0.0 * x[:, 1:].sum(1)
+
+    def grads(self, x, y, idx):
+        gx = np.zeros_like(x)
+        gx[:, 0] = 2 * x[:, 0] * np.exp(x[:, 0] ** 2)
+        return gx, y.copy()
+
+    def f_star(self):
+        return 1.0
+
+    def constants(self, x0=None, y0=None):
+        return {}
+
+
+def test_divergence_is_marked_and_frozen():
+    p = Exploding(2, 2, 2)
+    x0 = np.zeros((4, 2))
+    x0[1, 0] = 3.0  # this trial overflows in the first steps
+    df = simulate(p, SimConfig(method="fo", epochs=3, trials=4, eta_x=0.1, eta_y=0.1), x0=x0)
+    bad = df[df.trial == 1]
+    assert bad[bad.epoch >= 1]["diverged"].all()
+    assert bad[bad.epoch >= 1]["F"].isna().all()
+    good = df[df.trial != 1]
+    assert not good["diverged"].any() and good["F"].notna().all()
+
+
+def test_all_diverged_stops_early_and_keeps_records(quad):
+    df = simulate(quad, SimConfig(epochs=50, trials=3, eta_x=50.0, eta_y=50.0))
+    assert len(df) == 3 * 51
+    assert df[df.epoch == 50]["diverged"].all()
+    assert df[df.epoch == 0]["F"].notna().all()
+
+
+def test_schedules(quad):
+    cfg = SimConfig(epochs=3, trials=2, eta_x=lambda t: 1e-3 / (t + 1), eta_y=lambda t: 1e-2)
+    df = simulate(quad, cfg)
+    assert len(df) == 8
+    with pytest.raises(ValueError, match="eta_y must be a finite number > 0 at epoch 1"):
+        simulate(quad, SimConfig(epochs=3, trials=2, eta_y=lambda t: 1e-2 if t == 0 else -1))
+    with pytest.raises(ValueError, match="schedule"):
+        cfg.hyperparameters(6)
+    assert SimConfig(eta_x=1e-3).hyperparameters(6)["eta_x"] == 1e-3
+
+
+BAD_CONFIG = [
+    ({"eta_x": -1.0}, "eta_x must be a finite number > 0"),
+    ({"eta_y": float("nan")}, "eta_y must be a finite number > 0"),
+    ({"eta_y": float("inf")}, "eta_y must be"),
+    ({"mu": 0.0}, "mu must be a finite number > 0"),
+    ({"mu": -1e-3}, "mu must be"),
+    ({"q": 0}, "q must be an integer >= 1"),
+    ({"q": 1.5}, "q must be an integer"),
+    ({"epochs": 0}, "epochs must be an integer >= 1"),
+    ({"trials": 0}, "trials must be an integer >= 1"),
+    ({"seed": -1}, "seed must be an integer >= 0"),
+    ({"method": "sgd"}, "method must be one of"),
+    ({"sampling": "shuffle"}, "sampling must be one of"),
+    ({"directions": "uniform"}, "directions must be one of"),
+    ({"difference": "backward"}, "difference must be one of"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), BAD_CONFIG)
+def test_bad_config(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SimConfig(**kwargs)
+
+
+def test_bad_problem_and_start(quad):
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        QuadraticProblem(0, 3, 2)
+    with pytest.raises(ValueError, match="d_x must be an integer >= 1"):
+        QuadraticProblem(3, 0, 2)
+    with pytest.raises(ValueError, match="x0 must have shape"):
+        simulate(quad, SimConfig(trials=2), x0=np.zeros(4))
+    with pytest.raises(ValueError, match="y0 must be finite"):
+        simulate(quad, SimConfig(trials=2), y0=np.full(3, np.nan))
+    with pytest.raises(ValueError, match="problem must be one of"):
+        make_problem("cubic", 3, 2, 2)
+    with pytest.raises(ValueError, match="coupling must be <"):
+        QuadraticProblem(3, 2, 2, m_x=0.1, m_y=0.1, coupling=0.5)
+
+
+def test_constants_feed_the_bound(quad):
+    """problem.constants() and config.hyperparameters() go straight into the bound."""
+    from hybridconv.theory import hybrid_bound
+
+    cfg = SimConfig(eta_x=1e-4, eta_y=1e-3, mu=1e-4, epochs=10)
+    value = hybrid_bound().evaluate(**quad.constants(), **cfg.hyperparameters(quad.n))
+    assert value > 0
+
+
+def test_cli_simulate(tmp_path, capsys):
+    out = tmp_path / "run.csv"
+    argv = ["simulate", "--n", "4", "--dx", "3", "--dy", "2", "--epochs", "2", "--trials", "3",
+            "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    df = pd.read_csv(out)
+    assert {"trial", "epoch", "F", "grad_x_sq", "grad_y_sq", "grad_sq", "diverged"} <= set(
+        df.columns)
+    capsys.readouterr()
+    assert main(argv) == 2  # never overwrite silently
+    err = capsys.readouterr().err
+    assert "exists" in err and err.count("\n") == 1
+    assert main([*argv, "--force"]) == 0
+    assert main(["simulate", "--json-constants", "--n", "4", "--dx", "3", "--dy", "2"]) == 0
+    assert "L_xy" in capsys.readouterr().out
+    assert main(["simulate", "--mu", "0", "--out", str(tmp_path / "x.csv")]) == 2
+    assert main(["simulate", "--n", "0", "--out", str(tmp_path / "x.csv")]) == 2
