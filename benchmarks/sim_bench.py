@@ -4,9 +4,10 @@ Same problem and settings for both (issue 3): quadratic, d_x = 100, d_y = 20, n 
 K = 1000 trials, hybrid method, random reshuffling, q = 1, central differences. Two
 baselines: the textbook per-trial loop (two function values per ZO estimate, one trial at a
 time), which is the issue's baseline; and a stricter one that calls the engine's very step
-function with a batch of one, so that ratio measures batching alone. Also: the engine's achieved flop rate against this machine's measured
-matrix-multiply rate, and peak traced memory for a short and a 4x longer run (memory must not
-grow with the number of epochs beyond the per-epoch records).
+function with a batch of one, so that ratio measures batching alone. Also: the engine's
+achieved flop rate against this machine's measured matrix-multiply rate, and peak traced memory
+for a short and a 4x longer run (memory must not grow with the number of epochs beyond the
+per-epoch records).
 
     python benchmarks/sim_bench.py [--trials 1000] [--epochs 3] [--baseline-trials 20]
 """
@@ -21,7 +22,7 @@ import tracemalloc
 import numpy as np
 
 from hybridconv.problems import QuadraticProblem
-from hybridconv.sim import SimConfig, Sampler, hybrid_step, simulate
+from hybridconv.sim import Sampler, SimConfig, hybrid_step, simulate
 
 D_X, D_Y, N = 100, 20, 64
 

@@ -134,4 +134,5 @@ class Problem(ABC):
         return float(max(self.value(x0, y0)[0] - self.f_star(), 0.0))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(n={self.n}, d_x={self.d_x}, d_y={self.d_y}, seed={self.seed})"
+        return (f"{type(self).__name__}(n={self.n}, d_x={self.d_x}, d_y={self.d_y}, "
+                f"seed={self.seed})")
