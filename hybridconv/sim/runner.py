@@ -9,6 +9,11 @@ Randomness: the sampler and the ZO directions have their own generators, both de
 ``seed`` (``default_rng([seed, 0])`` and ``default_rng([seed, 1])``): the same seed gives the
 same numbers, and changing the sampling scheme does not change the direction stream's seed.
 
+Certified regions: ``left_region`` says whether a trial has left the region where a locally
+smooth problem's constants hold (checked after every step, cumulative); ``max_grad_norm`` is
+max_i ||grad f_i|| at the epoch's point for problems that provide it (the H1-gen theorem needs
+it below its G). Both are reported, never silently ignored.
+
 Divergence: after every step, a trial whose state is no longer finite is marked diverged at
 that epoch, its state is frozen (no further updates) and its later records are NaN with
 ``diverged = True``; nothing is averaged over it silently.
@@ -158,7 +163,9 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
     sampler = Sampler(config.sampling, n=n, trials=K, rng=np.random.default_rng([config.seed, 0]))
     drng = np.random.default_rng([config.seed, 1])
 
-    rec = {k: np.full((T + 1, K), np.nan) for k in ("F", "grad_x_sq", "grad_y_sq")}
+    rec = {k: np.full((T + 1, K), np.nan)
+           for k in ("F", "grad_x_sq", "grad_y_sq", "max_grad_norm")}
+    grad_bound = getattr(problem, "max_component_grad_norm", None)
     diverged_at = np.full(K, T + 1)  # epoch from which a trial's records are NaN
     left = np.zeros(K, dtype=bool)
     left_rec = np.zeros((T + 1, K), dtype=bool)
@@ -172,6 +179,9 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
         rec["F"][t] = np.where(alive, F, np.nan)
         rec["grad_x_sq"][t] = np.where(alive, np.einsum("bi,bi->b", gx, gx), np.nan)
         rec["grad_y_sq"][t] = np.where(alive, np.einsum("bi,bi->b", gy, gy), np.nan)
+        if grad_bound is not None:
+            with np.errstate(all="ignore"):
+                rec["max_grad_norm"][t] = np.where(alive, grad_bound(x, y), np.nan)
         left_rec[t] = left
 
     record(0)
@@ -215,6 +225,7 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
         "grad_sq": gx2 + gy2,
         "diverged": (epochs_idx >= diverged_at[trials_idx]),
         "left_region": left_rec.ravel(),
+        "max_grad_norm": rec["max_grad_norm"].ravel(),
     })
     df["problem"] = problem.name
     df["d_x"], df["d_y"], df["n"] = problem.d_x, problem.d_y, n
