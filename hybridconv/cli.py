@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,12 +48,15 @@ def _parse_set(items: Sequence[str] | None) -> dict[str, float]:
     return out
 
 
-def _add_theory_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--assumption", choices=("h1", "h1-gen"), default="h1",
+def _add_theory_options(p: argparse.ArgumentParser, *, sub: bool = False) -> None:
+    """The theorem's options; on a sub-command their defaults are suppressed, so that a value
+    given before the sub-command (``theory --assumption h1-gen bound ...``) is kept."""
+    d = (lambda value: argparse.SUPPRESS) if sub else (lambda value: value)
+    p.add_argument("--assumption", choices=("h1", "h1-gen"), default=d("h1"),
                    help="block hybrid smoothness (h1) or its generalized form (h1-gen)")
     p.add_argument("--directions", choices=("gaussian", "sphere", "rademacher"),
-                   default="gaussian", help="ZO direction distribution")
-    p.add_argument("--difference", choices=("central", "forward"), default="central",
+                   default=d("gaussian"), help="ZO direction distribution")
+    p.add_argument("--difference", choices=("central", "forward"), default=d("central"),
                    help="ZO finite difference")
 
 
@@ -73,29 +77,31 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = th.add_subparsers(dest="action", parser_class=_Parser)
 
     b = tsub.add_parser("bound", help="evaluate the bound at given values")
-    _add_theory_options(b)
+    _add_theory_options(b, sub=True)
     b.add_argument("--set", action="append", metavar="NAME=VALUE", help="a symbol's value")
-    b.add_argument("--json", action="store_true", help="JSON output")
+    b.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
     b.add_argument("--no-check", action="store_true",
                    help="evaluate even where conditions fail (the output says which)")
 
     s = tsub.add_parser("steps", help="step sizes that minimize the bound")
-    _add_theory_options(s)
+    _add_theory_options(s, sub=True)
     s.add_argument("--set", action="append", metavar="NAME=VALUE", help="a symbol's value")
     s.add_argument("--measure", choices=("full", "scaled"), default="full",
                    help="full: min E||grad F||^2; scaled: blocks weighted by 1/(effective "
                         "smoothness)")
-    s.add_argument("--json", action="store_true", help="JSON output")
+    s.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
 
     c = tsub.add_parser("complexity", help="leading-order epochs to reach E||grad F||^2 <= eps^2")
-    _add_theory_options(c)
+    _add_theory_options(c, sub=True)
     c.add_argument("--set", action="append", metavar="NAME=VALUE", help="a symbol's value")
     c.add_argument("--ratio", type=float, default=1.0, help="eta_y / eta_x (default 1)")
-    c.add_argument("--json", action="store_true", help="JSON output")
+    c.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
     sim = sub.add_parser("simulate", help="run hybrid reshuffling SGD on a synthetic problem")
     sim.add_argument("--problem", choices=("quadratic", "nonconvex", "lora", "gensmooth"),
                      default="quadratic")
-    sim.add_argument("--method", choices=("hybrid", "zo", "fo"), default="hybrid")
+    sim.add_argument("--method", choices=("hybrid", "zo", "fo", "reversed"), default="hybrid",
+                     help="oracles per block: hybrid = ZO on x, FO on y; reversed = FO on x, "
+                          "ZO on y")
     sim.add_argument("--sampling", choices=("rr", "so", "ig", "wr"), default="rr")
     sim.add_argument("--eta-x", type=float, default=1e-3, help="learning rate of block x")
     sim.add_argument("--eta-y", type=float, default=1e-2, help="learning rate of block y")
@@ -136,10 +142,21 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.out is None:
         raise CLIError("--out FILE.csv is required (or --json-constants)")
     out = Path(args.out)
+    if out.is_dir():
+        raise CLIError(f"--out {out} is a directory; give a file name")
     if out.exists() and not args.force:
         raise CLIError(f"{out} exists; pass --force to overwrite it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CLIError(f"cannot create the folder of --out {out}: {e.strerror}") from None
+    if not os.access(out.parent, os.W_OK):
+        raise CLIError(f"cannot write to the folder of --out {out}")
     df = simulate(problem, config, progress=not args.no_progress)
-    _write_atomic(out, df.to_csv(index=False))
+    try:
+        _write_atomic(out, df.to_csv(index=False))
+    except OSError as e:
+        raise CLIError(f"cannot write {out}: {e.strerror}") from None
     last = df[df["epoch"] == df["epoch"].max()]
     print(f"wrote {len(df)} rows to {out}: final mean ||grad F||^2 = "
           f"{last['grad_sq'].mean():.4g} over {int((~last['diverged']).sum())} of "
@@ -148,8 +165,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename over ``path``."""
-    import os
+    """Write to a temporary file in the same folder, then rename over ``path`` (the file gets
+    the usual permissions, 0666 less the umask)."""
     import tempfile
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,6 +174,9 @@ def _write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -234,3 +234,48 @@ def test_estimators_change_the_constants(directions, values):
         hybrid_bound(directions="uniform")
     with pytest.raises(ValueError, match="assumption must be"):
         hybrid_bound(assumption="h2")
+
+
+def test_any_relative_heterogeneity_is_admissible_for_small_steps(values):
+    """C4 is O(eta^2) against eta: large Theta only shrinks the admissible step sizes."""
+    big = {**values, "Theta_x": 100.0, "Theta_y": 100.0}
+    assert not BOUND.holds(**big)
+    assert BOUND.holds(**{**big, "eta_x": 1e-8, "eta_y": 1e-8})
+
+
+@pytest.mark.parametrize("eps", [1e-2, 3e-3])
+def test_complexity_reaches_eps(values, eps):
+    """At the reported eta(eps), T(eps) and mu_max(eps) the bound is eps^2 (1 + o(1))."""
+    consts = {k: x for k, x in values.items() if k not in ("eta_x", "eta_y", "T", "mu")}
+    cx = BOUND.complexity(**consts)
+    at = {s: eps for s in cx.epochs.free_symbols}
+    eta = float(cx.eta.subs(at))
+    T = math.ceil(float(cx.epochs.subs(at)))
+    mu = float(cx.mu_max.subs(at))
+    assert eps <= float(cx.eps_max)
+    point = {**consts, "eta_x": eta, "eta_y": eta, "T": T, "mu": mu}
+    assert BOUND.holds(**point)
+    assert BOUND.evaluate(**point) <= eps**2 * 1.01
+
+
+def test_complexity_refuses_a_fixed_smoothing_floor(values):
+    consts = {k: x for k, x in values.items() if k not in ("eta_x", "eta_y", "T")}
+    with pytest.raises(ValueError, match="floor"):
+        BOUND.complexity(**consts)
+    assert BOUND.complexity(**{**consts, "mu": 0}).eps_exponent == -4
+
+
+def test_shared_rate_conflict(values):
+    with pytest.raises(ValueError, match="conflicts with eta_x"):
+        BOUND.evaluate(eta=1e-4, **values)
+
+
+def test_natural_weights_need_their_symbols():
+    with pytest.raises(ValueError, match="missing values for"):
+        natural_weights(BOUND, L_y=1.0)
+
+
+def test_special_case_display_drops_vanishing_terms(bound):
+    text = str(bound.special_case("no_zo_block"))
+    compact = text.split("where:")[0]
+    assert r"\beta" not in compact and r"\nu" not in compact

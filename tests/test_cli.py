@@ -114,3 +114,23 @@ def test_console_script_runs():
     res = subprocess.run([sys.executable, "-m", "hybridconv.cli", "theory", "bound", "--set",
                           "L_x=-1"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stderr.count("\n") == 1
+
+
+def test_options_before_the_subcommand_are_kept(capsys):
+    code, _, err = run(capsys, "theory", "--assumption", "h1-gen", "bound",
+                       *_sets(*VALUES, "eta_x=1e-5", "eta_y=1e-3"))
+    assert code == 2 and "G" in err and "L0_x" in err  # the generalized bound was used
+    code, out, _ = run(capsys, "theory", "--json", "bound",
+                       *_sets(*VALUES, "eta_x=1e-5", "eta_y=1e-3"))
+    assert code == 0 and json.loads(out)["holds"] is True
+    code, out, _ = run(capsys, "theory", "--directions", "sphere", "bound",
+                       *_sets(*VALUES, "eta_x=1e-5", "eta_y=1e-3"), "--json")
+    sphere = json.loads(out)["value"]
+    code, out, _ = run(capsys, "theory", "bound", *_sets(*VALUES, "eta_x=1e-5", "eta_y=1e-3"),
+                       "--json")
+    assert sphere != json.loads(out)["value"]
+
+
+def test_steps_scaled_with_missing_values_is_exit_2(capsys):
+    code, out, err = run(capsys, "theory", "steps", "--measure", "scaled", "--set", "L_y=1")
+    assert code == 2 and err.count("\n") == 1

@@ -113,6 +113,16 @@ def test_hybrid_step_uses_the_same_point_for_both_blocks(quad):
     assert not np.allclose(nx, x)
 
 
+def test_reversed_method_is_the_mirror_image(quad):
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((2, 5)), rng.standard_normal((2, 3))
+    idx = np.array([0, 3])
+    nx, ny = hybrid_step(quad, x, y, idx, eta_x=0.1, eta_y=0.1, oracles=("fo", "zo"),
+                         mu=1e-3, q=1, directions="gaussian", difference="central", rng=rng)
+    assert np.allclose(nx, x - 0.1 * quad.grads(x, y, idx)[0])
+    assert len(simulate(quad, SimConfig(method="reversed", epochs=1, trials=2))) == 4
+
+
 def test_zo_method_moves_both_blocks_with_directions(quad):
     df_zo = simulate(quad, SimConfig(method="zo", epochs=2, trials=3, eta_x=1e-3, eta_y=1e-3))
     df_fo = simulate(quad, SimConfig(method="fo", epochs=2, trials=3, eta_x=1e-3, eta_y=1e-3))
@@ -238,3 +248,31 @@ def test_cli_simulate(tmp_path, capsys):
     assert "L_xy" in capsys.readouterr().out
     assert main(["simulate", "--mu", "0", "--out", str(tmp_path / "x.csv")]) == 2
     assert main(["simulate", "--n", "0", "--out", str(tmp_path / "x.csv")]) == 2
+
+
+def test_overflowing_records_count_as_diverged():
+    """A finite state whose objective overflows is diverged, not averaged as inf."""
+    p = QuadraticProblem(4, 5, 3, seed=0)
+    df = simulate(p, SimConfig(eta_x=2.5, eta_y=0.1, epochs=300, trials=20))
+    finite_or_flagged = np.isfinite(df["grad_sq"]) | df["diverged"]
+    assert finite_or_flagged.all()
+    assert df["diverged"].any()
+
+
+def test_cli_simulate_bad_out(tmp_path, capsys):
+    base = ["simulate", "--n", "4", "--dx", "3", "--dy", "2", "--epochs", "1", "--trials", "2",
+            "--no-progress"]
+    assert main([*base, "--out", str(tmp_path), "--force"]) == 2
+    assert "directory" in capsys.readouterr().err
+    assert main([*base, "--out", "/proc/nope/x.csv"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    import os
+    import stat
+
+    out = tmp_path / "ok.csv"
+    old = os.umask(0o022)
+    try:
+        assert main([*base, "--out", str(out)]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644

@@ -6,8 +6,9 @@ F, ||grad_x F||^2, ||grad_y F||^2, ||grad F||^2 at the epoch's point, one row pe
 epoch, with the configuration as columns (a tidy pandas DataFrame).
 
 Randomness: the sampler and the ZO directions have their own generators, both derived from
-``seed`` (``default_rng([seed, 0])`` and ``default_rng([seed, 1])``): the same seed gives the
-same numbers, and changing the sampling scheme does not change the direction stream's seed.
+``seed`` (``default_rng([seed, SAMPLER_STREAM])`` and ``default_rng([seed, DIRECTION_STREAM])``,
+keys distinct from those the problems use to build instances and starts): the same seed gives
+the same numbers, and changing the sampling scheme does not change the direction stream.
 
 Certified regions: ``left_region`` says whether a trial has left the region where a locally
 smooth problem's constants hold (checked after every step, cumulative); ``max_grad_norm`` is
@@ -41,6 +42,9 @@ __all__ = ["SimConfig", "simulate", "Schedule", "RECORD_COLUMNS"]
 Schedule = float | Callable[[int], float]
 """A learning rate: a constant, or a function of the epoch (0-based) returning one."""
 
+SAMPLER_STREAM, DIRECTION_STREAM = 7001, 7002
+"""Stream keys of the run's generators (problems use small keys 0..99 for their own draws)."""
+
 RECORD_COLUMNS = ("trial", "epoch", "F", "grad_x_sq", "grad_y_sq", "grad_sq", "diverged",
                   "left_region")
 
@@ -62,7 +66,8 @@ class SimConfig:
     """Hyper-parameters of a simulation (names as in the theory's symbol table).
 
     Attributes:
-        method: ``"hybrid"`` (ZO on x, FO on y), ``"zo"`` (both ZO) or ``"fo"`` (both FO).
+        method: ``"hybrid"`` (ZO on x, FO on y), ``"zo"`` (both ZO), ``"fo"`` (both FO) or
+            ``"reversed"`` (FO on x, ZO on y).
         sampling: ``"rr"``, ``"so"``, ``"ig"`` or ``"wr"`` (see :mod:`.samplers`).
         eta_x, eta_y: learning rates per block, constants or schedules epoch -> rate.
         mu: smoothing radius (> 0).
@@ -74,7 +79,7 @@ class SimConfig:
         seed: seeds the sampler and the directions.
     """
 
-    method: str = field(default="hybrid", metadata={"help": "hybrid, zo or fo"})
+    method: str = field(default="hybrid", metadata={"help": "hybrid, zo, fo or reversed"})
     sampling: str = field(default="rr", metadata={"help": "rr, so, ig or wr"})
     eta_x: Schedule = field(default=1e-3, metadata={"help": "learning rate of block x"})
     eta_y: Schedule = field(default=1e-2, metadata={"help": "learning rate of block y"})
@@ -160,8 +165,9 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
     K, T, n = config.trials, config.epochs, problem.n
     oracles = block_oracles(config.method)
     x, y = _start(problem, x0, y0, K)
-    sampler = Sampler(config.sampling, n=n, trials=K, rng=np.random.default_rng([config.seed, 0]))
-    drng = np.random.default_rng([config.seed, 1])
+    sampler = Sampler(config.sampling, n=n, trials=K,
+                      rng=np.random.default_rng([config.seed, SAMPLER_STREAM]))
+    drng = np.random.default_rng([config.seed, DIRECTION_STREAM])
 
     rec = {k: np.full((T + 1, K), np.nan)
            for k in ("F", "grad_x_sq", "grad_y_sq", "max_grad_norm")}
@@ -172,13 +178,17 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
     rates = np.zeros((T, 2))
 
     def record(t: int) -> None:
-        alive = diverged_at > t
         with np.errstate(all="ignore"):
             F = problem.value(x, y)
             gx, gy = problem.grad(x, y)
+            gx2, gy2 = np.einsum("bi,bi->b", gx, gx), np.einsum("bi,bi->b", gy, gy)
+        # a finite state whose objective or gradient overflows has diverged too
+        bad = (diverged_at > t) & ~(np.isfinite(F) & np.isfinite(gx2) & np.isfinite(gy2))
+        diverged_at[bad] = t
+        alive = diverged_at > t
         rec["F"][t] = np.where(alive, F, np.nan)
-        rec["grad_x_sq"][t] = np.where(alive, np.einsum("bi,bi->b", gx, gx), np.nan)
-        rec["grad_y_sq"][t] = np.where(alive, np.einsum("bi,bi->b", gy, gy), np.nan)
+        rec["grad_x_sq"][t] = np.where(alive, gx2, np.nan)
+        rec["grad_y_sq"][t] = np.where(alive, gy2, np.nan)
         if grad_bound is not None:
             with np.errstate(all="ignore"):
                 rec["max_grad_norm"][t] = np.where(alive, grad_bound(x, y), np.nan)
@@ -205,7 +215,10 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
             newly = active & ~ok
             diverged_at[newly] = t + 1
             upd = active & ok
-            x[upd], y[upd] = nx[upd], ny[upd]
+            if upd.all():
+                x, y = nx, ny
+            else:
+                x[upd], y[upd] = nx[upd], ny[upd]
             left |= upd & ~problem.in_region(x, y)
         record(t + 1)
         if (diverged_at <= T).all():  # every trial diverged: keep what we have

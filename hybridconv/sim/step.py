@@ -17,7 +17,9 @@ from .estimators import zo_estimate
 __all__ = ["METHODS", "block_oracles", "hybrid_step"]
 
 METHODS: dict[str, tuple[str, str]] = {"hybrid": ("zo", "fo"), "zo": ("zo", "zo"),
-                                       "fo": ("fo", "fo")}
+                                       "fo": ("fo", "fo"), "reversed": ("fo", "zo")}
+"""Method name -> (oracle of x, oracle of y). ``reversed`` (FO on x, ZO on y) is the mirror
+image of the hybrid, for ablations."""
 
 
 def block_oracles(method: str) -> tuple[str, str]:

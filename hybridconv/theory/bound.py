@@ -95,6 +95,7 @@ class Complexity:
         mu_max: the smoothing radius below which the mu-terms stay under eps^2/4 (None if the
             bound has no mu-term).
         regime: a sentence saying which term dominates.
+        eps_max: the formula holds for eps <= eps_max (where eta(eps) meets C1-C3's caps).
     """
 
     eps_exponent: sp.Rational
@@ -103,6 +104,7 @@ class Complexity:
     noise_power: sp.Rational | None
     mu_max: sp.Expr | None
     regime: str
+    eps_max: sp.Expr = sp.oo
 
     def as_dict(self) -> dict[str, object]:
         return {"eps_exponent": str(self.eps_exponent),
@@ -111,7 +113,8 @@ class Complexity:
                 "eta": sp.sstr(self.eta),
                 "noise_power": None if self.noise_power is None else str(self.noise_power),
                 "mu_max": None if self.mu_max is None else sp.sstr(self.mu_max),
-                "regime": self.regime, "measure": "min_t E||grad F(z_t)||^2 <= eps^2"}
+                "regime": self.regime, "eps_max": sp.sstr(self.eps_max),
+                "measure": "min_t E||grad F(z_t)||^2 <= eps^2"}
 
 
 @dataclass(frozen=True)
@@ -200,8 +203,11 @@ class Bound:
         for name, value in values.items():
             out[name] = validate_value(name, value)  # unknown names raise here
         if "eta" in out and "eta" not in self.symbols:
-            out.setdefault("eta_x", out["eta"])
-            out.setdefault("eta_y", out["eta"])
+            for k in ("eta_x", "eta_y"):
+                if k in out and out[k] != out["eta"]:
+                    raise ValueError(f"eta = {out['eta']:g} (one shared rate) conflicts with "
+                                     f"{k} = {out[k]:g}; give one or the other")
+                out[k] = out["eta"]
         missing = [s for s in self.symbols if s not in out]
         if missing:
             raise ValueError(f"missing values for {', '.join(missing)} "
@@ -418,13 +424,18 @@ class Bound:
     def complexity(self, *, ratio: float = 1.0, **values: object) -> Complexity:
         """Leading-order number of epochs to reach min_t E||grad F(z_t)||^2 <= eps^2.
 
-        Method: set eta_x = eta, eta_y = ratio * eta; put mu = 0 (mu is a free accuracy
-        parameter: ``mu_max`` says how small it must be); write the bound as
-        K_T / (eta T) + sum_p K_p eta^p; the smallest power p with K_p != 0 dominates as
-        eps -> 0. Balancing K_p eta^p = eps^2/2 and K_T/(eta T) = eps^2/2 gives
-        T = (2 K_T / eps^2) (2 K_p / eps^2)^(1/p), i.e. T = Theta(eps^(-2 - 2/p)): eps^-4 for a
-        noise term linear in eta (fresh ZO directions, sigma_x > 0), eps^-3 for the reshuffling
-        term eta^2 (sigma_x = 0), eps^-2 without noise (eta at the largest admissible value).
+        Method: set eta_x = eta, eta_y = ratio * eta; treat mu as a free accuracy parameter
+        (``mu_max`` is how small it must be for the smoothing terms to stay under eps^2/4;
+        ``--set mu=0`` is the exact-gradient limit; a fixed mu > 0 leaves a floor and is
+        refused); write the rest of the bound as K_T / (eta T) + sum_p K_p eta^p, whose
+        smallest power p with K_p != 0 dominates as eps -> 0. The budget eps^2/2 (the Delta
+        term) + eps^2/4 (noise) + eps^2/4 (smoothing) gives eta = (eps^2 / (4 K_p))^(1/p) and
+        T = 2 K_T / (eta eps^2), i.e. T = Theta(eps^(-2 - 2/p)): eps^-4 for a noise term linear
+        in eta (fresh ZO directions, sigma_x > 0), eps^-3 for the reshuffling term eta^2
+        (sigma_x = 0), eps^-2 without noise (eta at its largest admissible value). Higher
+        powers of eta make the bound at (eta, T) equal to eps^2 (1 + o(1)). The formula holds
+        for eps <= ``eps_max``, where eta(eps) meets the step-size caps of C1-C3; C4 is O(eta^2)
+        against eta and holds for small eps.
         """
         if not (math.isfinite(ratio) and ratio > 0):
             raise ValueError(f"ratio must be a finite number > 0, got {ratio!r}")
@@ -432,15 +443,31 @@ class Bound:
             if k in values:
                 raise ValueError(f"{k} is determined by the complexity and cannot be set")
         v = {k: validate_value(k, x) for k, x in values.items()}
-        eta, eps = sym("eta"), sym("eps")
+        eta, eps, mu = sym("eta"), sym("eps"), sym("mu")
         r = sp.nsimplify(ratio, rational=True)
         sub = {sym("eta_x"): eta, sym("eta_y"): r * eta}
-        expr = self.expr.subs(sub).subs(sp.Min(eta, r * eta), eta * sp.Min(1, r))
-        expr = expr.subs({sym(k): sp.nsimplify(x, rational=True) for k, x in v.items()
-                          if k != "mu"})
-        mu = sym("mu")
+        fixed = {sym(k): sp.nsimplify(x, rational=True) for k, x in v.items() if k != "mu"}
+
+        def on_ray(e: sp.Expr) -> sp.Expr:
+            e = e.subs(sub).subs(sp.Min(eta, r * eta), eta * sp.Min(1, r))
+            return e.subs(fixed)
+
+        expr = on_ray(self.expr)
         mu_part = sp.expand(expr - expr.subs(mu, 0))
         base = sp.expand(expr.subs(mu, 0))
+        mu_max = None
+        if mu_part != 0:
+            floor = sp.limit(mu_part, eta, 0)
+            if "mu" in v and v["mu"] > 0:
+                value = floor.subs(mu, sp.nsimplify(v["mu"], rational=True))
+                raise ValueError(
+                    f"with mu fixed at {v['mu']:g} the bound keeps a floor of "
+                    f"{sp.sstr(sp.nsimplify(value))} (smoothing bias) that no T removes; the "
+                    "complexity is an eps -> 0 rate: leave mu free (mu_max(eps) is reported) "
+                    "or set mu=0")
+            if "mu" not in v and floor != 0:
+                roots = sp.solve(sp.Eq(floor, eps**2 / 4), mu)
+                mu_max = sp.simplify(roots[-1]) if roots else None
         T = sym("T")
         K_T = sp.simplify(base.coeff(T, -1) * eta)
         rest = sp.expand(base - base.coeff(T, -1) / T)
@@ -448,40 +475,33 @@ class Bound:
         for term in sp.Add.make_args(rest):
             if term == 0:
                 continue
-            p = sp.degree(term, eta) if term.is_polynomial(eta) else None
-            if p is None:
+            if not term.is_polynomial(eta):
                 raise ValueError(f"unexpected term in the bound: {term}")
-            powers[sp.Rational(p)] = powers.get(sp.Rational(p), 0) + term / eta**p
+            p = sp.Rational(sp.degree(term, eta))
+            powers[p] = powers.get(p, 0) + term / eta**p
         nonzero = {p: sp.simplify(k) for p, k in powers.items() if sp.simplify(k) != 0}
-        mu_max = None
-        if mu_part != 0 and "mu" not in v:
-            lead_mu = sp.limit(mu_part, eta, 0)
-            if lead_mu not in (0, sp.oo) and lead_mu.is_finite is not False:
-                mu_max = sp.simplify(sp.solve(sp.Eq(lead_mu, eps**2 / 4), mu)[-1]) \
-                    if sp.solve(sp.Eq(lead_mu, eps**2 / 4), mu) else None
+        caps = []
+        for c in self.conditions:
+            lhs, rhs = sp.expand(on_ray(c.lhs)), on_ray(c.rhs)
+            if lhs.has(eta) and lhs.is_polynomial(eta) and sp.degree(lhs, eta) == 1 \
+                    and not rhs.has(eta):
+                caps.append(sp.simplify(rhs / lhs.coeff(eta, 1)))
+        eta_cap = sp.Min(*caps) if caps else sp.oo
         if nonzero:
             p = min(nonzero)
             Kp = nonzero[p]
-            eta_eps = (eps**2 / (2 * Kp)) ** (1 / p)
+            eta_eps = (eps**2 / (4 * Kp)) ** (1 / p)
             epochs = sp.simplify(2 * K_T / (eta_eps * eps**2))
             exponent = sp.Rational(-2) - 2 / p
+            eps_max = sp.sqrt(4 * Kp * eta_cap**p) if eta_cap != sp.oo else sp.oo
             which = {1: "noise linear in eta (fresh ZO directions: sigma_x > 0)",
                      2: "the reshuffling drift, quadratic in eta"}.get(int(p), f"eta^{p} noise")
             regime = f"dominated by {which}: T = Theta(eps^{exponent})"
-            return Complexity(exponent, epochs, eta_eps, p, mu_max, regime)
-        caps = []
-        for c in self.conditions:
-            lhs = c.lhs.subs(sub).subs(sp.Min(eta, r * eta), eta * sp.Min(1, r))
-            rhs = c.rhs.subs(sub).subs(sp.Min(eta, r * eta), eta * sp.Min(1, r))
-            lhs = lhs.subs({sym(k): sp.nsimplify(x, rational=True) for k, x in v.items()})
-            rhs = rhs.subs({sym(k): sp.nsimplify(x, rational=True) for k, x in v.items()})
-            if (lhs - rhs).has(eta) and sp.expand(lhs).is_polynomial(eta) and \
-                    sp.degree(sp.expand(lhs), eta) == 1 and not rhs.has(eta):
-                caps.append(sp.simplify(rhs / sp.expand(lhs).coeff(eta, 1)))
-        eta_cap = sp.Min(*caps) if caps else sp.oo
-        epochs = sp.simplify(K_T / (eta_cap * eps**2))
-        regime = "no noise term: eta at its largest admissible value, T = Theta(eps^-2)"
-        return Complexity(sp.Rational(-2), epochs, eta_cap, None, mu_max, regime)
+            return Complexity(exponent, epochs, eta_eps, p, mu_max, regime, eps_max)
+        epochs = sp.simplify(2 * K_T / (eta_cap * eps**2))
+        regime = ("no noise term: eta at its largest admissible value (C1-C3; check C4 there), "
+                  "T = Theta(eps^-2)")
+        return Complexity(sp.Rational(-2), epochs, eta_cap, None, mu_max, regime, sp.oo)
 
     # -- display ----------------------------------------------------------------------------
     def latex(self) -> str:
@@ -496,7 +516,10 @@ class Bound:
 
     def _compact(self) -> sp.Expr:
         mapping = {sym(k): v for k, v in self.fixed.items()}
-        return self.theorem.compact.subs(mapping) if mapping else self.theorem.compact
+        if not mapping:
+            return self.theorem.compact
+        vanish = {a: 0 for a, e in self.theorem.aux.items() if sp.simplify(e.subs(mapping)) == 0}
+        return self.theorem.compact.subs(mapping).subs(vanish)
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready description."""
@@ -561,8 +584,15 @@ def natural_weights(bound: Bound, **values: object) -> tuple[float, float]:
     names = ("d_x", "q", "L_x", "L_y", "L_xy", "L0_x", "L1_x", "L0_y", "L1_y", "L0_xy",
              "L1_xy", "G")
     subs = {sym(k): validate_value(k, x) for k, x in values.items() if k in names}
-    lx = float((est.c1() * (sm.L_x + sm.L_xy) / sym("q")).subs(subs))
-    ly = float((sm.L_y + sm.L_xy).subs(subs))
+    ex_x = est.c1() * (sm.L_x + sm.L_xy) / sym("q")
+    ex_y = sm.L_y + sm.L_xy
+    need = sorted({name_of(s) for s in (ex_x.free_symbols | ex_y.free_symbols)} -
+                  {name_of(s) for s in subs})
+    if need:
+        raise ValueError(f"missing values for {', '.join(need)} (needed by the block weights)")
+    lx, ly = float(ex_x.subs(subs)), float(ex_y.subs(subs))
+    if not (lx > 0 and ly > 0):
+        raise ValueError("the block weights need L_x + L_xy > 0, L_y + L_xy > 0 and d_x > 0")
     return 1.0 / lx, 1.0 / ly
 
 
