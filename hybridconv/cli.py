@@ -7,6 +7,7 @@
     hybridconv theory complexity [--set NAME=VALUE ...] [--ratio R] [--json]
     hybridconv simulate --problem quadratic --method hybrid --sampling rr --eta-x 1e-3 ...
                         --out FILE.csv [--force] [--json-constants] [--no-progress]
+    hybridconv check --problem quadratic --trials 64 [--falsify --budget N] [--json]
 
 Errors (unknown or missing symbols, values out of range, unknown options) print one line on
 stderr and exit with status 2.
@@ -121,7 +122,77 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--json-constants", action="store_true",
                      help="print the problem's certified constants as JSON (and stop)")
     sim.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ck = sub.add_parser("check", help="hold simulated runs against the bound (verdict with "
+                        "confidence), or search for the worst instance (--falsify)")
+    ck.add_argument("--problem", choices=("quadratic", "nonconvex", "lora", "gensmooth"),
+                    default="quadratic")
+    ck.add_argument("--n", type=int, default=8)
+    ck.add_argument("--dx", type=int, default=10)
+    ck.add_argument("--dy", type=int, default=4)
+    ck.add_argument("--mu", type=float, default=1e-4)
+    ck.add_argument("--q", type=int, default=1)
+    ck.add_argument("--eta-x", type=float, help="default: --fraction-x of the largest admissible")
+    ck.add_argument("--eta-y", type=float, help="default: --fraction-y of the largest admissible")
+    ck.add_argument("--fraction-x", type=float, default=1.0)
+    ck.add_argument("--fraction-y", type=float, default=1.0)
+    ck.add_argument("--epochs", type=int, default=20)
+    ck.add_argument("--trials", type=int, default=64)
+    ck.add_argument("--seed", type=int, default=0)
+    ck.add_argument("--confidence", type=float, default=0.99)
+    ck.add_argument("--measure", choices=("min", "weighted"), default="min")
+    ck.add_argument("--allow-outside", action="store_true",
+                    help="check even if the instance breaks the conditions (the verdict says so)")
+    ck.add_argument("--falsify", action="store_true", help="adversarial search over instances")
+    ck.add_argument("--budget", type=int, default=60, help="instances the search simulates")
+    ck.add_argument("--history", metavar="FILE.csv", help="write the search history")
+    ck.add_argument("--json", action="store_true")
     return parser
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .problems import make_problem
+    from .sim import SimConfig
+    from .theory.bound import hybrid_bound
+    from .validate import check, falsify
+
+    bound = hybrid_bound(assumption="h1-gen" if args.problem == "gensmooth" else "h1")
+    try:
+        if args.falsify:
+            if args.history and Path(args.history).exists():
+                raise CLIError(f"{args.history} exists; remove it or choose another name")
+            res = falsify(bound, args.problem, budget=args.budget, seed=args.seed,
+                          trials=args.trials, epochs=args.epochs,
+                          confidence=args.confidence)
+            out = {**res.verdict.as_dict(), "search_ratio": res.ratio,
+                   "ratio_ci": list(res.ratio_ci), "worst": res.worst,
+                   "evaluations": res.evaluations, "family": args.problem}
+            if args.history:
+                _write_atomic(Path(args.history), res.history.to_csv(index=False))
+        else:
+            problem = make_problem(args.problem, args.n, args.dx, args.dy, seed=args.seed)
+            hyper = {"mu": args.mu, "q": args.q, "n": args.n, "T": args.epochs}
+            consts = problem.constants()
+            ex, ey = bound.admissible_steps(args.fraction_x, args.fraction_y, **consts, **hyper)
+            config = SimConfig(eta_x=args.eta_x or ex, eta_y=args.eta_y or ey, mu=args.mu,
+                               q=args.q, epochs=args.epochs, trials=args.trials,
+                               seed=args.seed)
+            v = check(bound, problem, config, confidence=args.confidence,
+                      measure=args.measure, allow_outside=args.allow_outside)
+            out = {**v.as_dict(), "eta_x": config.eta_x, "eta_y": config.eta_y,
+                   "family": args.problem}
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    if args.json:
+        print(json.dumps(out, indent=2, default=float))
+    else:
+        print(f"verdict: {out['verdict']} at confidence {out['confidence']:g} "
+              f"({out['trials']} trials, {out['epochs']} epochs)")
+        print(f"empirical {out['empirical']:.6g} (one-sided CI [{out['ci_lower']:.6g}, "
+              f"{out['ci_upper']:.6g}]) vs bound {out['bound']:.6g}: ratio {out['ratio']:.4g}")
+        if args.falsify:
+            print(f"worst of {out['evaluations']} instances: ratio {out['search_ratio']:.4g}; "
+                  f"{json.dumps(out['worst'])}")
+    return 0
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -279,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _theory(args)
         if args.command == "simulate":
             return _simulate(args)
+        if args.command == "check":
+            return _check(args)
         raise CLIError(f"unknown command {args.command!r}")
     except CLIError as e:
         print(f"hybridconv: error: {e}", file=sys.stderr)

@@ -285,6 +285,46 @@ class Bound:
                     out.setdefault(s, []).append(f)
         return {k: tuple(v) for k, v in out.items()}
 
+    def admissible_steps(self, fraction_x: float = 1.0, fraction_y: float = 1.0,
+                         **values: object) -> tuple[float, float]:
+        """Step sizes (eta_x, eta_y) = (fraction_x cap_x, fraction_y cap_y) inside the conditions.
+
+        cap_b is the largest eta_b that the conditions linear in eta_b alone allow (C1-C3); if
+        another condition (C4) then fails, both rates are halved until every condition holds.
+        ``values`` are the constants and the other hyper-parameters (table names).
+
+        >>> b = hybrid_bound()
+        >>> ex, ey = b.admissible_steps(L_x=1, L_y=1, L_xy=0, sigma_x=1, sigma_y=1,
+        ...     Theta_x=0, Theta_y=0, Delta=1, mu=1e-3, q=1, n=10, T=10, d_x=10)
+        >>> b.holds(L_x=1, L_y=1, L_xy=0, sigma_x=1, sigma_y=1, Theta_x=0, Theta_y=0, Delta=1,
+        ...         mu=1e-3, q=1, n=10, T=10, d_x=10, eta_x=ex, eta_y=ey)
+        True
+        """
+        for name, f in (("fraction_x", fraction_x), ("fraction_y", fraction_y)):
+            if not (isinstance(f, int | float) and 0 < f <= 1):
+                raise ValueError(f"{name} must be a number in (0, 1], got {f!r}")
+        v = {k: validate_value(k, x) for k, x in values.items()
+             if k not in ("eta_x", "eta_y", "eta")}
+        need = [s for s in self._args if s not in ("eta_x", "eta_y") and s not in v]
+        if need:
+            raise ValueError(f"missing values for {', '.join(need)}")
+        args = {**v, "eta_x": 1.0, "eta_y": 1.0}
+        caps = []
+        for s in ("eta_x", "eta_y"):
+            cap = math.inf
+            for f in self._caps.get(s, ()):
+                val = float(f(*[args.get(k, 1.0) for k in self._args]))
+                if math.isfinite(val) and val > 0:
+                    cap = min(cap, val)
+            caps.append(cap if math.isfinite(cap) else 1.0)
+        ex, ey = caps[0] * fraction_x, caps[1] * fraction_y
+        for _ in range(200):
+            if not self.violated(**v, eta_x=ex, eta_y=ey):
+                return ex, ey
+            ex, ey = ex / 2, ey / 2
+        raise ValueError("no admissible step sizes found at these values: "
+                         + "; ".join(self.violated(**v, eta_x=ex, eta_y=ey)))
+
     def vectorized(self) -> Callable[..., object]:
         """A numpy function of keyword arrays (table names) that broadcasts.
 

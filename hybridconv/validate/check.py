@@ -1,0 +1,179 @@
+"""Hold a simulated run against the theorem's bound, with a stated confidence.
+
+The measured quantity is exactly what the theorem bounds:
+
+* ``measure="min"`` (default): min over epochs t < T of E||grad F(z_t)||^2, where z_t is the
+  iterate at the start of epoch t (the simulator's rows with ``epoch < T``);
+* ``measure="weighted"``: (1/T) sum_{t<T} E[eta_x ||grad_x F(z_t)||^2 + eta_y ||grad_y F(z_t)||^2],
+  the block-weighted measure, against ``bound.weighted_expr``.
+
+Statistics. Each expectation is estimated by the mean over K independent trials, with a
+one-sided Student-t interval (CLT; K >= 30 is advised, K >= 2 is required). For the min
+measure the T epoch means are covered simultaneously (Bonferroni: level alpha / T each), and so
+is a family of ``instances`` checks done at once (level alpha / (T instances)); then
+min_t UCB_t is an upper and min_t LCB_t a lower confidence bound for min_t E||grad F(z_t)||^2
+at level 1 - alpha, because every mu_t lies in its interval at once with that probability.
+
+Verdicts: ``violated`` when the lower confidence bound exceeds the bound (a significant
+violation at the stated confidence), ``holds`` when the upper confidence bound is below it,
+``inconclusive`` otherwise. A trial that diverges while the conditions hold is reported as a
+violation (the theorem bounds a finite expectation).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..problems.base import Problem
+from ..sim.runner import SimConfig, simulate
+from ..theory.bound import Bound
+
+__all__ = ["Verdict", "check", "VERDICTS", "MEASURES"]
+
+VERDICTS = ("holds", "violated", "inconclusive")
+MEASURES = ("min", "weighted")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The result of :func:`check`.
+
+    Attributes:
+        verdict: ``holds``, ``violated`` or ``inconclusive``.
+        empirical: the measured quantity (see the module docstring).
+        ci_lower, ci_upper: its one-sided confidence bounds at ``confidence``.
+        bound: the bound's value for this instance.
+        ratio: empirical / bound.
+        epoch: the epoch attaining the min (``measure="min"``), else -1.
+        trials, epochs: K and T.
+        confidence: 1 - alpha (before the Bonferroni split over epochs and instances).
+        outside: the conditions (or region) the instance breaks, when checked on purpose.
+        diverged: number of diverged trials.
+        measure: ``min`` or ``weighted``.
+    """
+
+    verdict: str
+    empirical: float
+    ci_lower: float
+    ci_upper: float
+    bound: float
+    ratio: float
+    epoch: int
+    trials: int
+    epochs: int
+    confidence: float
+    outside: list[str] = field(default_factory=list)
+    diverged: int = 0
+    measure: str = "min"
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _values(problem: Problem, config: SimConfig, x0: np.ndarray | None,
+            y0: np.ndarray | None) -> dict[str, float]:
+    for name, v in (("x0", x0), ("y0", y0)):
+        if v is not None and np.ndim(v) != 1:
+            raise ValueError(f"{name} must be one start shared by all trials (a 1-d array): "
+                             "the bound's Delta is taken at it")
+    return {**problem.constants(x0, y0), **config.hyperparameters(problem.n)}
+
+
+def check(bound: Bound, problem: Problem, config: SimConfig, *, confidence: float = 0.99,
+          instances: int = 1, measure: str = "min", allow_outside: bool = False,
+          x0: np.ndarray | None = None, y0: np.ndarray | None = None) -> Verdict:
+    """Simulate ``config`` on ``problem`` and hold the result against ``bound``.
+
+    Raises:
+        ValueError: naming the broken condition when the instance breaks the theorem's
+            conditions, or a run leaves the region where a locally smooth problem's constants
+            are certified (LoRA-shaped), or the gradient bound G of the generalized theorem is
+            exceeded at a recorded point -- unless ``allow_outside=True``, in which case the
+            verdict lists them in ``outside``. Also for bad arguments.
+    """
+    if not isinstance(bound, Bound):
+        raise ValueError(f"bound must be a hybridconv.theory.Bound, got {bound!r}")
+    if not (isinstance(confidence, float | int) and 0 < confidence < 1):
+        raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
+    if isinstance(instances, bool) or not isinstance(instances, int) or instances < 1:
+        raise ValueError(f"instances must be an integer >= 1, got {instances!r}")
+    if measure not in MEASURES:
+        raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
+    if config.trials < 2:
+        raise ValueError(f"config.trials must be >= 2 for a confidence interval, got "
+                         f"{config.trials}")
+    values = _values(problem, config, x0, y0)
+    outside = bound.violated(**values)
+    if outside and not allow_outside:
+        raise ValueError("the instance breaks the theorem's conditions: " + "; ".join(outside)
+                         + " (allow_outside=True, or --allow-outside, checks it anyway)")
+    expr_value = (bound.evaluate(check=False, **values) if measure == "min"
+                  else _weighted(bound, values))
+
+    df = simulate(problem, config, x0=x0, y0=y0)
+    T = config.epochs
+    run = df[df["epoch"] < T]
+    if df["left_region"].any():
+        msg = (f"{int(df.loc[df['left_region'], 'trial'].nunique())} trials left the region "
+               "where the problem's constants are certified")
+        if not allow_outside:
+            raise ValueError(msg + " (allow_outside=True, or --allow-outside, checks it anyway)")
+        outside.append(msg)
+    G = values.get("G")
+    if G is not None and np.isfinite(run["max_grad_norm"]).any() \
+            and float(run["max_grad_norm"].max()) > G * (1 + 1e-12):
+        msg = (f"max_i ||grad f_i|| reached {float(run['max_grad_norm'].max()):.6g} > G = {G:.6g}"
+               " (the generalized theorem's gradient bound)")
+        if not allow_outside:
+            raise ValueError(msg + " (allow_outside=True, or --allow-outside, checks it anyway)")
+        outside.append(msg)
+
+    diverged = int(df.loc[df["diverged"], "trial"].nunique())
+    alpha = 1.0 - confidence
+    K = config.trials
+    from scipy import stats
+
+    if measure == "min":
+        table = run.pivot(index="trial", columns="epoch", values="grad_sq").to_numpy()
+        level = alpha / (T * instances)
+        q = float(stats.t.ppf(1 - level, K - 1))
+        with np.errstate(invalid="ignore"):
+            means = table.mean(axis=0)
+            half = q * table.std(axis=0, ddof=1) / math.sqrt(K)
+        t_star = int(np.nanargmin(means)) if np.isfinite(means).any() else 0
+        empirical = float(np.min(means)) if np.isfinite(means).all() else math.inf
+        upper = float(np.min(means + half)) if np.isfinite(means).all() else math.inf
+        lower = float(np.min(means - half)) if np.isfinite(means).all() else math.inf
+    else:
+        eta_x, eta_y = values["eta_x"], values["eta_y"]
+        w = (eta_x * run["grad_x_sq"] + eta_y * run["grad_y_sq"]).to_numpy().reshape(T, K)
+        per_trial = w.mean(axis=0)
+        level = alpha / instances
+        q = float(stats.t.ppf(1 - level, K - 1))
+        empirical = float(per_trial.mean())
+        half = q * float(per_trial.std(ddof=1)) / math.sqrt(K)
+        upper, lower, t_star = empirical + half, empirical - half, -1
+
+    if diverged and not outside:
+        verdict = "violated"
+    elif lower > expr_value:
+        verdict = "violated"
+    elif upper <= expr_value:
+        verdict = "holds"
+    else:
+        verdict = "inconclusive"
+    ratio = empirical / expr_value if expr_value > 0 else math.inf
+    return Verdict(verdict, empirical, lower, upper, float(expr_value), float(ratio), t_star, K,
+                   T, float(confidence), outside, diverged, measure)
+
+
+def _weighted(bound: Bound, values: dict[str, float]) -> float:
+    import sympy as sp
+
+    from ..theory.symbols import sym
+
+    subs = {sym(k): v for k, v in values.items()}
+    return float(sp.N(bound.weighted_expr.subs(subs)))
