@@ -145,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--falsify", action="store_true", help="adversarial search over instances")
     ck.add_argument("--budget", type=int, default=60, help="instances the search simulates")
     ck.add_argument("--history", metavar="FILE.csv", help="write the search history")
+    ck.add_argument("--mutations", action="store_true",
+                    help="plant wrong bounds and report the kill rate (docs/mutations.md, .csv)")
+    ck.add_argument("--report", action="store_true",
+                    help="tightness report per family and regime (docs/tightness.md, .csv)")
+    ck.add_argument("--quick", action="store_true", help="smaller budgets for --report")
+    ck.add_argument("--out-dir", default=".", help="where docs/ is written (default: .)")
+    ck.add_argument("--force", action="store_true", help="overwrite existing report files")
     ck.add_argument("--json", action="store_true")
     return parser
 
@@ -156,6 +163,8 @@ def _check(args: argparse.Namespace) -> int:
     from .validate import check, falsify
 
     bound = hybrid_bound(assumption="h1-gen" if args.problem == "gensmooth" else "h1")
+    if args.mutations or args.report:
+        return _reports(args, bound)
     try:
         if args.falsify:
             if args.history and Path(args.history).exists():
@@ -192,6 +201,34 @@ def _check(args: argparse.Namespace) -> int:
         if args.falsify:
             print(f"worst of {out['evaluations']} instances: ratio {out['search_ratio']:.4g}; "
                   f"{json.dumps(out['worst'])}")
+    return 0
+
+
+def _reports(args: argparse.Namespace, bound) -> int:
+    try:
+        if args.mutations:
+            from .validate.mutate import mutation_report, write_mutation_report
+
+            target = Path(args.out_dir) / "docs" / "mutations.md"
+            if target.exists() and not args.force:
+                raise CLIError(f"{target} exists; pass --force to overwrite it")
+            rep = mutation_report(bound, seed=args.seed, falsify_budget=args.budget // 3,
+                                  confidence=args.confidence)
+            md, csv = write_mutation_report(rep, args.out_dir, force=args.force)
+            out = {"kill_rate": float(rep["killed"].mean()), "killed": int(rep["killed"].sum()),
+                   "mutations": len(rep), "files": [str(md), str(csv)]}
+        else:
+            from .validate.tightness import tightness_report
+
+            table = tightness_report(args.out_dir, budget=args.budget, seed=args.seed,
+                                     quick=args.quick, force=args.force)
+            out = {"rows": len(table), "max_ratio": float(table["max_ratio"].max()),
+                   "files": [str(Path(args.out_dir) / "docs" / "tightness.md"),
+                             str(Path(args.out_dir) / "docs" / "tightness.csv")]}
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    print(json.dumps(out, indent=2) if args.json else
+          "\n".join(f"{k}: {v}" for k, v in out.items()))
     return 0
 
 

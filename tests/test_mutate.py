@@ -1,0 +1,60 @@
+"""The mutation check: planted wrong bounds, the kill rate, and explained survivors."""
+
+from __future__ import annotations
+
+import pytest
+
+from hybridconv.theory import hybrid_bound
+from hybridconv.validate.mutate import (
+    instance_pool,
+    mutation_report,
+    mutations,
+    write_mutation_report,
+)
+
+BOUND = hybrid_bound()
+
+
+@pytest.fixture(scope="module")
+def pool():
+    return instance_pool(BOUND, size=16, seed=0, trials=16, epochs=8)
+
+
+@pytest.fixture(scope="module")
+def report(pool):
+    return mutation_report(BOUND, pool=pool, falsify_budget=0)
+
+
+def test_every_term_is_dropped_and_halved_and_exponents_move():
+    ms = mutations(BOUND)
+    kinds = [m.kind for m in ms]
+    assert kinds.count("drop") == kinds.count("halve") >= 10
+    assert kinds.count("exponent") == 8
+    assert len({m.name for m in ms}) == len(ms)
+
+
+def test_the_real_bound_survives_its_pool(pool):
+    assert (pool["ci_lower"] <= pool["bound"]).all()
+    assert pool["ratio"].max() < 1
+
+
+def test_decisive_mutations_are_killed(report):
+    killed = dict(zip(report["mutation"], report["killed"], strict=True))
+    assert killed["drop 4*Delta/(T*n)"]
+    assert killed["exponent of eta_x +1"] and killed["exponent of eta_y +1"]
+
+
+def test_every_survivor_is_explained(report):
+    survivors = report[~report["killed"]]
+    assert (survivors["explanation"].str.len() > 0).all()
+    assert (survivors["max_ratio"] < 1).all()
+    assert report.loc[report["killed"], "killed_by"].isin(["pool", "falsifier"]).all()
+
+
+def test_report_files(report, tmp_path):
+    md, csv = write_mutation_report(report, tmp_path)
+    text = md.read_text()
+    assert "Kill rate" in text and "| mutation |" in text and csv.exists()
+    with pytest.raises(ValueError, match="exists"):
+        write_mutation_report(report, tmp_path)
+    write_mutation_report(report, tmp_path, force=True)
