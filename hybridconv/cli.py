@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from ._io import write_text_atomic
 
 __all__ = ["main", "build_parser"]
 
@@ -176,7 +177,7 @@ def _check(args: argparse.Namespace) -> int:
                    "ratio_ci": list(res.ratio_ci), "worst": res.worst,
                    "evaluations": res.evaluations, "family": args.problem}
             if args.history:
-                _write_atomic(Path(args.history), res.history.to_csv(index=False))
+                write_text_atomic(Path(args.history), res.history.to_csv(index=False))
         else:
             problem = make_problem(args.problem, args.n, args.dx, args.dy, seed=args.seed)
             hyper = {"mu": args.mu, "q": args.q, "n": args.n, "T": args.epochs}
@@ -262,7 +263,7 @@ def _simulate(args: argparse.Namespace) -> int:
         raise CLIError(f"cannot write to the folder of --out {out}")
     df = simulate(problem, config, progress=not args.no_progress)
     try:
-        _write_atomic(out, df.to_csv(index=False))
+        write_text_atomic(out, df.to_csv(index=False))
     except OSError as e:
         raise CLIError(f"cannot write {out}: {e.strerror}") from None
     last = df[df["epoch"] == df["epoch"].max()]
@@ -270,25 +271,6 @@ def _simulate(args: argparse.Namespace) -> int:
           f"{last['grad_sq'].mean():.4g} over {int((~last['diverged']).sum())} of "
           f"{config.trials} trials ({int(last['diverged'].sum())} diverged)")
     return 0
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename over ``path`` (the file gets
-    the usual permissions, 0666 less the umask)."""
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _bound(args: argparse.Namespace):

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import sympy as sp
 
+from .._io import write_text_atomic
 from ..theory.bound import Bound, sample_admissible
 from ..theory.symbols import sym
 from .check import check
@@ -181,26 +182,9 @@ def write_mutation_report(report: pd.DataFrame, out_dir: str | Path, *,
         share = "" if not math.isfinite(r.term_share) else f"{r.term_share:.3g}"
         lines.append(f"| `{r.mutation}` | {r.kind} | {'yes' if r.killed else 'no'} | "
                      f"{r.killed_by} | {r.max_ratio:.3g} | {share} | {r.explanation} |")
-    _atomic(md, "\n".join(lines) + "\n")
-    _atomic(csv, report.to_csv(index=False))
+    write_text_atomic(md, "\n".join(lines) + "\n")
+    write_text_atomic(csv, report.to_csv(index=False))
     return md, csv
-
-
-def _atomic(path: Path, text: str) -> None:
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def mutation_report(bound: Bound, *, pool: pd.DataFrame | None = None, seed: int = 0,

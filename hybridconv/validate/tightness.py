@@ -24,8 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import sympy as sp
 
+from .._io import write_text_atomic
 from ..problems.base import Problem
 from ..theory.bound import Bound, hybrid_bound
 from ..theory.symbols import name_of
@@ -679,18 +678,6 @@ def _markdown(df: pd.DataFrame, pepit: pd.DataFrame | str, *, settings: Mapping[
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def tightness_report(out_dir: str | Path = ".", *, budget: int = 60, seed: int = 0,
                      trials: int = 32, epochs: int = 10, quick: bool = False,
                      force: bool = False) -> pd.DataFrame:
@@ -764,6 +751,6 @@ def tightness_report(out_dir: str | Path = ".", *, budget: int = 60, seed: int =
                 "quick": quick}
     text = _markdown(df, pepit, settings=settings, seconds=time.perf_counter() - start)
     docs.mkdir(parents=True, exist_ok=True)
-    _write_atomic(csv_path, df.to_csv(index=False))
-    _write_atomic(md_path, text)
+    write_text_atomic(csv_path, df.to_csv(index=False))
+    write_text_atomic(md_path, text)
     return df
