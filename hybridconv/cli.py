@@ -168,8 +168,8 @@ def _check(args: argparse.Namespace) -> int:
         return _reports(args, bound)
     try:
         if args.falsify:
-            if args.history and Path(args.history).exists():
-                raise CLIError(f"{args.history} exists; remove it or choose another name")
+            if args.history and Path(args.history).exists() and not args.force:
+                raise CLIError(f"{args.history} exists; pass --force to overwrite it")
             res = falsify(bound, args.problem, budget=args.budget, seed=args.seed,
                           trials=args.trials, epochs=args.epochs,
                           confidence=args.confidence)
@@ -183,7 +183,8 @@ def _check(args: argparse.Namespace) -> int:
             hyper = {"mu": args.mu, "q": args.q, "n": args.n, "T": args.epochs}
             consts = problem.constants()
             ex, ey = bound.admissible_steps(args.fraction_x, args.fraction_y, **consts, **hyper)
-            config = SimConfig(eta_x=args.eta_x or ex, eta_y=args.eta_y or ey, mu=args.mu,
+            config = SimConfig(eta_x=ex if args.eta_x is None else args.eta_x,
+                               eta_y=ey if args.eta_y is None else args.eta_y, mu=args.mu,
                                q=args.q, epochs=args.epochs, trials=args.trials,
                                seed=args.seed)
             v = check(bound, problem, config, confidence=args.confidence,
@@ -193,7 +194,7 @@ def _check(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise CLIError(str(e)) from None
     if args.json:
-        print(json.dumps(out, indent=2, default=float))
+        print(json.dumps(_json_safe(out), indent=2, allow_nan=False))
     else:
         print(f"verdict: {out['verdict']} at confidence {out['confidence']:g} "
               f"({out['trials']} trials, {out['epochs']} epochs)")
@@ -205,14 +206,35 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_safe(obj: object) -> object:
+    """Valid JSON: numpy scalars to floats, infinities and NaN to strings."""
+    import math
+
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, bool | str | int) or obj is None:
+        return obj
+    try:
+        x = float(obj)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(obj)
+    return x if math.isfinite(x) else str(x)
+
+
 def _reports(args: argparse.Namespace, bound) -> int:
     try:
         if args.mutations:
             from .validate.mutate import mutation_report, write_mutation_report
 
-            target = Path(args.out_dir) / "docs" / "mutations.md"
-            if target.exists() and not args.force:
-                raise CLIError(f"{target} exists; pass --force to overwrite it")
+            if args.problem not in ("quadratic", "nonconvex"):
+                raise CLIError("--mutations plants wrong H1 bounds on the quadratic and nonconvex "
+                               "families; drop --problem")
+            for name in ("mutations.md", "mutations.csv"):
+                target = Path(args.out_dir) / "docs" / name
+                if target.exists() and not args.force:
+                    raise CLIError(f"{target} exists; pass --force to overwrite it")
             rep = mutation_report(bound, seed=args.seed, falsify_budget=args.budget // 3,
                                   confidence=args.confidence)
             md, csv = write_mutation_report(rep, args.out_dir, force=args.force)

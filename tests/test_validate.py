@@ -129,3 +129,17 @@ def test_cli_check(capsys, tmp_path):
     assert main(["check", "--eta-y", "1"]) == 2
     err = capsys.readouterr().err
     assert "C2" in err and err.count("\n") == 1
+
+
+def test_trivial_flag_and_the_weighted_measure_see_past_epoch_0(instance):
+    """For T <= 32, C1-C2 put the Delta term above (32/T) ||grad F(z_0)||^2: the min-measure
+    check of the real bound holds by epoch 0 alone, and says so; the weighted one does not."""
+    p, cfg = instance
+    v = check(BOUND, p, cfg)
+    assert v.trivial
+    w = check(BOUND, p, cfg, measure="weighted")
+    assert not w.trivial and w.verdict == "holds"
+    # a bound 1/50 of the real one: still above epoch 0 for the min measure at T = 20? The
+    # weighted measure catches it whatever epoch 0 does
+    wrong = planted(BOUND, sp.Rational(1, 50))
+    assert check(wrong, p, cfg, measure="weighted").verdict == "violated"

@@ -603,6 +603,13 @@ def _markdown(df: pd.DataFrame, pepit: pd.DataFrame | str, *, settings: Mapping[
         "min would be 0 at t = 0: there the block-weighted average over epochs (`weighted`) is "
         "held against B_D.",
         "",
+        "**Caveat: epoch 0.** With the min measure, t = 0 is included and deterministic, and "
+        "C1-C2 make the Delta term at least (32 / T) ||grad F(z_0)||^2. With T = 10 the largest "
+        "ratio any run can show is therefore about 0.3 when the minimum is at t = 0, and rows "
+        "whose `ci` has zero width were decided by epoch 0 (or by a deterministic run), not by "
+        "the stochastic dynamics. The noise-floor rows and the mutation check's weighted "
+        "measure test the dynamics; `Verdict.trivial` flags the epoch-0 case.",
+        "",
         "## Regimes",
         "",
         "| regime | restriction |",
