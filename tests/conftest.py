@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -9,7 +11,8 @@ settings.register_profile("fast", max_examples=40, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("thorough", max_examples=400, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("fast")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
+"""``HYPOTHESIS_PROFILE=thorough python -m pytest`` runs every property test 10x longer."""
 
 REL_TOL = 1e-9
 """Relative tolerance for exact identities evaluated in float64."""
