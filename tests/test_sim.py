@@ -276,3 +276,15 @@ def test_cli_simulate_bad_out(tmp_path, capsys):
     finally:
         os.umask(old)
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+def test_gradient_bound_is_tracked_at_every_iterate():
+    """max_grad_norm is the running max over all iterates (the H1-gen hypothesis needs it)."""
+    p = make_problem("gensmooth", 4, 3, 2, seed=0)
+    df = simulate(p, SimConfig(epochs=4, trials=3, eta_x=1e-3, eta_y=1e-3))
+    for _, g in df.groupby("trial"):
+        seq = g.sort_values("epoch")["max_grad_norm"].to_numpy()
+        assert np.all(np.diff(seq) >= 0)
+    x0, y0 = p.start()
+    assert df[df.epoch == 0]["max_grad_norm"].iloc[0] == pytest.approx(
+        p.max_component_grad_norm(x0[None], y0[None])[0])

@@ -12,8 +12,9 @@ the same numbers, and changing the sampling scheme does not change the direction
 
 Certified regions: ``left_region`` says whether a trial has left the region where a locally
 smooth problem's constants hold (checked after every step, cumulative); ``max_grad_norm`` is
-max_i ||grad f_i|| at the epoch's point for problems that provide it (the H1-gen theorem needs
-it below its G). Both are reported, never silently ignored.
+the running maximum of max_i ||grad f_i|| over every iterate so far (checked after every step)
+for problems that provide ``max_component_grad_norm`` (the H1-gen theorem needs it below its
+G). Both are reported, never silently ignored.
 
 Divergence: after every step, a trial whose state is no longer finite is marked diverged at
 that epoch, its state is frozen (no further updates) and its later records are NaN with
@@ -172,6 +173,13 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
     rec = {k: np.full((T + 1, K), np.nan)
            for k in ("F", "grad_x_sq", "grad_y_sq", "max_grad_norm")}
     grad_bound = getattr(problem, "max_component_grad_norm", None)
+    running_max = np.zeros(K)
+
+    def track_gradients() -> None:
+        if grad_bound is not None:
+            with np.errstate(all="ignore"):
+                g = np.asarray(grad_bound(x, y), dtype=float)
+            np.fmax(running_max, np.where(diverged_at > T, g, -np.inf), out=running_max)
     diverged_at = np.full(K, T + 1)  # epoch from which a trial's records are NaN
     left = np.zeros(K, dtype=bool)
     left_rec = np.zeros((T + 1, K), dtype=bool)
@@ -190,10 +198,10 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
         rec["grad_x_sq"][t] = np.where(alive, gx2, np.nan)
         rec["grad_y_sq"][t] = np.where(alive, gy2, np.nan)
         if grad_bound is not None:
-            with np.errstate(all="ignore"):
-                rec["max_grad_norm"][t] = np.where(alive, grad_bound(x, y), np.nan)
+            rec["max_grad_norm"][t] = np.where(alive, running_max, np.nan)
         left_rec[t] = left
 
+    track_gradients()
     record(0)
     epochs = range(T)
     if progress:
@@ -220,6 +228,7 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
             else:
                 x[upd], y[upd] = nx[upd], ny[upd]
             left |= upd & ~problem.in_region(x, y)
+            track_gradients()
         record(t + 1)
         if (diverged_at <= T).all():  # every trial diverged: keep what we have
             for s in range(t + 2, T + 1):
