@@ -183,7 +183,6 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
     diverged_at = np.full(K, T + 1)  # epoch from which a trial's records are NaN
     left = np.zeros(K, dtype=bool)
     left_rec = np.zeros((T + 1, K), dtype=bool)
-    rates = np.zeros((T, 2))
 
     def record(t: int) -> None:
         with np.errstate(all="ignore"):
@@ -210,7 +209,6 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
         epochs = tqdm(epochs, desc=f"simulate {problem.name}/{config.method}", unit="epoch")
     for t in epochs:
         ex, ey = _rate("eta_x", config.eta_x, t), _rate("eta_y", config.eta_y, t)
-        rates[t] = ex, ey
         order = sampler.epoch(t)
         for i in range(n):
             active = diverged_at > T

@@ -175,8 +175,7 @@ class Bound:
         fixed = dict(self.fixed)
         fixed.update({k: (v if isinstance(v, sp.Basic) else sp.sympify(v))
                       for k, v in record.items()})
-        return Bound(self.theorem, sp.expand(self.expr.subs(mapping)) if not
-                     self.expr.has(sp.Min) else self.expr.subs(mapping),
+        return Bound(self.theorem, self.expr.subs(mapping),
                      sp.expand(self.weighted_expr.subs(mapping)), tuple(conds), fixed)
 
     def special_case(self, name: str) -> Bound:
@@ -229,8 +228,9 @@ class Bound:
         """Whether every condition holds at ``values``."""
         return not self.violated(**values)
 
-    def evaluate(self, *, check: bool = True, **values: object) -> float:
-        """The bound's value at ``values`` (table names).
+    def evaluate(self, *, check: bool = True, weighted: bool = False, **values: object) -> float:
+        """The bound's value at ``values`` (table names); with ``weighted=True`` the bound on
+        the block-weighted measure (``weighted_expr``) instead.
 
         Raises:
             ValueError: for unknown names, missing symbols, values outside their domain and,
@@ -241,11 +241,8 @@ class Bound:
             bad = self.violated(**v)
             if bad:
                 raise ValueError("conditions violated: " + "; ".join(bad))
-        return float(self._scalar(**v))
-
-    def _scalar(self, **v: float) -> float:
-        args = [v[s] for s in self._args]
-        return float(self._fn(*args))
+        fn = self._weighted_fn if weighted else self._fn
+        return float(fn(*[v[s] for s in self._args]))
 
     # -- vectorized evaluators ------------------------------------------------------------------
     @cached_property
@@ -325,8 +322,9 @@ class Bound:
         raise ValueError("no admissible step sizes found at these values: "
                          + "; ".join(self.violated(**v, eta_x=ex, eta_y=ey)))
 
-    def vectorized(self) -> Callable[..., object]:
-        """A numpy function of keyword arrays (table names) that broadcasts.
+    def vectorized(self, *, weighted: bool = False) -> Callable[..., object]:
+        """A numpy function of keyword arrays (table names) that broadcasts; with
+        ``weighted=True`` it evaluates ``weighted_expr``.
 
         No validation: it is the fast path for sweeps (1e6 points in well under a second).
 
@@ -336,7 +334,7 @@ class Bound:
         ...   eta_x=np.array([1e-4, 2e-4]), eta_y=1e-3, mu=0, q=1, n=10, T=100, d_x=10).shape
         (2,)
         """
-        fn, names = self._fn, self._args
+        fn, names = (self._weighted_fn if weighted else self._fn), self._args
 
         def evaluate(**values: object) -> object:
             import numpy as np

@@ -131,8 +131,7 @@ def check(bound: Bound, problem: Problem, config: SimConfig, *, confidence: floa
     if outside and not allow_outside:
         raise ValueError("the instance breaks the theorem's conditions: " + "; ".join(outside)
                          + " (allow_outside=True, or --allow-outside, checks it anyway)")
-    expr_value = (bound.evaluate(check=False, **values) if measure == "min"
-                  else _weighted(bound, values))
+    expr_value = bound.evaluate(check=False, weighted=measure == "weighted", **values)
 
     df = simulate(problem, config, x0=x0, y0=y0)
     T = config.epochs
@@ -198,11 +197,3 @@ def check(bound: Bound, problem: Problem, config: SimConfig, *, confidence: floa
     return Verdict(verdict, empirical, lower, upper, float(expr_value), float(ratio), t_star, K,
                    T, float(confidence), outside, diverged, measure, trivial)
 
-
-def _weighted(bound: Bound, values: dict[str, float]) -> float:
-    import sympy as sp
-
-    from ..theory.symbols import sym
-
-    subs = {sym(k): v for k, v in values.items()}
-    return float(sp.N(bound.weighted_expr.subs(subs)))

@@ -156,9 +156,9 @@ def _always_larger(bound: Bound, mutant: Bound, *, seed: int) -> bool:
     pts = sample_admissible(bound, 4000, seed=seed)
     with np.errstate(all="ignore"):
         real = np.concatenate([np.asarray(bound.vectorized()(**pts)),
-                               np.asarray(bound._weighted_fn(*[pts[s] for s in bound._args]))])
+                               np.asarray(bound.vectorized(weighted=True)(**pts))])
         mut = np.concatenate([np.asarray(mutant.vectorized()(**pts)),
-                              np.asarray(mutant._weighted_fn(*[pts[s] for s in mutant._args]))])
+                              np.asarray(mutant.vectorized(weighted=True)(**pts))])
     simulable = np.tile(np.asarray(pts.get("d_x", np.ones(4000))) >= 1, 2)
     ok = np.isfinite(real) & simulable
     return bool(np.all(np.where(ok, mut >= real * (1 - 1e-12), True)))
@@ -219,10 +219,10 @@ def mutation_report(bound: Bound, *, pool: pd.DataFrame | None = None, seed: int
     aux = bound.theorem.aux
     rows = []
     for index, m in enumerate(mutations(bound)):
-        args = [[v[s] for s in m.bound._args] for v in pool["values"]]
         with np.errstate(all="ignore"):
-            vals = np.array([float(m.bound._fn(*a)) for a in args])
-            wvals = np.array([float(m.bound._weighted_fn(*a)) for a in args])
+            vals = np.array([m.bound.evaluate(check=False, **v) for v in pool["values"]])
+            wvals = np.array([m.bound.evaluate(check=False, weighted=True, **v)
+                              for v in pool["values"]])
             ratios = np.concatenate([
                 np.where(vals > 0, pool["empirical"].to_numpy() / vals, np.inf),
                 np.where(wvals > 0, pool["w_empirical"].to_numpy() / wvals, np.inf)])
