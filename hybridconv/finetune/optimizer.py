@@ -1,0 +1,516 @@
+"""``HybridZOFO``: hybrid zeroth-order / first-order SGD as a ``torch.optim.Optimizer``.
+
+One step is the step of THEORY.md ("Algorithm: hybrid reshuffling SGD") on the current batch:
+
+    g_x = (1/q) sum_k [f(x + mu u_k, y) - f(x - mu u_k, y)] / (2 mu) * u_k   (central)
+    g_x = (1/q) sum_k [f(x + mu u_k, y) - f(x, y)] / mu * u_k                (forward)
+    g_y = grad_y f(x, y)
+    x <- x - eta_x g_x,   y <- y - eta_y g_y
+
+with x the parameters of the ``zo`` groups, y those of the ``fo`` groups, eta_x / eta_y the
+groups' ``lr`` (so ``torch.optim.lr_scheduler`` works unchanged), both oracles queried at the
+same point: the FO gradient is taken before any perturbation (``fo_gradient="clean"``), or
+from the first perturbed forward pass (``fo_gradient="shared"``, one forward pass fewer per
+step). The shared variant returns grad_y f(x + mu u_1, y), whose bias is at most
+L_xy mu ||u_1|| (H1), i.e. E-bias <= L_xy mu sqrt(d_x) in norm: an O(mu) term the theorem of
+``hybridconv.theory`` does not contain, so only ``"clean"`` is covered by the checked bound.
+
+Memory (MeZO, Malladi et al. 2023, Algorithm 1): u is never stored. Each direction is
+regenerated from the step's seed, one tensor at a time, by a private ``torch.Generator``
+(:mod:`.directions`); the model is perturbed in place, so a ZO step needs no more memory than
+two no-grad forward passes plus one parameter-sized direction tensor. ``zo`` parameters are
+set to ``requires_grad=False``: no gradient buffers and no optimizer state are kept for them.
+
+Exact restore: for fp16/bf16 ZO parameters (``master_weights=None`` means "for half
+precision"), an fp32 master copy is kept; perturbations are written as
+``p = cast(master +- mu u)`` and the restore as ``p = cast(master)``, which is bit-exact, and
+updates go to the master (small steps do not vanish in bf16). fp32 parameters are perturbed in
+place (p += mu u; p -= 2 mu u; p += mu u), MeZO's way, which leaves rounding residues of a few
+ulp; ``master_weights=True`` makes those exact too, at the cost of one fp32 copy of the block.
+
+Determinism: the step seeds come from a private generator seeded by ``seed``; its state is in
+``state_dict()``, so a resumed run continues bit-identically. Every step appends
+``{step, seed, projected_grads, loss, lr_x}`` to :attr:`HybridZOFO.log`; :func:`replay`
+reproduces the final ZO weights from the initial ones and that log.
+
+The closure convention differs from ``torch.optim.LBFGS``: the closure only *returns the loss*
+of the current batch (a scalar tensor) and must not call ``backward`` or ``zero_grad``; the
+optimizer calls it 1 + 2q times (central) or 1 + q times (forward) per step, under
+``torch.no_grad`` except for the FO pass. Pass ``module=`` to run every pass of the step with
+dropout off (eval mode, as both MeZO and the theorem assume); the module's mode is restored.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import torch
+
+from .directions import DIRECTIONS, DirectionSource, TorchDirections
+
+__all__ = ["HybridZOFO", "ZOLog", "replay", "DIFFERENCES", "FO_OPTIMIZERS", "FO_GRADIENTS"]
+
+DIFFERENCES = ("central", "forward")
+FO_OPTIMIZERS = ("sgd", "adam", "adamw")
+FO_GRADIENTS = ("clean", "shared")
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _positive(name: str, value: object, *, integer: bool = False, allow_zero: bool = False):
+    ok = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok or not math.isfinite(float(value)) \
+            or value < 0 or (value == 0 and not allow_zero):
+        kind = "an integer" if integer else "a finite number"
+        raise ValueError(f"{name} must be {kind} {'>= 0' if allow_zero else '> 0'}, "
+                         f"got {value!r}")
+    return value
+
+
+@dataclass
+class ZOLog:
+    """What :func:`replay` needs: the estimator's settings, the ZO parameter names (when the
+    groups were built with names) and one entry per step."""
+
+    mu: float
+    q: int
+    difference: str
+    directions: str
+    master: list[bool]
+    names: list[str] | None
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ZOLog:
+        return cls(**d)
+
+
+class HybridZOFO(torch.optim.Optimizer):
+    """Hybrid ZO/FO SGD over ``zo`` and ``fo`` parameter groups (see the module docstring).
+
+    Args:
+        params: parameter groups, each a dict with ``params``, ``kind`` (``"zo"`` or ``"fo"``)
+            and optionally ``lr``, ``weight_decay`` (fo only) and ``names`` (for
+            :func:`replay`); :func:`hybridconv.finetune.groups.hybrid_param_groups` builds
+            them from a model.
+        lr_x: default learning rate eta_x of ``zo`` groups (> 0).
+        lr_y: default learning rate eta_y of ``fo`` groups (> 0).
+        mu: smoothing radius (> 0).
+        q: directions per step (>= 1).
+        directions: ``"gaussian"``, ``"sphere"``, ``"rademacher"`` or a
+            :class:`~.directions.DirectionSource`.
+        difference: ``"central"`` or ``"forward"``.
+        fo_optimizer: ``"sgd"`` (what the theorem covers), ``"adam"`` or ``"adamw"``.
+        betas, eps: Adam's constants.
+        weight_decay: default weight decay of ``fo`` groups (>= 0).
+        fo_gradient: ``"clean"`` or ``"shared"`` (see the module docstring).
+        seed: seeds the private generator of step seeds (>= 0).
+        master_weights: fp32 master copy of the ZO block; ``None`` = for fp16/bf16 only.
+        module: if given, every forward pass of a step runs in eval mode.
+        threads: worker threads that regenerate the direction (default
+            :func:`default_threads`); results do not depend on it.
+    """
+
+    def __init__(self, params: Iterable[dict[str, Any]], *, lr_x: float = 1e-6,
+                 lr_y: float = 1e-3, mu: float = 1e-3, q: int = 1,
+                 directions: str | DirectionSource = "gaussian",
+                 difference: str = "central", fo_optimizer: str = "sgd",
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, fo_gradient: str = "clean", seed: int = 0,
+                 master_weights: bool | None = None, module: torch.nn.Module | None = None,
+                 threads: int | None = None):
+        _positive("lr_x", lr_x)
+        _positive("lr_y", lr_y)
+        _positive("mu", mu)
+        _positive("q", q, integer=True)
+        _positive("eps", eps)
+        _positive("weight_decay", weight_decay, allow_zero=True)
+        _positive("seed", seed, integer=True, allow_zero=True)
+        if difference not in DIFFERENCES:
+            raise ValueError(f"difference must be one of {DIFFERENCES}, got {difference!r}")
+        if fo_optimizer not in FO_OPTIMIZERS:
+            raise ValueError(f"fo_optimizer must be one of {FO_OPTIMIZERS}, "
+                             f"got {fo_optimizer!r}")
+        if fo_gradient not in FO_GRADIENTS:
+            raise ValueError(f"fo_gradient must be one of {FO_GRADIENTS}, got {fo_gradient!r}")
+        if not (isinstance(betas, tuple | list) and len(betas) == 2
+                and all(0 <= b < 1 for b in betas)):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+        if isinstance(directions, str):
+            directions = TorchDirections(directions)
+        elif not isinstance(directions, DirectionSource):
+            raise ValueError(f"directions must be one of {DIRECTIONS} or a DirectionSource, "
+                             f"got {directions!r}")
+        groups = list(params)
+        if not groups or not all(isinstance(g, dict) for g in groups):
+            raise ValueError("params must be a non-empty list of parameter groups (dicts with "
+                             "'params' and 'kind'); see hybrid_param_groups")
+        for g in groups:
+            kind = g.get("kind")
+            if kind not in ("zo", "fo"):
+                raise ValueError(f"every parameter group needs kind 'zo' or 'fo', got {kind!r}")
+            g.setdefault("lr", lr_x if kind == "zo" else lr_y)
+            _positive(f"lr of a {kind!r} group", g["lr"])
+            if kind == "zo" and g.get("weight_decay", 0.0):
+                raise ValueError("weight_decay applies to 'fo' groups only")
+        defaults = dict(lr=lr_y, weight_decay=weight_decay, fo_optimizer=fo_optimizer,
+                        betas=tuple(betas), eps=eps)
+        super().__init__(groups, defaults)
+        self.mu, self.q, self.difference, self.fo_gradient = mu, q, difference, fo_gradient
+        self.directions, self.module, self.seed = directions, module, seed
+        self._gen = torch.Generator(device="cpu")
+        self._gen.manual_seed(seed)
+        self.steps = 0
+        self.forward_passes = 0
+        zo = self.zo_params()
+        if threads is not None:
+            _positive("threads", threads, integer=True)
+        self.threads = threads or default_threads(zo)
+        for g in self.param_groups:
+            for p in g["params"]:
+                p.requires_grad_(g["kind"] == "fo")
+        if master_weights is None:
+            self._master = [p.detach().float().clone() if p.dtype in _HALF else None
+                            for p in zo]
+        else:
+            self._master = [p.detach().float().clone() if master_weights else None
+                            for p in zo]
+        names = [n for g in self.param_groups if g["kind"] == "zo" for n in g.get("names", ())]
+        self.log = ZOLog(mu=mu, q=q, difference=difference, directions=directions.kind,
+                         master=[m is not None for m in self._master],
+                         names=names if len(names) == len(zo) else None)
+
+    # --- groups -------------------------------------------------------------------------
+    def zo_params(self) -> list[torch.Tensor]:
+        return [p for g in self.param_groups if g["kind"] == "zo" for p in g["params"]]
+
+    def _zo_lrs(self) -> list[float]:
+        return [g["lr"] for g in self.param_groups if g["kind"] == "zo" for _ in g["params"]]
+
+    # --- the ZO block's arithmetic (shared with replay) ---------------------------------
+    def _set_offset(self, seed: int, k: int, new: float, old: float) -> None:
+        """Move the ZO block from x + old u_k to x + new u_k."""
+        _set_offset(self.zo_params(), self._master, self.directions, seed, k, new, old,
+                    self.threads)
+
+    # --- the step -------------------------------------------------------------------------
+    def _call(self, closure: Callable[[], torch.Tensor], grad: bool) -> torch.Tensor:
+        self.forward_passes += 1
+        with torch.set_grad_enabled(grad):
+            loss = closure()
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise ValueError("the closure must return the loss as a scalar tensor")
+        if grad:
+            loss.backward()
+        return loss.detach().to(torch.float64).reshape(())
+
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:  # type: ignore[override]
+        """One hybrid step on the batch the closure evaluates; returns the clean loss (for
+        ZO-only central steps without an FO pass: the mean of f(x +- mu u_k), which is within
+        O(mu^2) of it).
+
+        Raises:
+            FloatingPointError: a loss or projected gradient is NaN/Inf. The ZO block is
+                restored and nothing is updated, so the model keeps its last good weights.
+        """
+        if closure is None:
+            raise ValueError("HybridZOFO.step needs a closure returning the batch loss")
+        zo = self.zo_params()
+        fo = [p for g in self.param_groups if g["kind"] == "fo" for p in g["params"]]
+        seed = int(torch.randint(0, 2**62, (1,), generator=self._gen).item())
+        mu, q = self.mu, self.q
+        mode = self.module.training if self.module is not None else None
+        if self.module is not None:
+            self.module.eval()
+        try:
+            for p in fo:
+                p.grad = None
+            f0 = None
+            if fo and self.fo_gradient == "clean":
+                f0 = self._call(closure, grad=True)
+                if not math.isfinite(float(f0)):  # stop before touching the ZO block
+                    raise FloatingPointError(f"non-finite loss {float(f0)} at step "
+                                             f"{self.steps}; nothing was updated")
+            pgs: list[float] = []
+            sides: list[float] = []
+            if zo:
+                if self.difference == "forward" and f0 is None and not fo:
+                    f0 = self._call(closure, grad=False)
+                fuse = not any(m is not None for m in self._master)
+                for k in range(q):
+                    last = fuse and k == q - 1
+                    cur = mu
+                    self._set_offset(seed, k, mu, 0.0)
+                    try:
+                        shared = fo and self.fo_gradient == "shared" and k == 0
+                        fp = self._call(closure, grad=bool(shared))
+                        if self.difference == "central":
+                            self._set_offset(seed, k, -mu, mu)
+                            cur = -mu
+                            fm = self._call(closure, grad=False)
+                            if not last:
+                                self._set_offset(seed, k, 0.0, -mu)
+                                cur = 0.0
+                            pgs.append(float((fp - fm) / (2 * mu)))
+                            sides.append(float((fp + fm) / 2))
+                        else:
+                            if not last:
+                                self._set_offset(seed, k, 0.0, mu)
+                                cur = 0.0
+                            if f0 is None:  # shared FO pass, forward difference
+                                f0 = self._call(closure, grad=False)
+                            pgs.append(float((fp - f0) / mu))
+                    except BaseException:  # a failing closure: put the block back
+                        if cur != 0.0:
+                            self._set_offset(seed, k, 0.0, cur)
+                        raise
+            elif fo and self.fo_gradient == "shared":
+                f0 = self._call(closure, grad=True)
+        finally:
+            if self.module is not None and mode:
+                self.module.train(mode)
+        loss = float(f0) if f0 is not None else sum(sides) / len(sides)
+        finite = math.isfinite(loss) and all(math.isfinite(v) for v in pgs) and all(
+            bool(torch.isfinite(p.grad).all()) for p in fo if p.grad is not None)
+        offset = cur if zo else 0.0  # where the last direction left the block
+        if not finite:
+            if offset != 0.0:
+                self._set_offset(seed, q - 1, 0.0, offset)
+            raise FloatingPointError(
+                f"non-finite loss or gradient at step {self.steps} (loss {loss}); "
+                "nothing was updated")
+        if zo:
+            lrs = self._zo_lrs()
+            _zo_update(zo, self._master, self.directions, seed, pgs, lrs, offset,
+                       self.threads)
+            self.log.entries.append({"step": self.steps, "seed": seed,
+                                     "projected_grads": pgs, "loss": loss,
+                                     "lr_x": sorted(set(lrs)) if len(set(lrs)) == 1 else lrs})
+        self._fo_update()
+        self.steps += 1
+        return torch.tensor(loss)
+
+    @torch.no_grad()
+    def _fo_update(self) -> None:
+        for g in self.param_groups:
+            if g["kind"] != "fo":
+                continue
+            lr, wd, algo = g["lr"], g["weight_decay"], g["fo_optimizer"]
+            for p in g["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if algo == "sgd":
+                    if wd:
+                        grad = grad.add(p, alpha=wd)
+                    p.add_(grad, alpha=-lr)
+                    continue
+                b1, b2 = g["betas"]
+                st = self.state[p]
+                if not st:
+                    st["step"] = torch.zeros((), dtype=torch.float32)
+                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                st["step"] += 1
+                t = float(st["step"])
+                if algo == "adamw":
+                    p.mul_(1 - lr * wd)
+                elif wd:
+                    grad = grad.add(p, alpha=wd)
+                st["exp_avg"].lerp_(grad, 1 - b1)
+                st["exp_avg_sq"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+                denom = (st["exp_avg_sq"].sqrt() / math.sqrt(1 - b2 ** t)).add_(g["eps"])
+                p.addcdiv_(st["exp_avg"], denom, value=-lr / (1 - b1 ** t))
+
+    # --- state ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        sd["hybrid"] = {"generator": self._gen.get_state(), "steps": self.steps,
+                        "forward_passes": self.forward_passes,
+                        "master": [None if m is None else m.clone() for m in self._master],
+                        "log": self.log.to_dict()}
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        hybrid = state_dict.pop("hybrid", None)
+        if hybrid is None:
+            raise ValueError("state_dict has no 'hybrid' section: not a HybridZOFO state")
+        super().load_state_dict(state_dict)
+        self._gen.set_state(hybrid["generator"])
+        self.steps, self.forward_passes = hybrid["steps"], hybrid["forward_passes"]
+        zo = self.zo_params()
+        if len(hybrid["master"]) != len(zo):
+            raise ValueError("state_dict's ZO block does not match this optimizer's")
+        self._master = [None if m is None else m.to(p.device, torch.float32).clone()
+                        for m, p in zip(hybrid["master"], zo)]
+        with torch.no_grad():
+            for p, m in zip(zo, self._master):
+                if m is not None:
+                    p.copy_(m)
+        self.log = ZOLog.from_dict(hybrid["log"])
+
+
+# --- the arithmetic of the ZO block, shared by the optimizer and replay -------------------
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_LOCAL = threading.local()
+
+
+def default_threads(params: Sequence[torch.Tensor]) -> int:
+    """Worker threads that fill direction parts: up to 4 on CPU (the generators are serial,
+    one per tensor, so tensors are filled side by side), 1 on accelerators."""
+    if any(p.device.type != "cpu" for p in params):
+        return 1
+    return max(1, min(4, torch.get_num_threads(), len(params)))
+
+
+def _partition(zo: Sequence[torch.Tensor], workers: int) -> list[list[int]]:
+    """Tensor indices in ``workers`` bins of near-equal total size (largest first)."""
+    bins: list[list[int]] = [[] for _ in range(workers)]
+    load = [0] * workers
+    for i in sorted(range(len(zo)), key=lambda i: -zo[i].numel()):
+        j = load.index(min(load))
+        bins[j].append(i)
+        load[j] += zo[i].numel()
+    return [b for b in bins if b]
+
+
+def _scratch(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A per-thread scratch buffer, kept between steps (its size: the largest tensor the
+    thread fills)."""
+    cache = getattr(_LOCAL, "buffers", None)
+    if cache is None:
+        cache = _LOCAL.buffers = {}
+    buf = cache.get((dtype, device))
+    if buf is None or buf.numel() < numel:
+        buf = cache[(dtype, device)] = torch.empty(numel, dtype=dtype, device=device)
+    return buf[:numel]
+
+
+def _for_each(zo: Sequence[torch.Tensor], master: Sequence[torch.Tensor | None],
+              directions: DirectionSource, seed: int, k: int,
+              fn: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], None],
+              threads: int) -> None:
+    """Call ``fn(p, master, u)`` for every ZO tensor with its part u of direction k."""
+    dtype = torch.float32 if any(m is not None for m in master) else None
+    if not directions.parallel or threads <= 1 or len(zo) == 1:
+        for p, m, u in zip(zo, master, directions.generate(seed, k, zo, dtype, reuse=True)):
+            fn(p, m, u)
+        return
+    c = directions.scale(seed, k, zo)
+
+    def work(idx: list[int]) -> None:
+        for i in idx:
+            p = zo[i]
+            u = directions.part(seed, k, i, _scratch(p.numel(), dtype or p.dtype,
+                                                     p.device).view(p.shape))
+            fn(p, master[i], u.mul_(c) if c != 1.0 else u)
+
+    pool = _POOLS.get(threads)
+    if pool is None:
+        pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="hybridzo")
+    for f in [pool.submit(work, b) for b in _partition(zo, threads)]:
+        f.result()
+
+
+@torch.no_grad()
+def _set_offset(zo: Sequence[torch.Tensor], master: Sequence[torch.Tensor | None],
+                directions: DirectionSource, seed: int, k: int, new: float,
+                old: float, threads: int = 1) -> None:
+    """Move the ZO block from x + old u_k to x + new u_k."""
+    if new == 0.0 and all(m is not None for m in master):
+        _restore_exact(zo, master)  # exact; no direction needed
+        return
+
+    def fn(p, m, u):
+        if m is None:
+            p.add_(u if u.dtype == p.dtype else u.to(p.dtype), alpha=new - old)
+        elif new == 0.0:
+            p.copy_(m)
+        else:
+            p.copy_(torch.add(m, u, alpha=new))
+
+    _for_each(zo, master, directions, seed, k, fn, threads)
+
+
+@torch.no_grad()
+def _restore_exact(zo: Sequence[torch.Tensor], master: Sequence[torch.Tensor | None]) -> None:
+    for p, m in zip(zo, master):
+        if m is not None:
+            p.copy_(m)
+
+
+@torch.no_grad()
+def _zo_update(zo: Sequence[torch.Tensor], master: Sequence[torch.Tensor | None],
+               directions: DirectionSource, seed: int, pgs: Sequence[float],
+               lrs: Sequence[float], offset: float = 0.0, threads: int = 1) -> None:
+    """x <- x - lr (1/q) sum_k pg_k u_k, one direction at a time (u regenerated).
+
+    ``offset``: the block still sits at x + offset u_{q-1} (the last direction's restore was
+    skipped); it is folded into that direction's update, saving one generation of u."""
+    q = len(pgs)
+    index = {id(p): i for i, p in enumerate(zo)}
+    for k, pg in enumerate(pgs):
+        back = offset if k == q - 1 else 0.0
+
+        def fn(p, m, u, pg=pg, back=back):
+            t = p if m is None else m
+            t.add_(u if u.dtype == t.dtype else u.to(t.dtype),
+                   alpha=-lrs[index[id(p)]] * pg / q - back)
+
+        _for_each(zo, master, directions, seed, k, fn, threads)
+    _restore_exact(zo, master)
+
+
+def replay(initial: torch.nn.Module | Sequence[torch.Tensor], log: ZOLog | dict[str, Any],
+           directions: DirectionSource | None = None) -> list[torch.Tensor]:
+    """Reproduce the final ZO weights from the initial ones and a :class:`ZOLog`.
+
+    ``initial`` is a module holding the initial weights (parameters found by the log's
+    names) or the ZO tensors themselves, in group order; they are updated in place and
+    returned. The same perturb / restore / update arithmetic as :meth:`HybridZOFO.step` is
+    repeated (without any forward pass), so the result is bit-identical on the same device.
+    """
+    if isinstance(log, dict):
+        log = ZOLog.from_dict(log)
+    if isinstance(initial, torch.nn.Module):
+        if log.names is None:
+            raise ValueError("the log has no parameter names: pass the ZO tensors instead")
+        table = dict(initial.named_parameters())
+        missing = [n for n in log.names if n not in table]
+        if missing:
+            raise ValueError(f"initial model lacks ZO parameters {missing[:3]}")
+        zo = [table[n] for n in log.names]
+    else:
+        zo = list(initial)
+    if len(zo) != len(log.master):
+        raise ValueError(f"the log has {len(log.master)} ZO tensors, got {len(zo)}")
+    directions = directions or TorchDirections(log.directions)
+    master = [p.detach().float().clone() if m else None for p, m in zip(zo, log.master)]
+    mu = log.mu
+    fuse = not any(log.master)
+    for e in log.entries:
+        seed, pgs = e["seed"], e["projected_grads"]
+        lrs = e["lr_x"] * len(zo) if len(e["lr_x"]) == 1 else e["lr_x"]
+        offset = 0.0
+        for k in range(len(pgs)):
+            last = fuse and k == len(pgs) - 1
+            _set_offset(zo, master, directions, seed, k, mu, 0.0)
+            cur = mu
+            if log.difference == "central":
+                _set_offset(zo, master, directions, seed, k, -mu, mu)
+                cur = -mu
+            if last:
+                offset = cur
+            else:
+                _set_offset(zo, master, directions, seed, k, 0.0, cur)
+        _zo_update(zo, master, directions, seed, pgs, lrs, offset)
+    return zo

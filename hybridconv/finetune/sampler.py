@@ -1,0 +1,105 @@
+"""``ReshufflingSampler``: the epoch orders of THEORY.md as a ``torch.utils.data.Sampler``.
+
+Schemes (as in ``hybridconv.sim.samplers``): ``rr`` random reshuffling (a fresh permutation
+every epoch), ``so`` shuffle-once, ``ig`` incremental (0..n-1) and ``wr`` with replacement
+(n uniform draws per epoch). The orders are *the simulator's* for one trial: they come from
+``numpy.random.default_rng([seed, 7001])`` drawn epoch after epoch, so a fine-tuning run and
+``hybridconv.sim.simulate(trials=1)`` with the same seed visit the data in the same order.
+Epoch e's order is found by replaying the stream from its start (O(e n) draws, negligible next
+to an epoch of training); ``set_epoch`` therefore gives random access.
+
+With a ``DataLoader(batch_size=B)`` on top, every epoch is a random partition of the examples
+into batches of B (the last one shorter unless ``drop_last``): each f_i of the theory is then a
+batch mean over a partition that changes every epoch, the usual practice (Mishchenko et al.,
+NeurIPS 2020, Section 2) and the one MeZO's trainer uses, minus its mid-epoch stop.
+
+Resuming: ``state_dict()`` holds the epoch and the number of indices already yielded in it;
+after ``load_state_dict`` the next iteration continues mid-epoch where the run stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sized
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Sampler
+
+__all__ = ["ReshufflingSampler", "SAMPLINGS"]
+
+SAMPLINGS = ("rr", "so", "ig", "wr")
+_SAMPLER_STREAM = 7001  # = hybridconv.sim.runner.SAMPLER_STREAM (checked by a test)
+
+
+class ReshufflingSampler(Sampler[int]):
+    """Indices of one epoch per iteration; call :meth:`set_epoch` (or let it advance).
+
+    >>> s = ReshufflingSampler(5, kind="rr", seed=0)
+    >>> a = list(s); b = list(s)          # two epochs, two permutations
+    >>> sorted(a) == sorted(b) == list(range(5)), a != b
+    (True, True)
+    >>> s.set_epoch(0); list(s) == a
+    True
+    """
+
+    def __init__(self, data: Sized | int, *, kind: str = "rr", seed: int = 0):
+        n = data if isinstance(data, int) and not isinstance(data, bool) else None
+        if n is None:
+            try:
+                n = len(data)  # type: ignore[arg-type]
+            except TypeError:
+                raise ValueError("data must be a sized dataset or an integer n >= 1") from None
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if kind not in SAMPLINGS:
+            raise ValueError(f"kind must be one of {SAMPLINGS}, got {kind!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        self.n, self.kind, self.seed = int(n), kind, int(seed)
+        self.epoch = 0
+        self._pos = 0  # indices of the current epoch already yielded
+
+    def __len__(self) -> int:
+        return self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch the next iteration yields (from its start)."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int | np.integer) or epoch < 0:
+            raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+        self.epoch, self._pos = int(epoch), 0
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The full order of ``epoch`` (shape (n,))."""
+        rng = np.random.default_rng([self.seed, _SAMPLER_STREAM])
+        base = np.arange(self.n)[None, :]
+        if self.kind == "ig":
+            return base[0]
+        if self.kind == "so":
+            return rng.permuted(base, axis=1)[0]
+        for _ in range(epoch):  # advance the stream as the simulator does
+            self._draw(rng, base)
+        return self._draw(rng, base)[0]
+
+    def _draw(self, rng: np.random.Generator, base: np.ndarray) -> np.ndarray:
+        if self.kind == "rr":
+            return rng.permuted(base, axis=1)
+        return rng.integers(0, self.n, size=(1, self.n))
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.order(self.epoch)
+        start = self._pos
+        for i in range(start, self.n):
+            self._pos = i + 1
+            yield int(order[i])
+        self.epoch, self._pos = self.epoch + 1, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "kind": self.kind, "seed": self.seed, "epoch": self.epoch,
+                "position": self._pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in ("n", "kind", "seed"):
+            if state[key] != getattr(self, key):
+                raise ValueError(f"sampler state has {key}={state[key]!r}, this sampler "
+                                 f"{getattr(self, key)!r}")
+        self.epoch, self._pos = int(state["epoch"]), int(state["position"])

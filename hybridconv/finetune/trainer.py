@@ -1,0 +1,310 @@
+"""One runner for the five methods: FO full, FO-LoRA, ZO full, ZO-LoRA and hybrid.
+
+===========  =========================================  ===============  ====================
+method       zo block (lr_x, two forward passes)        fo block (lr_y)  frozen
+===========  =========================================  ===============  ====================
+fo           none                                       every weight     none
+fo-lora      none                                       LoRA + head      base
+zo           every weight (MeZO)                        none             none
+zo-lora      LoRA + head                                none             base
+hybrid       base (``*.base_layer.*`` and the rest)     LoRA + head      peft's head copy
+===========  =========================================  ===============  ====================
+
+Every method runs through the same :class:`~.optimizer.HybridZOFO` (a method without a ZO
+block is plain SGD / Adam), the same :class:`~.sampler.ReshufflingSampler` and the same loop,
+so steps, forward passes, wall time and memory are comparable side by side. Training runs
+whole epochs (a mid-epoch stop is a different algorithm); the test set is evaluated before
+training (epoch 0) and after every epoch.
+
+Output folder: ``config.json``, ``results.json`` (rewritten atomically after every epoch,
+``status`` = ``running`` / ``completed`` / ``diverged``), ``steps.csv`` (per-step clean loss)
+and ``checkpoint.pt`` (the last good epoch: trained weights, optimizer with its generator
+and master weights, sampler, curve). ``resume=True`` continues from the checkpoint,
+bit-identically on the same machine. A NaN/Inf loss stops the run; the checkpoint of the last
+good epoch stays. An existing ``results.json`` is never overwritten unless ``force=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._io import write_text_atomic
+from .groups import hybrid_param_groups, is_adapter_name
+from .memory import peak_memory, reset_peak
+from .optimizer import DIFFERENCES, FO_GRADIENTS, FO_OPTIMIZERS, HybridZOFO
+from .sampler import SAMPLINGS, ReshufflingSampler
+
+__all__ = ["METHODS", "METHOD_DEFAULTS", "FinetuneConfig", "finetune", "build_optimizer"]
+
+METHODS = ("fo", "fo-lora", "zo", "zo-lora", "hybrid")
+METHOD_DEFAULTS: dict[str, dict[str, float]] = {
+    # plain SGD on every block (the theorem's optimizer); see docs/finetune.md for the sweep
+    "fo": dict(lr_y=1e-2),
+    "fo-lora": dict(lr_y=5e-2),
+    "zo": dict(lr_x=1e-4, mu=1e-3),
+    "zo-lora": dict(lr_x=1e-3, mu=1e-2),
+    "hybrid": dict(lr_x=1e-5, lr_y=5e-2, mu=1e-3),
+}
+"""Learning rates and smoothing radius used when the command line does not give them."""
+
+
+@dataclass
+class FinetuneConfig:
+    """A fine-tuning run (CLI: ``hybridconv finetune``). ``None`` rates take
+    :data:`METHOD_DEFAULTS`."""
+
+    model: str = "minilm"
+    task: str = "mr"
+    method: str = "hybrid"
+    epochs: int = 5
+    batch_size: int = 16
+    lr_x: float | None = None
+    lr_y: float | None = None
+    mu: float | None = None
+    q: int = 1
+    seed: int = 0
+    k_shot: int | None = 16
+    test_size: int | None = 1000
+    max_length: int = 64
+    lora_r: int = 8
+    lora_alpha: int = 16
+    fo_optimizer: str = "sgd"
+    directions: str = "gaussian"
+    difference: str = "central"
+    fo_gradient: str = "clean"
+    sampling: str = "rr"
+    eval_batch_size: int = 64
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        choices = {"method": METHODS, "fo_optimizer": FO_OPTIMIZERS,
+                   "difference": DIFFERENCES, "fo_gradient": FO_GRADIENTS,
+                   "sampling": SAMPLINGS, "dtype": ("float32", "bfloat16", "float16"),
+                   "directions": ("gaussian", "sphere", "rademacher")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name, low in (("epochs", 1), ("batch_size", 1), ("q", 1), ("seed", 0),
+                          ("max_length", 8), ("lora_r", 1), ("lora_alpha", 1),
+                          ("eval_batch_size", 1), ("k_shot", 1), ("test_size", 1)):
+            v = getattr(self, name)
+            if v is None and name in ("k_shot", "test_size"):
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+        for name in ("lr_x", "lr_y", "mu"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)
+                                  or not math.isfinite(v) or v <= 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+        try:
+            torch.device(self.device)
+        except RuntimeError:
+            raise ValueError(f"device must be a torch device, got {self.device!r}") from None
+
+    def resolved(self) -> dict[str, float]:
+        """lr_x, lr_y, mu after defaults (only those the method uses)."""
+        d = dict(METHOD_DEFAULTS[self.method])
+        for k in ("lr_x", "lr_y", "mu"):
+            if getattr(self, k) is not None and k in d:
+                d[k] = getattr(self, k)
+        return d
+
+
+def build_optimizer(cfg: FinetuneConfig, loaded) -> HybridZOFO:
+    """Apply LoRA if the method needs it and split the parameters as the table says."""
+    from .models import apply_lora
+
+    if cfg.method in ("fo-lora", "zo-lora", "hybrid"):
+        apply_lora(loaded, r=cfg.lora_r, alpha=cfg.lora_alpha, seed=cfg.seed)
+    rates = cfg.resolved()
+    lr_x, lr_y = rates.get("lr_x", 1.0), rates.get("lr_y", 1.0)
+    model = loaded.model
+    adapter = lambda n, p: is_adapter_name(n)  # noqa: E731
+    base = lambda n, p: not is_adapter_name(n)  # noqa: E731
+    everything = lambda n, p: True  # noqa: E731
+    sel = {"fo": dict(fo=everything), "fo-lora": dict(fo=adapter, frozen=base),
+           "zo": dict(zo=everything), "zo-lora": dict(zo=adapter, frozen=base),
+           "hybrid": {}}[cfg.method]
+    groups = hybrid_param_groups(model, lr_x=lr_x, lr_y=lr_y, **sel)
+    return HybridZOFO(groups, lr_x=lr_x, lr_y=lr_y, mu=rates.get("mu", 1e-3), q=cfg.q,
+                      directions=cfg.directions, difference=cfg.difference,
+                      fo_optimizer=cfg.fo_optimizer, fo_gradient=cfg.fo_gradient,
+                      seed=cfg.seed, module=model)
+
+
+@torch.no_grad()
+def evaluate(loaded, task, examples, cfg: FinetuneConfig) -> dict[str, float]:
+    """Accuracy and mean loss on ``examples`` (eval mode, no gradient)."""
+    model = loaded.model
+    mode = model.training
+    model.eval()
+    correct, total_loss = 0, 0.0
+    try:
+        for i in range(0, len(examples), cfg.eval_batch_size):
+            chunk = examples[i:i + cfg.eval_batch_size]
+            batch = _to(loaded.encode(task, chunk, cfg.max_length), cfg.device)
+            scores = loaded.scores(batch)
+            total_loss += float(torch.nn.functional.cross_entropy(
+                scores, batch["labels"], reduction="sum"))
+            correct += int((scores.argmax(-1) == batch["labels"]).sum())
+    finally:
+        model.train(mode)
+    return {"accuracy": correct / len(examples), "test_loss": total_loss / len(examples)}
+
+
+def _to(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _trained_state(opt: HybridZOFO, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    trained = {id(p) for g in opt.param_groups for p in g["params"]}
+    return {n: p.detach().clone() for n, p in model.named_parameters() if id(p) in trained}
+
+
+def _versions() -> dict[str, str]:
+    import transformers
+
+    out = {"python": platform.python_version(), "torch": torch.__version__,
+           "transformers": transformers.__version__, "machine": platform.machine()}
+    try:
+        import peft
+
+        out["peft"] = peft.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return out
+
+
+def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = False,
+             force: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) a fine-tuning run into folder ``out``; returns the results dict."""
+    from .models import load_model
+    from .tasks import load_task
+
+    out = Path(out)
+    results_path, ckpt_path = out / "results.json", out / "checkpoint.pt"
+    if resume:
+        if not ckpt_path.exists():
+            raise ValueError(f"--resume: no checkpoint at {ckpt_path}")
+        ckpt = torch.load(ckpt_path, weights_only=False, map_location=cfg.device)
+        saved = FinetuneConfig(**ckpt["config"])
+        if cfg.epochs < saved.epochs:
+            raise ValueError(f"epochs must be >= {saved.epochs} (the resumed run's), "
+                             f"got {cfg.epochs}")
+        saved.epochs = cfg.epochs
+        cfg = saved
+    else:
+        ckpt = None
+        if results_path.exists() and not force:
+            raise ValueError(f"{results_path} exists: pass --resume to continue it or "
+                             f"--force to overwrite it")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+
+    task = load_task(cfg.task, k_shot=cfg.k_shot, test_size=cfg.test_size,
+                     data_seed=cfg.seed)
+    dtype = getattr(torch, cfg.dtype)
+    loaded = load_model(cfg.model, task, seed=cfg.seed, dtype=dtype, device=cfg.device)
+    opt = build_optimizer(cfg, loaded)
+    model = loaded.model
+    sampler = ReshufflingSampler(len(task.train), kind=cfg.sampling, seed=cfg.seed)
+    curve: list[dict[str, Any]] = []
+    step_rows: list[str] = []
+    wall, start_epoch = 0.0, 0
+    if ckpt is not None:
+        table = dict(model.named_parameters())
+        with torch.no_grad():
+            for n, v in ckpt["model"].items():
+                table[n].copy_(v)
+        opt.load_state_dict(ckpt["optimizer"])
+        sampler.load_state_dict(ckpt["sampler"])
+        curve, step_rows, wall = ckpt["curve"], ckpt["steps"], ckpt["wall_s"]
+        start_epoch = curve[-1]["epoch"]
+    reset_peak(cfg.device)
+    results: dict[str, Any] = {}
+
+    def write(status: str) -> dict[str, Any]:
+        last = curve[-1]
+        mem = peak_memory(cfg.device)
+        results.clear()
+        results.update({
+            "status": status, "accuracy": last["accuracy"], "test_loss": last["test_loss"],
+            "best_accuracy": max(c["accuracy"] for c in curve),
+            "steps": opt.steps, "epochs": last["epoch"],
+            "forward_passes": opt.forward_passes, "wall_s": wall, **mem,
+            "trained_params": sum(p.numel() for g in opt.param_groups for p in g["params"]),
+            "zo_params": sum(p.numel() for p in opt.zo_params()),
+            "train_examples": len(task.train), "task": task.describe(),
+            "config": asdict(cfg), "resolved": cfg.resolved(), "curve": curve,
+            "versions": _versions(),
+        })
+        write_text_atomic(results_path, json.dumps(results, indent=2) + "\n")
+        write_text_atomic(out / "steps.csv", "step,epoch,loss\n" + "".join(step_rows))
+        return results
+
+    if not curve:
+        curve.append({"epoch": 0, "step": 0, "train_loss": None, "forward_passes": 0,
+                      "wall_s": 0.0, **evaluate(loaded, task, task.test, cfg)})
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        n_batches = math.ceil(len(task.train) / cfg.batch_size)
+        bar = tqdm(total=(cfg.epochs - start_epoch) * n_batches, unit="step",
+                   desc=f"{cfg.method} {cfg.model} {cfg.task}")
+    status = "completed"
+    for epoch in range(start_epoch, cfg.epochs):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        losses = []
+        t0 = time.perf_counter()
+        try:
+            for i in range(0, len(order), cfg.batch_size):
+                batch = _to(loaded.encode(task, [task.train[j] for j in
+                                                 order[i:i + cfg.batch_size]],
+                                          cfg.max_length), cfg.device)
+                loss = float(opt.step(lambda b=batch: loaded.loss(b)))
+                losses.append(loss)
+                step_rows.append(f"{opt.steps},{epoch + 1},{loss!r}\n")
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}")
+        except FloatingPointError as e:
+            status = "diverged"
+            results_note = str(e)
+            wall += time.perf_counter() - t0
+            break
+        wall += time.perf_counter() - t0
+        curve.append({"epoch": epoch + 1, "step": opt.steps,
+                      "train_loss": sum(losses) / len(losses),
+                      "forward_passes": opt.forward_passes, "wall_s": wall,
+                      **evaluate(loaded, task, task.test, cfg)})
+        tmp = ckpt_path.with_name(".checkpoint.pt.tmp")
+        torch.save({"config": asdict(cfg), "model": _trained_state(opt, model),
+                    "optimizer": opt.state_dict(), "sampler": sampler.state_dict(),
+                    "curve": curve, "steps": step_rows, "wall_s": wall}, tmp)
+        os.replace(tmp, ckpt_path)
+        write("running" if epoch + 1 < cfg.epochs else "completed")
+    if bar is not None:
+        bar.close()
+    if status == "diverged":
+        res = write("diverged")
+        res["error"] = results_note
+        write_text_atomic(results_path, json.dumps(res, indent=2) + "\n")
+        return res
+    return results if results else write(status)
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in fields(FinetuneConfig)]

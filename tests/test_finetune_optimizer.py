@@ -1,0 +1,336 @@
+"""HybridZOFO: memory discipline, determinism, exact restore, resume, replay, validation."""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hybridconv.finetune import (
+    HybridZOFO,
+    TorchDirections,
+    hybrid_param_groups,
+    replay,
+    split_parameters,
+)
+
+
+class Net(torch.nn.Module):
+    """A small model: a 'base' (ZO) and a 'head' (FO), with dropout."""
+
+    def __init__(self, dtype=torch.float32, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.base = torch.nn.Linear(6, 8).to(dtype)
+        self.head = torch.nn.Linear(8, 2).to(dtype)
+        self.drop = torch.nn.Dropout(0.5)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g).to(dtype))
+
+    def forward(self, x):
+        return self.head(self.drop(torch.tanh(self.base(x))))
+
+
+def _data(seed=0, n=16):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 6, generator=g), torch.randint(0, 2, (n,), generator=g)
+
+
+def _opt(net, **kw):
+    groups = hybrid_param_groups(net, lr_x=kw.pop("lr_x", 1e-2), lr_y=kw.pop("lr_y", 1e-1),
+                                 fo="^head")
+    return HybridZOFO(groups, module=net, **kw)
+
+
+def _closure(net, X, Y):
+    return lambda: torch.nn.functional.cross_entropy(
+        net(X.to(net.base.weight.dtype)).float(), Y)
+
+
+def _train(net, opt, steps, seed=0, sched=None):
+    X, Y = _data(seed)
+    losses = []
+    for i in range(steps):
+        b = slice(4 * (i % 4), 4 * (i % 4) + 4)
+        losses.append(float(opt.step(_closure(net, X[b], Y[b]))))
+        if sched is not None:
+            sched.step()
+    return losses
+
+
+def _zo(net):
+    return [net.base.weight, net.base.bias]
+
+
+def test_zo_parameters_have_no_grad_buffers_and_no_state():
+    net = Net()
+    opt = _opt(net, fo_optimizer="adam")
+    _train(net, opt, 3)
+    for p in _zo(net):
+        assert not p.requires_grad and p.grad is None and p not in opt.state
+    assert all(p.requires_grad and p in opt.state for p in net.head.parameters())
+
+
+def test_the_global_random_state_is_never_touched():
+    net = Net()
+    opt = _opt(net, q=2)
+    before = torch.get_rng_state()
+    _train(net, opt, 3)
+    assert torch.equal(before, torch.get_rng_state())
+
+
+def test_every_pass_runs_in_eval_mode_and_the_mode_is_restored():
+    net = Net()
+    net.train()
+    opt = _opt(net, q=2)
+    seen = []
+    X, Y = _data()
+
+    def closure():
+        seen.append(net.training)
+        return torch.nn.functional.cross_entropy(net(X), Y)
+
+    opt.step(closure)
+    assert seen == [False] * 5 and net.training
+
+
+@pytest.mark.parametrize("difference,fo_gradient,q,passes", [
+    ("central", "clean", 1, 3), ("central", "clean", 3, 7), ("central", "shared", 2, 4),
+    ("forward", "clean", 2, 3), ("forward", "shared", 2, 3),
+])
+def test_forward_passes_per_step(difference, fo_gradient, q, passes):
+    net = Net()
+    opt = _opt(net, q=q, difference=difference, fo_gradient=fo_gradient)
+    _train(net, opt, 2)
+    assert opt.forward_passes == 2 * passes
+
+
+def test_the_step_is_the_two_point_estimate_and_the_clean_gradient():
+    """One step by hand: x - lr_x pg u, y - lr_y grad_y f(x, y), with pg the central
+    difference along the u the direction source regenerates."""
+    net = Net()
+    ref = copy.deepcopy(net)
+    opt = _opt(net, mu=1e-3, lr_x=0.05, lr_y=0.2)
+    X, Y = _data()
+    opt.step(_closure(net, X, Y))
+    seed = opt.log.entries[0]["seed"]
+    u = list(TorchDirections().generate(seed, 0, _zo(ref)))
+    ref.eval()
+    loss = torch.nn.functional.cross_entropy(ref(X), Y)
+    gy = torch.autograd.grad(loss, list(ref.head.parameters()))
+    with torch.no_grad():
+        def f(s):
+            for p, v in zip(_zo(ref), u):
+                p.add_(v, alpha=s)
+            val = float(torch.nn.functional.cross_entropy(ref(X).double(), Y))
+            for p, v in zip(_zo(ref), u):
+                p.add_(v, alpha=-s)
+            return val
+        pg = (f(1e-3) - f(-1e-3)) / 2e-3
+    logged = opt.log.entries[0]["projected_grads"][0]  # from fp32 losses: ~1e-4 relative
+    assert math.isclose(pg, logged, rel_tol=1e-2)
+    for p, p0, v in zip(_zo(net), _zo(ref), u):
+        torch.testing.assert_close(p, p0 - 0.05 * logged * v, rtol=1e-5, atol=1e-6)
+    for p, p0, g in zip(net.head.parameters(), ref.head.parameters(), gy):
+        torch.testing.assert_close(p, p0 - 0.2 * g, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_perturb_restore_is_bit_exact_in_half_precision(dtype):
+    """A step with a zero projected gradient must leave a half-precision ZO block unchanged
+    bit for bit; without the fp32 master copy it does not (the test can fail)."""
+    for master, exact in ((None, True), (False, False)):
+        net = Net(dtype)
+        before = [p.clone() for p in _zo(net)]
+        groups = hybrid_param_groups(net, lr_x=1e-2, lr_y=1e-2, fo="^head")
+        opt = HybridZOFO(groups, mu=1e-2, q=4, master_weights=master, seed=3)
+        for _ in range(5):
+            opt.step(lambda: net.head.bias.float().sum() * 0)  # constant loss: pg = 0
+        same = all(torch.equal(a, b) for a, b in zip(before, _zo(net)))
+        assert same is exact, (dtype, master)
+
+
+def test_master_weights_keep_small_bf16_updates():
+    net = Net(torch.bfloat16)
+    w0 = net.base.weight.detach().float().clone()
+    opt = _opt(net, lr_x=1e-4, mu=1e-2)
+    _train(net, opt, 20)
+    master = opt._master[0]
+    assert master is not None and not torch.equal(master, w0)
+    assert torch.equal(net.base.weight, master.to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("fo_optimizer", ["sgd", "adam", "adamw"])
+def test_resume_continues_bit_identically(fo_optimizer):
+    kw = dict(q=2, fo_optimizer=fo_optimizer, weight_decay=0.01, seed=5)
+    straight = Net()
+    opt = _opt(straight, **kw)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    _train(straight, opt, 6, sched=sched)
+
+    first = Net()
+    opt1 = _opt(first, **kw)
+    sched1 = torch.optim.lr_scheduler.StepLR(opt1, step_size=2, gamma=0.5)
+    _train(first, opt1, 3, sched=sched1)
+    buf = io.BytesIO()
+    torch.save({"model": first.state_dict(), "opt": opt1.state_dict(),
+                "sched": sched1.state_dict()}, buf)
+    buf.seek(0)
+    ck = torch.load(buf, weights_only=False)
+    resumed = Net(seed=99)  # different weights: all must come from the checkpoint
+    resumed.load_state_dict(ck["model"])
+    opt2 = _opt(resumed, **kw)
+    opt2.load_state_dict(ck["opt"])
+    sched2 = torch.optim.lr_scheduler.StepLR(opt2, step_size=2, gamma=0.5)
+    sched2.load_state_dict(ck["sched"])
+    X, Y = _data()
+    for i in range(3, 6):
+        b = slice(4 * (i % 4), 4 * (i % 4) + 4)
+        opt2.step(_closure(resumed, X[b], Y[b]))
+        sched2.step()
+    for a, b in zip(straight.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+    assert opt2.steps == 6 and len(opt2.log.entries) == 6
+
+
+@pytest.mark.parametrize("kw,dtype", [
+    ({}, torch.float32), ({"q": 3, "directions": "sphere"}, torch.float32),
+    ({"difference": "forward", "directions": "rademacher"}, torch.float32),
+    ({"q": 2}, torch.bfloat16), ({"master_weights": True}, torch.float32),
+])
+def test_replay_reproduces_the_final_zo_weights(kw, dtype):
+    net = Net(dtype)
+    initial = copy.deepcopy(net)
+    opt = _opt(net, **kw)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.9)
+    _train(net, opt, 7, sched=sched)
+    out = replay(initial, opt.log.to_dict())
+    for a, b in zip(out, _zo(net)):
+        assert torch.equal(a, b)
+    assert out[0] is initial.base.weight
+    # the log matters: a corrupted projected gradient gives other weights
+    bad = opt.log.to_dict()
+    bad["entries"][3]["projected_grads"][0] += 1.0
+    assert not torch.equal(replay(copy.deepcopy(initial), bad)[0], net.base.weight)
+
+
+def test_scheduler_drives_both_rates():
+    net = Net()
+    opt = _opt(net, lr_x=0.1, lr_y=0.2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, [lambda t: 0.5 ** t, lambda t: 1.0])
+    _train(net, opt, 3, sched=sched)
+    assert [e["lr_x"][0] for e in opt.log.entries] == [0.1, 0.05, 0.025]
+    assert opt.param_groups[1]["lr"] == 0.2
+
+
+def test_non_finite_loss_stops_without_changing_the_weights():
+    net = Net()
+    opt = _opt(net)
+    before = [p.clone() for p in net.parameters()]
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        opt.step(lambda: net.head.bias.sum() * float("nan"))
+    for a, b in zip(before, net.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_failing_closure_restores_the_block():
+    net = Net()
+    opt = _opt(net)
+    before = [p.clone() for p in _zo(net)]
+    calls = []
+
+    def closure():
+        calls.append(1)
+        if len(calls) == 2:  # the first perturbed pass
+            raise RuntimeError("boom")
+        return net.head.bias.sum()
+
+    with pytest.raises(RuntimeError, match="boom"):
+        opt.step(closure)
+    for a, b in zip(before, _zo(net)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"lr_x": 0}, "lr_x"), ({"lr_y": -1}, "lr_y"), ({"mu": float("nan")}, "mu"),
+    ({"q": 0}, "q"), ({"q": 1.5}, "q"), ({"difference": "backward"}, "difference"),
+    ({"fo_optimizer": "lion"}, "fo_optimizer"), ({"fo_gradient": "dirty"}, "fo_gradient"),
+    ({"directions": "cauchy"}, "directions"), ({"seed": -1}, "seed"),
+    ({"betas": (0.9, 1.0)}, "betas"), ({"weight_decay": -0.1}, "weight_decay"),
+])
+def test_bad_arguments_are_named(kw, match):
+    with pytest.raises(ValueError, match=match):
+        _opt(Net(), **kw)
+
+
+def test_bad_groups_and_closures():
+    net = Net()
+    with pytest.raises(ValueError, match="kind"):
+        HybridZOFO([{"params": list(net.parameters())}])
+    with pytest.raises(ValueError, match="parameter groups"):
+        HybridZOFO(list(net.parameters()))
+    with pytest.raises(ValueError, match="weight_decay"):
+        HybridZOFO([{"params": [net.base.weight], "kind": "zo", "weight_decay": 0.1}])
+    opt = _opt(net)
+    with pytest.raises(ValueError, match="closure"):
+        opt.step()
+    with pytest.raises(ValueError, match="scalar"):
+        opt.step(lambda: net(torch.zeros(3, 6)))
+
+
+def test_split_by_type_list_and_callable():
+    net = Net()
+    s = split_parameters(net, fo=torch.nn.Linear, zo=None)
+    assert len(s["fo"]) == 4 and not s["zo"]
+    s = split_parameters(net, zo=["base.weight"], fo=[net.head.weight])
+    assert [n for n, _ in s["zo"]] == ["base.weight"]
+    assert [n for n, _ in s["fo"]] == ["head.weight"]
+    assert {n for n, _ in s["frozen"]} == {"base.bias", "head.bias"}
+    s = split_parameters(net, fo=lambda n, p: p.ndim == 1)
+    assert {n for n, _ in s["fo"]} == {"base.bias", "head.bias"}
+    with pytest.raises(ValueError, match="no parameter named"):
+        split_parameters(net, zo=["nope"])
+    with pytest.raises(ValueError, match="regular expression"):
+        split_parameters(net, zo="(")
+    with pytest.raises(ValueError, match="frozen"):
+        hybrid_param_groups(net, lr_x=1, lr_y=1, frozen=".")
+
+
+@settings(max_examples=25, deadline=None)
+@given(kind=st.sampled_from(["gaussian", "sphere", "rademacher"]),
+       shapes=st.lists(st.tuples(st.integers(1, 5), st.integers(1, 4)), min_size=1,
+                       max_size=4),
+       seed=st.integers(0, 2**62), k=st.integers(0, 10))
+def test_directions_regenerate_identically_and_have_the_right_support(kind, shapes, seed, k):
+    params = [torch.zeros(s) for s in shapes]
+    src = TorchDirections(kind)
+    a = [t.clone() for t in src.generate(seed, k, params)]
+    b = list(src.generate(seed, k, params))
+    assert all(torch.equal(s, t) for s, t in zip(a, b))
+    assert [t.shape for t in a] == [p.shape for p in params]
+    flat = torch.cat([t.reshape(-1) for t in a])
+    if kind == "sphere":
+        assert math.isclose(float(flat.norm()), math.sqrt(flat.numel()), rel_tol=1e-5)
+    if kind == "rademacher":
+        assert set(flat.tolist()) <= {-1.0, 1.0}
+    other = torch.cat([t.reshape(-1) for t in src.generate(seed, k + 1, params)])
+    if kind != "rademacher" or flat.numel() >= 40:  # 2^-40 chance of a false equality
+        assert not torch.equal(flat, other)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "sphere", "rademacher"])
+def test_directions_are_isotropic(kind):
+    """E[u u^T] = I: the empirical second moment of 4000 draws in dimension 5 is within
+    0.15 of I entrywise (each entry's sd is <= sqrt(3/4000) = 0.027: a 5.5-sigma band,
+    seeds 0..3999, so a false failure has probability < 1e-6 per entry)."""
+    params = [torch.zeros(2), torch.zeros(3)]
+    src = TorchDirections(kind)
+    U = torch.stack([torch.cat(list(src.generate(s, 0, params))) for s in range(4000)])
+    M = U.T.double() @ U.double() / len(U)
+    assert (M - torch.eye(5, dtype=torch.float64)).abs().max() < 0.15
