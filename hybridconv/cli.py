@@ -8,6 +8,8 @@
     hybridconv simulate --problem quadratic --method hybrid --sampling rr --eta-x 1e-3 ...
                         --out FILE.csv [--force] [--json-constants] [--no-progress]
     hybridconv check --problem quadratic --trials 64 [--falsify --budget N] [--json]
+    hybridconv finetune --model minilm --task mr --method hybrid --epochs 5 --out DIR
+                        [--lr-x --lr-y --mu --q --seed ...] [--resume | --force] [--json]
 
 Errors (unknown or missing symbols, values out of range, unknown options) print one line on
 stderr and exit with status 2.
@@ -154,7 +156,83 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--out-dir", default=".", help="where docs/ is written (default: .)")
     ck.add_argument("--force", action="store_true", help="overwrite existing report files")
     ck.add_argument("--json", action="store_true")
+    _add_finetune(sub)
     return parser
+
+
+def _add_finetune(sub) -> None:
+    ft = sub.add_parser("finetune", help="fine-tune a real model offline: fo, fo-lora, zo, "
+                        "zo-lora or hybrid (needs the [llm] extra and the data packages)")
+    ft.add_argument("--model", default="minilm",
+                    help="minilm, smollm2, random:SHAPE or a local Hugging Face directory")
+    ft.add_argument("--task", choices=("mr", "boolq", "winogrande"), default="mr")
+    ft.add_argument("--method", choices=("fo", "fo-lora", "zo", "zo-lora", "hybrid"),
+                    default="hybrid")
+    ft.add_argument("--epochs", type=int, default=5)
+    ft.add_argument("--batch-size", type=int, default=16)
+    ft.add_argument("--lr-x", type=float, help="learning rate of the ZO block "
+                    "(default: per method, docs/finetune.md)")
+    ft.add_argument("--lr-y", type=float, help="learning rate of the FO block")
+    ft.add_argument("--mu", type=float, help="ZO smoothing radius")
+    ft.add_argument("--q", type=int, default=1, help="ZO directions per step")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--k-shot", type=int, default=16,
+                    help="training examples per class (0: the whole train pool)")
+    ft.add_argument("--test-size", type=int, default=1000)
+    ft.add_argument("--max-length", type=int, default=64)
+    ft.add_argument("--lora-r", type=int, default=8)
+    ft.add_argument("--lora-alpha", type=int, default=16)
+    ft.add_argument("--fo-optimizer", choices=("sgd", "adam", "adamw"), default="sgd")
+    ft.add_argument("--directions", choices=("gaussian", "sphere", "rademacher"),
+                    default="gaussian")
+    ft.add_argument("--difference", choices=("central", "forward"), default="central")
+    ft.add_argument("--fo-gradient", choices=("clean", "shared"), default="clean")
+    ft.add_argument("--sampling", choices=("rr", "so", "ig", "wr"), default="rr")
+    ft.add_argument("--device", default="cpu")
+    ft.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    ft.add_argument("--out", metavar="DIR", help="run folder (results.json, checkpoint.pt)")
+    ft.add_argument("--resume", action="store_true", help="continue the run in --out")
+    ft.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
+    ft.add_argument("--no-progress", action="store_true")
+    ft.add_argument("--json", action="store_true", help="print results.json")
+    ft.add_argument("--fetch", choices=("winogrande",),
+                    help="download and cache a large task once, then stop")
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    try:
+        if args.fetch:
+            from .finetune.tasks import fetch_winogrande
+
+            print(fetch_winogrande())
+            return 0
+        if not args.out:
+            raise CLIError("--out DIR is required")
+        from .finetune.trainer import FinetuneConfig, finetune
+
+        cfg = FinetuneConfig(
+            model=args.model, task=args.task, method=args.method, epochs=args.epochs,
+            batch_size=args.batch_size, lr_x=args.lr_x, lr_y=args.lr_y, mu=args.mu, q=args.q,
+            seed=args.seed, k_shot=args.k_shot or None, test_size=args.test_size,
+            max_length=args.max_length, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+            fo_optimizer=args.fo_optimizer, directions=args.directions,
+            difference=args.difference, fo_gradient=args.fo_gradient,
+            sampling=args.sampling, device=args.device, dtype=args.dtype)
+        res = finetune(cfg, args.out, resume=args.resume, force=args.force,
+                       progress=not args.no_progress)
+    except ImportError as e:
+        raise CLIError(f"{e.name or e} is not installed: pip install -e '.[llm]' and "
+                       f"pip install --no-deps -r requirements-data.txt") from None
+    except (ValueError, OSError) as e:
+        raise CLIError(str(e).splitlines()[0] if str(e) else repr(e)) from None
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(f"{res['status']}: accuracy {res['accuracy']:.4f} after {res['epochs']} epochs, "
+              f"{res['steps']} steps, {res['forward_passes']} forward passes, "
+              f"{res['wall_s']:.1f} s, peak {res['peak_mem_bytes'] / 2**20:.0f} MiB "
+              f"-> {Path(args.out) / 'results.json'}")
+    return 0 if res["status"] == "completed" else 1
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -393,6 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _simulate(args)
         if args.command == "check":
             return _check(args)
+        if args.command == "finetune":
+            return _finetune(args)
         raise CLIError(f"unknown command {args.command!r}")
     except CLIError as e:
         print(f"hybridconv: error: {e}", file=sys.stderr)

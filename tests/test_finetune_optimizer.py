@@ -126,18 +126,18 @@ def test_the_step_is_the_two_point_estimate_and_the_clean_gradient():
     gy = torch.autograd.grad(loss, list(ref.head.parameters()))
     with torch.no_grad():
         def f(s):
-            for p, v in zip(_zo(ref), u):
+            for p, v in zip(_zo(ref), u, strict=True):
                 p.add_(v, alpha=s)
             val = float(torch.nn.functional.cross_entropy(ref(X).double(), Y))
-            for p, v in zip(_zo(ref), u):
+            for p, v in zip(_zo(ref), u, strict=True):
                 p.add_(v, alpha=-s)
             return val
         pg = (f(1e-3) - f(-1e-3)) / 2e-3
     logged = opt.log.entries[0]["projected_grads"][0]  # from fp32 losses: ~1e-4 relative
     assert math.isclose(pg, logged, rel_tol=1e-2)
-    for p, p0, v in zip(_zo(net), _zo(ref), u):
+    for p, p0, v in zip(_zo(net), _zo(ref), u, strict=True):
         torch.testing.assert_close(p, p0 - 0.05 * logged * v, rtol=1e-5, atol=1e-6)
-    for p, p0, g in zip(net.head.parameters(), ref.head.parameters(), gy):
+    for p, p0, g in zip(net.head.parameters(), ref.head.parameters(), gy, strict=True):
         torch.testing.assert_close(p, p0 - 0.2 * g, rtol=1e-5, atol=1e-6)
 
 
@@ -151,8 +151,8 @@ def test_perturb_restore_is_bit_exact_in_half_precision(dtype):
         groups = hybrid_param_groups(net, lr_x=1e-2, lr_y=1e-2, fo="^head")
         opt = HybridZOFO(groups, mu=1e-2, q=4, master_weights=master, seed=3)
         for _ in range(5):
-            opt.step(lambda: net.head.bias.float().sum() * 0)  # constant loss: pg = 0
-        same = all(torch.equal(a, b) for a, b in zip(before, _zo(net)))
+            opt.step(lambda net=net: net.head.bias.float().sum() * 0)  # constant loss: pg = 0
+        same = all(torch.equal(a, b) for a, b in zip(before, _zo(net), strict=True))
         assert same is exact, (dtype, master)
 
 
@@ -194,7 +194,7 @@ def test_resume_continues_bit_identically(fo_optimizer):
         b = slice(4 * (i % 4), 4 * (i % 4) + 4)
         opt2.step(_closure(resumed, X[b], Y[b]))
         sched2.step()
-    for a, b in zip(straight.parameters(), resumed.parameters()):
+    for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
         assert torch.equal(a, b)
     assert opt2.steps == 6 and len(opt2.log.entries) == 6
 
@@ -211,7 +211,7 @@ def test_replay_reproduces_the_final_zo_weights(kw, dtype):
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.9)
     _train(net, opt, 7, sched=sched)
     out = replay(initial, opt.log.to_dict())
-    for a, b in zip(out, _zo(net)):
+    for a, b in zip(out, _zo(net), strict=True):
         assert torch.equal(a, b)
     assert out[0] is initial.base.weight
     # the log matters: a corrupted projected gradient gives other weights
@@ -235,7 +235,7 @@ def test_non_finite_loss_stops_without_changing_the_weights():
     before = [p.clone() for p in net.parameters()]
     with pytest.raises(FloatingPointError, match="non-finite"):
         opt.step(lambda: net.head.bias.sum() * float("nan"))
-    for a, b in zip(before, net.parameters()):
+    for a, b in zip(before, net.parameters(), strict=True):
         assert torch.equal(a, b)
 
 
@@ -253,7 +253,7 @@ def test_failing_closure_restores_the_block():
 
     with pytest.raises(RuntimeError, match="boom"):
         opt.step(closure)
-    for a, b in zip(before, _zo(net)):
+    for a, b in zip(before, _zo(net), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
@@ -312,7 +312,7 @@ def test_directions_regenerate_identically_and_have_the_right_support(kind, shap
     src = TorchDirections(kind)
     a = [t.clone() for t in src.generate(seed, k, params)]
     b = list(src.generate(seed, k, params))
-    assert all(torch.equal(s, t) for s, t in zip(a, b))
+    assert all(torch.equal(s, t) for s, t in zip(a, b, strict=True))
     assert [t.shape for t in a] == [p.shape for p in params]
     flat = torch.cat([t.reshape(-1) for t in a])
     if kind == "sphere":
@@ -334,3 +334,15 @@ def test_directions_are_isotropic(kind):
     U = torch.stack([torch.cat(list(src.generate(s, 0, params))) for s in range(4000)])
     M = U.T.double() @ U.double() / len(U)
     assert (M - torch.eye(5, dtype=torch.float64)).abs().max() < 0.15
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "sphere", "rademacher"])
+def test_results_do_not_depend_on_the_thread_count(kind):
+    """Each tensor's part has its own generator: 1 or 3 worker threads, same weights."""
+    nets = []
+    for threads in (1, 3):
+        net = Net()
+        _train(net, _opt(net, q=2, directions=kind, threads=threads), 4)
+        nets.append(net)
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert torch.equal(a, b)

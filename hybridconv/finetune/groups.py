@@ -20,13 +20,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Any
 
 import torch
 
 __all__ = ["Selector", "split_parameters", "hybrid_param_groups", "is_adapter_name"]
 
-Selector = Union[str, type, tuple, Sequence[Any], Callable[[str, torch.Tensor], bool], None]
+Selector = str | type | tuple | Sequence[Any] | Callable[[str, torch.Tensor], bool] | None
 
 _ADAPTER = re.compile(r"(^|\.)(lora_[A-Za-z_]+|lora_magnitude_vector|modules_to_save|"
                       r"prompt_encoder|ia3_l)(\.|$)")
@@ -36,9 +36,9 @@ _ORIGINAL = re.compile(r"(^|\.)original_module(\.|$)")
 def is_adapter_name(name: str) -> bool:
     """Whether a parameter name belongs to a peft adapter or a ``modules_to_save`` copy.
 
-    >>> is_adapter_name("base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.default.weight")
+    >>> is_adapter_name("base_model.model.bert.layer.0.query.lora_A.default.weight")
     True
-    >>> is_adapter_name("base_model.model.bert.encoder.layer.0.attention.self.query.base_layer.weight")
+    >>> is_adapter_name("base_model.model.bert.layer.0.query.base_layer.weight")
     False
     """
     return bool(_ADAPTER.search(name))

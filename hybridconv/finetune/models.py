@@ -27,6 +27,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,5 +226,6 @@ def apply_lora(loaded: LoadedModel, *, r: int = 8, alpha: int = 16, seed: int = 
             raise ValueError(f"{arg} must be an integer >= 1, got {v!r}")
     task_type = "SEQ_CLS" if loaded.kind == "classifier" else "CAUSAL_LM"
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, task_type=task_type)
-    with seeded(seed):
+    with seeded(seed), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)  # peft vs transformers 5
         loaded.model = get_peft_model(loaded.model, cfg)

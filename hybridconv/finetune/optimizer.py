@@ -45,8 +45,8 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -350,9 +350,9 @@ class HybridZOFO(torch.optim.Optimizer):
         if len(hybrid["master"]) != len(zo):
             raise ValueError("state_dict's ZO block does not match this optimizer's")
         self._master = [None if m is None else m.to(p.device, torch.float32).clone()
-                        for m, p in zip(hybrid["master"], zo)]
+                        for m, p in zip(hybrid["master"], zo, strict=True)]
         with torch.no_grad():
-            for p, m in zip(zo, self._master):
+            for p, m in zip(zo, self._master, strict=True):
                 if m is not None:
                     p.copy_(m)
         self.log = ZOLog.from_dict(hybrid["log"])
@@ -402,7 +402,8 @@ def _for_each(zo: Sequence[torch.Tensor], master: Sequence[torch.Tensor | None],
     """Call ``fn(p, master, u)`` for every ZO tensor with its part u of direction k."""
     dtype = torch.float32 if any(m is not None for m in master) else None
     if not directions.parallel or threads <= 1 or len(zo) == 1:
-        for p, m, u in zip(zo, master, directions.generate(seed, k, zo, dtype, reuse=True)):
+        parts = directions.generate(seed, k, zo, dtype, reuse=True)
+        for p, m, u in zip(zo, master, parts, strict=True):
             fn(p, m, u)
         return
     c = directions.scale(seed, k, zo)
@@ -443,7 +444,7 @@ def _set_offset(zo: Sequence[torch.Tensor], master: Sequence[torch.Tensor | None
 
 @torch.no_grad()
 def _restore_exact(zo: Sequence[torch.Tensor], master: Sequence[torch.Tensor | None]) -> None:
-    for p, m in zip(zo, master):
+    for p, m in zip(zo, master, strict=True):
         if m is not None:
             p.copy_(m)
 
@@ -494,7 +495,8 @@ def replay(initial: torch.nn.Module | Sequence[torch.Tensor], log: ZOLog | dict[
     if len(zo) != len(log.master):
         raise ValueError(f"the log has {len(log.master)} ZO tensors, got {len(zo)}")
     directions = directions or TorchDirections(log.directions)
-    master = [p.detach().float().clone() if m else None for p, m in zip(zo, log.master)]
+    master = [p.detach().float().clone() if m else None
+              for p, m in zip(zo, log.master, strict=True)]
     mu = log.mu
     fuse = not any(log.master)
     for e in log.entries:

