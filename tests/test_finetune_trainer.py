@@ -211,3 +211,19 @@ def test_smollm2_scores_label_words_and_takes_a_hybrid_step(tmp_path):
                    tmp_path / "s", progress=False)
     assert res["status"] == "completed" and res["steps"] == 1
     assert res["zo_params"] > 1e8
+
+
+@pytest.mark.parametrize("shape,params", [("opt-1.3b", 1.3e9), ("llama-7b", 6.7e9)])
+def test_random_shapes_have_the_published_sizes(shape, params):
+    """The benchmark's random models: the architectures of OPT-1.3B and LLaMA-7B, sized
+    from their configs without materialising any weight (meta device)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from hybridconv.finetune.models import RANDOM_SHAPES
+
+    kw = dict(RANDOM_SHAPES[shape])
+    config = AutoConfig.for_model(kw.pop("model_type"), **kw)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    n = sum(p.numel() for p in model.parameters())
+    assert abs(n - params) / params < 0.03, n

@@ -25,8 +25,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-__all__ = ["DIRECTIONS", "DirectionSource", "TorchDirections", "NumpyStreamDirections",
-           "direction_seed"]
+__all__ = ["CHUNK", "DIRECTIONS", "DirectionSource", "TorchDirections",
+           "NumpyStreamDirections", "direction_seed", "pieces"]
 
 DIRECTIONS = ("gaussian", "sphere", "rademacher")
 
@@ -35,21 +35,32 @@ _MASK = (1 << 63) - 1
 _MASK64 = (1 << 64) - 1
 
 
-def direction_seed(seed: int, k: int, i: int = 0) -> int:
-    """The generator seed of part ``i`` (the i-th ZO tensor) of direction ``k`` of the step
-    with seed ``seed``: a 63-bit mix (splitmix64's finalizer) of the three."""
-    z = (int(seed) + (int(k) + 1) * _GOLDEN + (int(i) + 1) * 0xD1B54A32D192ED03) & _MASK64
+CHUNK = 1 << 22
+"""Elements per generator: tensor i is cut into pieces of CHUNK elements (flat order), piece c
+drawn by its own generator. A constant, so the values never depend on the thread count."""
+
+
+def direction_seed(seed: int, k: int, i: int = 0, c: int = 0) -> int:
+    """The generator seed of piece ``c`` of part ``i`` (the i-th ZO tensor) of direction
+    ``k`` of the step with seed ``seed``: a 63-bit mix (splitmix64's finalizer) of the four."""
+    z = (int(seed) + (int(k) + 1) * _GOLDEN + (int(i) + 1) * 0xD1B54A32D192ED03
+         + int(c) * 0x8CB92BA72F3D8DD7) & _MASK64
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
     return (z ^ (z >> 31)) & _MASK
 
 
+def pieces(numel: int) -> list[tuple[int, int, int]]:
+    """``(c, start, stop)`` of the pieces of a tensor of ``numel`` elements."""
+    return [(c, a, min(a + CHUNK, numel)) for c, a in enumerate(range(0, numel, CHUNK))]
+
+
 class DirectionSource:
     """Produces direction k of a step, one tensor per ZO parameter, identically on each call.
 
-    Subclasses implement :meth:`generate`; sources whose parts are independent per tensor
-    (``parallel = True``) also implement :meth:`part`, which lets the optimizer fill several
-    tensors at once from worker threads.
+    Subclasses implement :meth:`generate`; sources whose pieces are independent
+    (``parallel = True``) also implement :meth:`piece`, which lets the optimizer fill pieces
+    side by side from worker threads with one piece-sized scratch buffer per thread.
     """
 
     kind: str = "gaussian"
@@ -64,24 +75,24 @@ class DirectionSource:
         only until the next one is requested. The values do not depend on ``reuse``."""
         raise NotImplementedError
 
-    def part(self, seed: int, k: int, i: int, out: torch.Tensor) -> torch.Tensor:
-        """Fill ``out`` with the unscaled part of direction k for tensor ``i``."""
+    def piece(self, seed: int, k: int, i: int, c: int, out: torch.Tensor) -> torch.Tensor:
+        """Fill the flat ``out`` with the unscaled piece c of tensor i of direction k."""
         raise NotImplementedError
 
     def scale(self, seed: int, k: int, params: Sequence[torch.Tensor]) -> float:
-        """The factor the parts are multiplied by (1 except for the sphere)."""
+        """The factor the pieces are multiplied by (1 except for the sphere)."""
         return 1.0
 
 
 class TorchDirections(DirectionSource):
-    """Directions from private ``torch.Generator`` s: part i of direction k of the step with
-    seed s comes from a generator seeded by ``direction_seed(s, k, i)``, so each tensor's part
-    can be regenerated on its own, in any order and from any thread, with the same values.
+    """Directions from private ``torch.Generator`` s: piece c of tensor i of direction k of the
+    step with seed s comes from a generator seeded by ``direction_seed(s, k, i, c)``, so any
+    piece can be regenerated on its own, in any order and from any thread.
 
     >>> p = [torch.zeros(3), torch.zeros(2, 2)]
     >>> a = [t.clone() for t in TorchDirections().generate(5, 0, p)]
     >>> b = list(TorchDirections().generate(5, 0, p))
-    >>> all(torch.equal(s, t) for s, t in zip(a, b))
+    >>> all(torch.equal(s, t) for s, t in zip(a, b, strict=True))
     True
     """
 
@@ -92,22 +103,26 @@ class TorchDirections(DirectionSource):
             raise ValueError(f"directions must be one of {DIRECTIONS}, got {kind!r}")
         self.kind = kind
 
-    def part(self, seed, k, i, out):
+    def piece(self, seed, k, i, c, out):
         g = torch.Generator(device=out.device)
-        g.manual_seed(direction_seed(seed, k, i))
+        g.manual_seed(direction_seed(seed, k, i, c))
         if self.kind == "rademacher":
             return out.random_(0, 2, generator=g).mul_(2).sub_(1)
         return out.normal_(generator=g)
+
+    def _fill(self, seed: int, k: int, i: int, flat: torch.Tensor) -> torch.Tensor:
+        for c, a, b in pieces(flat.numel()):
+            self.piece(seed, k, i, c, flat[a:b])
+        return flat
 
     def scale(self, seed, k, params):
         if self.kind != "sphere":
             return 1.0
         sq = 0.0
-        buf: torch.Tensor | None = None
+        buf = torch.empty(min(CHUNK, max(p.numel() for p in params)), device=params[0].device)
         for i, p in enumerate(params):
-            if buf is None or buf.numel() < p.numel():
-                buf = torch.empty(max(q.numel() for q in params), device=p.device)
-            sq += float(self.part(seed, k, i, buf[:p.numel()]).double().pow(2).sum())
+            for c, a, b in pieces(p.numel()):
+                sq += float(self.piece(seed, k, i, c, buf[:b - a]).double().pow(2).sum())
         D = sum(p.numel() for p in params)
         return math.sqrt(D / sq) if sq > 0 else 1.0
 
@@ -117,15 +132,15 @@ class TorchDirections(DirectionSource):
         size = max((p.numel() for p in params), default=0)
         for i, p in enumerate(params):
             dt = dtype or p.dtype
-            if reuse:  # in place into one scratch buffer: no allocation per tensor
+            if reuse:  # one scratch buffer: no allocation per tensor
                 buf = scratch.get((p.device, dt))
                 if buf is None:
                     buf = scratch[(p.device, dt)] = torch.empty(size, device=p.device,
                                                                 dtype=dt)
-                u = buf[:p.numel()].view(p.shape)
+                flat = buf[:p.numel()]
             else:
-                u = torch.empty(p.shape, device=p.device, dtype=dt)
-            self.part(seed, k, i, u)
+                flat = torch.empty(p.numel(), device=p.device, dtype=dt)
+            u = self._fill(seed, k, i, flat).view(p.shape)
             yield u.mul_(c) if c != 1.0 else u
 
 

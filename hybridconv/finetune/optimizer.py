@@ -51,7 +51,7 @@ from typing import Any
 
 import torch
 
-from .directions import DIRECTIONS, DirectionSource, TorchDirections
+from .directions import CHUNK, DIRECTIONS, DirectionSource, TorchDirections, pieces
 
 __all__ = ["HybridZOFO", "ZOLog", "replay", "DIFFERENCES", "FO_OPTIMIZERS", "FO_GRADIENTS"]
 
@@ -173,6 +173,8 @@ class HybridZOFO(torch.optim.Optimizer):
         if threads is not None:
             _positive("threads", threads, integer=True)
         self.threads = threads or default_threads(zo)
+        if any(not p.is_contiguous() for p in zo):
+            raise ValueError("ZO parameters must be contiguous tensors")
         for g in self.param_groups:
             for p in g["params"]:
                 p.requires_grad_(g["kind"] == "fo")
@@ -361,64 +363,83 @@ class HybridZOFO(torch.optim.Optimizer):
 # --- the arithmetic of the ZO block, shared by the optimizer and replay -------------------
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
-_LOCAL = threading.local()
+_SCRATCH: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
+_SCRATCH_LOCK = threading.Lock()
 
 
 def default_threads(params: Sequence[torch.Tensor]) -> int:
-    """Worker threads that fill direction parts: up to 4 on CPU (the generators are serial,
-    one per tensor, so tensors are filled side by side), 1 on accelerators."""
+    """Worker threads that fill direction pieces: up to 4 on CPU (each piece has its own
+    serial generator, so pieces are filled side by side), 1 on accelerators."""
     if any(p.device.type != "cpu" for p in params):
         return 1
-    return max(1, min(4, torch.get_num_threads(), len(params)))
+    return max(1, min(4, torch.get_num_threads()))
 
 
-def _partition(zo: Sequence[torch.Tensor], workers: int) -> list[list[int]]:
-    """Tensor indices in ``workers`` bins of near-equal total size (largest first)."""
-    bins: list[list[int]] = [[] for _ in range(workers)]
+def _units(zo: Sequence[torch.Tensor]) -> list[tuple[int, int, int, int]]:
+    """``(tensor i, piece c, start, stop)`` for every piece of the ZO block."""
+    return [(i, c, a, b) for i, p in enumerate(zo) for c, a, b in pieces(p.numel())]
+
+
+def _partition(units: list[tuple[int, int, int, int]], workers: int
+               ) -> list[list[tuple[int, int, int, int]]]:
+    """Pieces in ``workers`` bins of near-equal total size (largest first)."""
+    bins: list[list[tuple[int, int, int, int]]] = [[] for _ in range(workers)]
     load = [0] * workers
-    for i in sorted(range(len(zo)), key=lambda i: -zo[i].numel()):
+    for unit in sorted(units, key=lambda t: t[2] - t[3]):
         j = load.index(min(load))
-        bins[j].append(i)
-        load[j] += zo[i].numel()
+        bins[j].append(unit)
+        load[j] += unit[3] - unit[2]
     return [b for b in bins if b]
 
 
-def _scratch(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A per-thread scratch buffer, kept between steps (its size: the largest tensor the
-    thread fills)."""
-    cache = getattr(_LOCAL, "buffers", None)
-    if cache is None:
-        cache = _LOCAL.buffers = {}
-    buf = cache.get((dtype, device))
-    if buf is None or buf.numel() < numel:
-        buf = cache[(dtype, device)] = torch.empty(numel, dtype=dtype, device=device)
+def _scratch(slot: int, numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The scratch buffer of bin ``slot`` (a bin is filled by one thread), at most one piece
+    (CHUNK elements) long, kept between steps."""
+    key = (slot, dtype, device)
+    with _SCRATCH_LOCK:
+        buf = _SCRATCH.get(key)
+        if buf is None or buf.numel() < numel:
+            _SCRATCH.pop(key, None)
+            buf = _SCRATCH[key] = torch.empty(numel, dtype=dtype, device=device)
     return buf[:numel]
 
 
 def _for_each(zo: Sequence[torch.Tensor], master: Sequence[torch.Tensor | None],
               directions: DirectionSource, seed: int, k: int,
-              fn: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], None],
+              fn: Callable[[int, torch.Tensor, torch.Tensor | None, torch.Tensor], None],
               threads: int) -> None:
-    """Call ``fn(p, master, u)`` for every ZO tensor with its part u of direction k."""
+    """Call ``fn(i, p, master, u)`` on flat slices: every piece of every ZO tensor with its
+    piece u of direction k.
+
+    Memory: ``w`` threads hold one piece-sized scratch buffer each, and ``w`` is capped so
+    that ``w * min(CHUNK, largest)`` stays within the largest tensor: the perturbation never
+    needs more extra memory than the largest single parameter tensor."""
     dtype = torch.float32 if any(m is not None for m in master) else None
-    if not directions.parallel or threads <= 1 or len(zo) == 1:
+    if not directions.parallel:
         parts = directions.generate(seed, k, zo, dtype, reuse=True)
-        for p, m, u in zip(zo, master, parts, strict=True):
-            fn(p, m, u)
+        for i, (p, m, u) in enumerate(zip(zo, master, parts, strict=True)):
+            fn(i, p.view(-1), None if m is None else m.view(-1), u.reshape(-1))
         return
     c = directions.scale(seed, k, zo)
+    units = _units(zo)
+    largest = max(p.numel() for p in zo)
+    w = min(threads, max(1, largest // min(CHUNK, largest)))
 
-    def work(idx: list[int]) -> None:
-        for i in idx:
-            p = zo[i]
-            u = directions.part(seed, k, i, _scratch(p.numel(), dtype or p.dtype,
-                                                     p.device).view(p.shape))
-            fn(p, master[i], u.mul_(c) if c != 1.0 else u)
+    def work(slot: int, us: list[tuple[int, int, int, int]]) -> None:
+        for i, ci, a, b in us:
+            p, m = zo[i], master[i]
+            u = directions.piece(seed, k, i, ci, _scratch(slot, b - a, dtype or p.dtype,
+                                                          p.device))
+            fn(i, p.view(-1)[a:b], None if m is None else m.view(-1)[a:b],
+               u.mul_(c) if c != 1.0 else u)
 
-    pool = _POOLS.get(threads)
+    if w <= 1 or len(units) == 1:
+        work(0, units)
+        return
+    pool = _POOLS.get(w)
     if pool is None:
-        pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="hybridzo")
-    for f in [pool.submit(work, b) for b in _partition(zo, threads)]:
+        pool = _POOLS[w] = ThreadPoolExecutor(w, thread_name_prefix="hybridzo")
+    for f in [pool.submit(work, j, b) for j, b in enumerate(_partition(units, w))]:
         f.result()
 
 
@@ -431,7 +452,7 @@ def _set_offset(zo: Sequence[torch.Tensor], master: Sequence[torch.Tensor | None
         _restore_exact(zo, master)  # exact; no direction needed
         return
 
-    def fn(p, m, u):
+    def fn(i, p, m, u):
         if m is None:
             p.add_(u if u.dtype == p.dtype else u.to(p.dtype), alpha=new - old)
         elif new == 0.0:
@@ -458,14 +479,12 @@ def _zo_update(zo: Sequence[torch.Tensor], master: Sequence[torch.Tensor | None]
     ``offset``: the block still sits at x + offset u_{q-1} (the last direction's restore was
     skipped); it is folded into that direction's update, saving one generation of u."""
     q = len(pgs)
-    index = {id(p): i for i, p in enumerate(zo)}
     for k, pg in enumerate(pgs):
         back = offset if k == q - 1 else 0.0
 
-        def fn(p, m, u, pg=pg, back=back):
+        def fn(i, p, m, u, pg=pg, back=back):
             t = p if m is None else m
-            t.add_(u if u.dtype == t.dtype else u.to(t.dtype),
-                   alpha=-lrs[index[id(p)]] * pg / q - back)
+            t.add_(u if u.dtype == t.dtype else u.to(t.dtype), alpha=-lrs[i] * pg / q - back)
 
         _for_each(zo, master, directions, seed, k, fn, threads)
     _restore_exact(zo, master)
