@@ -346,3 +346,83 @@ def test_results_do_not_depend_on_the_thread_count(kind):
         nets.append(net)
     for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_forward_difference_with_shared_gradient_moves_the_block():
+    """Review finding: with q = 1 and the fused restore, forward + shared once took f0 at the
+    perturbed point (pg = 0). The clean pass now comes first and gives the FO gradient."""
+    net = Net()
+    x0 = net.base.weight.detach().clone()
+    opt = _opt(net, difference="forward", fo_gradient="shared", q=1)
+    _train(net, opt, 2)
+    assert all(e["projected_grads"][0] != 0 for e in opt.log.entries)
+    assert not torch.equal(net.base.weight, x0)
+
+
+def test_replay_stays_exact_across_failed_steps():
+    net = Net()
+    initial = copy.deepcopy(net)
+    opt = _opt(net, q=2)
+    _train(net, opt, 2)
+    calls = []
+
+    def nan_on_third_pass():
+        calls.append(1)
+        loss = torch.nn.functional.cross_entropy(net(_data()[0]), _data()[1])
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    with pytest.raises(FloatingPointError):
+        opt.step(nan_on_third_pass)
+    _train(net, opt, 2)
+    assert sum(e.get("failed", False) for e in opt.log.entries) == 1
+    for a, b in zip(replay(initial, opt.log), _zo(net), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_concurrent_optimizers_do_not_share_scratch():
+    import threading
+
+    def run(out, idx):
+        net = Net(seed=idx)
+        _train(net, _opt(net, q=2, threads=1), 3)
+        out[idx] = [p.detach().clone() for p in net.parameters()]
+
+    serial, parallel = {}, {}
+    for i in range(2):
+        run(serial, i)
+    ts = [threading.Thread(target=run, args=(parallel, i)) for i in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for i in range(2):
+        assert all(torch.equal(a, b) for a, b in zip(serial[i], parallel[i], strict=True))
+
+
+def test_loaded_state_is_a_copy_and_must_match_the_settings():
+    net = Net()
+    opt = _opt(net)
+    _train(net, opt, 2)
+    sd = opt.state_dict()
+    other = _opt(Net())
+    other.load_state_dict(sd)
+    _train(Net(), other, 1)
+    assert len(sd["hybrid"]["log"]["entries"]) == 2
+    with pytest.raises(ValueError, match="mu"):
+        _opt(Net(), mu=0.5).load_state_dict(sd)
+
+
+def test_empty_zo_tensors_and_sphere_under_float64_default():
+    net = Net()
+    empty = torch.nn.Parameter(torch.zeros(0))
+    opt = HybridZOFO([{"kind": "zo", "params": [empty]},
+                      {"kind": "fo", "params": list(net.head.parameters())}])
+    opt.step(_closure(net, *_data()))
+    params = [torch.zeros(300), torch.zeros(200)]
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        u = torch.cat(list(TorchDirections("sphere").generate(1, 0, params)))
+    finally:
+        torch.set_default_dtype(old)
+    assert math.isclose(float(u.double().norm() ** 2), 500, rel_tol=1e-5)

@@ -227,3 +227,22 @@ def test_random_shapes_have_the_published_sizes(shape, params):
         model = AutoModelForCausalLM.from_config(config)
     n = sum(p.numel() for p in model.parameters())
     assert abs(n - params) / params < 0.03, n
+
+
+@needs_minilm
+def test_force_starts_clean_and_a_finished_run_is_not_rewritten(tmp_path, monkeypatch):
+    from hybridconv.finetune import models
+
+    out = tmp_path / "r"
+    first = finetune(FinetuneConfig(epochs=1, method="fo-lora", **TINY), out, progress=False)
+    again = finetune(FinetuneConfig(epochs=1, method="fo-lora", **TINY), out, resume=True,
+                     progress=False)
+    assert again == first  # nothing left to train: the results are returned as they are
+    with pytest.raises(ValueError, match="exists"):
+        finetune(FinetuneConfig(epochs=1, **TINY), out, progress=False)
+    monkeypatch.setattr(models.LoadedModel, "loss",
+                        lambda self, batch: torch.tensor(float("nan"), requires_grad=True))
+    res = finetune(FinetuneConfig(epochs=1, method="fo-lora", **TINY), out, force=True,
+                   progress=False)
+    assert res["status"] == "diverged"
+    assert not (out / "checkpoint.pt").exists()  # the old run's checkpoint is gone

@@ -79,8 +79,10 @@ class DirectionSource:
         """Fill the flat ``out`` with the unscaled piece c of tensor i of direction k."""
         raise NotImplementedError
 
-    def scale(self, seed: int, k: int, params: Sequence[torch.Tensor]) -> float:
-        """The factor the pieces are multiplied by (1 except for the sphere)."""
+    def scale(self, seed: int, k: int, params: Sequence[torch.Tensor],
+              dtype: torch.dtype | None = None) -> float:
+        """The factor the pieces (drawn in ``dtype`` or each parameter's dtype) are
+        multiplied by: 1 except for the sphere."""
         return 1.0
 
 
@@ -115,19 +117,19 @@ class TorchDirections(DirectionSource):
             self.piece(seed, k, i, c, flat[a:b])
         return flat
 
-    def scale(self, seed, k, params):
+    def scale(self, seed, k, params, dtype=None):
         if self.kind != "sphere":
             return 1.0
         sq = 0.0
-        buf = torch.empty(min(CHUNK, max(p.numel() for p in params)), device=params[0].device)
         for i, p in enumerate(params):
+            buf = torch.empty(min(CHUNK, p.numel()), device=p.device, dtype=dtype or p.dtype)
             for c, a, b in pieces(p.numel()):
                 sq += float(self.piece(seed, k, i, c, buf[:b - a]).double().pow(2).sum())
         D = sum(p.numel() for p in params)
         return math.sqrt(D / sq) if sq > 0 else 1.0
 
     def generate(self, seed, k, params, dtype=None, *, reuse=False):
-        c = self.scale(seed, k, params)
+        c = self.scale(seed, k, params, dtype)
         scratch: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
         size = max((p.numel() for p in params), default=0)
         for i, p in enumerate(params):

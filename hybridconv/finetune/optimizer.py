@@ -42,6 +42,7 @@ dropout off (eval mode, as both MeZO and the theorem assume); the module's mode 
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -169,6 +170,7 @@ class HybridZOFO(torch.optim.Optimizer):
         self._gen.manual_seed(seed)
         self.steps = 0
         self.forward_passes = 0
+        self._moves: list[tuple[int, float, float]] = []
         zo = self.zo_params()
         if threads is not None:
             _positive("threads", threads, integer=True)
@@ -198,7 +200,8 @@ class HybridZOFO(torch.optim.Optimizer):
 
     # --- the ZO block's arithmetic (shared with replay) ---------------------------------
     def _set_offset(self, seed: int, k: int, new: float, old: float) -> None:
-        """Move the ZO block from x + old u_k to x + new u_k."""
+        """Move the ZO block from x + old u_k to x + new u_k (recorded for failed steps)."""
+        self._moves.append((k, new, old))
         _set_offset(self.zo_params(), self._master, self.directions, seed, k, new, old,
                     self.threads)
 
@@ -219,8 +222,11 @@ class HybridZOFO(torch.optim.Optimizer):
         O(mu^2) of it).
 
         Raises:
-            FloatingPointError: a loss or projected gradient is NaN/Inf. The ZO block is
-                restored and nothing is updated, so the model keeps its last good weights.
+            FloatingPointError: a loss or projected gradient is NaN/Inf. The ZO block is moved
+                back and nothing is updated: exactly for tensors with master weights, up to
+                the in-place round trip's rounding residues (a few ulp) for the others. The
+                failed step's moves are logged (``failed: True``), so :func:`replay` stays
+                exact.
         """
         if closure is None:
             raise ValueError("HybridZOFO.step needs a closure returning the batch loss")
@@ -228,69 +234,62 @@ class HybridZOFO(torch.optim.Optimizer):
         fo = [p for g in self.param_groups if g["kind"] == "fo" for p in g["params"]]
         seed = int(torch.randint(0, 2**62, (1,), generator=self._gen).item())
         mu, q = self.mu, self.q
+        central = self.difference == "central"
+        self._moves = []
         mode = self.module.training if self.module is not None else None
         if self.module is not None:
             self.module.eval()
+        cur, k = 0.0, 0
+        pgs: list[float] = []
+        sides: list[float] = []
         try:
             for p in fo:
                 p.grad = None
             f0 = None
-            if fo and self.fo_gradient == "clean":
+            # the clean pass: FO gradient (clean, or shared with a forward difference: the
+            # clean pass is needed anyway, so the FO gradient comes from it, unbiased)
+            if fo and (self.fo_gradient == "clean" or not central or not zo):
                 f0 = self._call(closure, grad=True)
-                if not math.isfinite(float(f0)):  # stop before touching the ZO block
-                    raise FloatingPointError(f"non-finite loss {float(f0)} at step "
-                                             f"{self.steps}; nothing was updated")
-            pgs: list[float] = []
-            sides: list[float] = []
-            if zo:
-                if self.difference == "forward" and f0 is None and not fo:
-                    f0 = self._call(closure, grad=False)
-                fuse = not any(m is not None for m in self._master)
-                for k in range(q):
-                    last = fuse and k == q - 1
-                    cur = mu
-                    self._set_offset(seed, k, mu, 0.0)
-                    try:
-                        shared = fo and self.fo_gradient == "shared" and k == 0
-                        fp = self._call(closure, grad=bool(shared))
-                        if self.difference == "central":
-                            self._set_offset(seed, k, -mu, mu)
-                            cur = -mu
-                            fm = self._call(closure, grad=False)
-                            if not last:
-                                self._set_offset(seed, k, 0.0, -mu)
-                                cur = 0.0
-                            pgs.append(float((fp - fm) / (2 * mu)))
-                            sides.append(float((fp + fm) / 2))
-                        else:
-                            if not last:
-                                self._set_offset(seed, k, 0.0, mu)
-                                cur = 0.0
-                            if f0 is None:  # shared FO pass, forward difference
-                                f0 = self._call(closure, grad=False)
-                            pgs.append(float((fp - f0) / mu))
-                    except BaseException:  # a failing closure: put the block back
-                        if cur != 0.0:
-                            self._set_offset(seed, k, 0.0, cur)
-                        raise
-            elif fo and self.fo_gradient == "shared":
-                f0 = self._call(closure, grad=True)
+            elif zo and not central:
+                f0 = self._call(closure, grad=False)
+            if f0 is not None and not math.isfinite(float(f0)):
+                raise FloatingPointError(f"non-finite loss {float(f0)} at step "
+                                         f"{self.steps}; nothing was updated")
+            fuse = not any(m is not None for m in self._master)
+            for k in range(q if zo else 0):
+                last = fuse and k == q - 1
+                self._set_offset(seed, k, mu, 0.0)
+                cur = mu
+                shared = bool(fo) and f0 is None and k == 0  # central + shared only
+                fp = self._call(closure, grad=shared)
+                if central:
+                    self._set_offset(seed, k, -mu, mu)
+                    cur = -mu
+                    fm = self._call(closure, grad=False)
+                    pgs.append(float((fp - fm) / (2 * mu)))
+                    sides.append(float((fp + fm) / 2))
+                else:
+                    pgs.append(float((fp - f0) / mu))
+                if not last:
+                    self._set_offset(seed, k, 0.0, cur)
+                    cur = 0.0
+        except BaseException:  # a failing closure or a non-finite clean loss
+            self._abort(seed, k, cur)
+            raise
         finally:
             if self.module is not None and mode:
                 self.module.train(mode)
         loss = float(f0) if f0 is not None else sum(sides) / len(sides)
         finite = math.isfinite(loss) and all(math.isfinite(v) for v in pgs) and all(
             bool(torch.isfinite(p.grad).all()) for p in fo if p.grad is not None)
-        offset = cur if zo else 0.0  # where the last direction left the block
         if not finite:
-            if offset != 0.0:
-                self._set_offset(seed, q - 1, 0.0, offset)
+            self._abort(seed, q - 1, cur)
             raise FloatingPointError(
                 f"non-finite loss or gradient at step {self.steps} (loss {loss}); "
                 "nothing was updated")
         if zo:
             lrs = self._zo_lrs()
-            _zo_update(zo, self._master, self.directions, seed, pgs, lrs, offset,
+            _zo_update(zo, self._master, self.directions, seed, pgs, lrs, cur,
                        self.threads)
             self.log.entries.append({"step": self.steps, "seed": seed,
                                      "projected_grads": pgs, "loss": loss,
@@ -298,6 +297,14 @@ class HybridZOFO(torch.optim.Optimizer):
         self._fo_update()
         self.steps += 1
         return torch.tensor(loss)
+
+    def _abort(self, seed: int, k: int, cur: float) -> None:
+        """Move the block back from x + cur u_k and log the failed step's moves."""
+        if cur != 0.0:
+            self._set_offset(seed, k, 0.0, cur)
+        if self._moves:
+            self.log.entries.append({"step": self.steps, "seed": seed, "failed": True,
+                                     "moves": list(self._moves)})
 
     @torch.no_grad()
     def _fo_update(self) -> None:
@@ -346,7 +353,7 @@ class HybridZOFO(torch.optim.Optimizer):
         if hybrid is None:
             raise ValueError("state_dict has no 'hybrid' section: not a HybridZOFO state")
         super().load_state_dict(state_dict)
-        self._gen.set_state(hybrid["generator"])
+        self._gen.set_state(hybrid["generator"].cpu())
         self.steps, self.forward_passes = hybrid["steps"], hybrid["forward_passes"]
         zo = self.zo_params()
         if len(hybrid["master"]) != len(zo):
@@ -357,14 +364,18 @@ class HybridZOFO(torch.optim.Optimizer):
             for p, m in zip(zo, self._master, strict=True):
                 if m is not None:
                     p.copy_(m)
-        self.log = ZOLog.from_dict(hybrid["log"])
+        log = ZOLog.from_dict(copy.deepcopy(hybrid["log"]))
+        for name in ("mu", "q", "difference"):
+            if getattr(log, name) != getattr(self, name):
+                raise ValueError(f"state_dict has {name}={getattr(log, name)!r}, this "
+                                 f"optimizer {getattr(self, name)!r}")
+        self.log = log
 
 
 # --- the arithmetic of the ZO block, shared by the optimizer and replay -------------------
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
-_SCRATCH: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
-_SCRATCH_LOCK = threading.Lock()
+_LOCAL = threading.local()
 
 
 def default_threads(params: Sequence[torch.Tensor]) -> int:
@@ -392,15 +403,16 @@ def _partition(units: list[tuple[int, int, int, int]], workers: int
     return [b for b in bins if b]
 
 
-def _scratch(slot: int, numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The scratch buffer of bin ``slot`` (a bin is filled by one thread), at most one piece
-    (CHUNK elements) long, kept between steps."""
-    key = (slot, dtype, device)
-    with _SCRATCH_LOCK:
-        buf = _SCRATCH.get(key)
-        if buf is None or buf.numel() < numel:
-            _SCRATCH.pop(key, None)
-            buf = _SCRATCH[key] = torch.empty(numel, dtype=dtype, device=device)
+def _scratch(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """This thread's scratch buffer, at most one piece (CHUNK elements) long, kept between
+    steps. Thread-local, so concurrent optimizers (or a replay beside a run) never share one;
+    a step fills pieces from ``w`` pool threads, or from the calling thread alone."""
+    cache = getattr(_LOCAL, "buffers", None)
+    if cache is None:
+        cache = _LOCAL.buffers = {}
+    buf = cache.get((dtype, device))
+    if buf is None or buf.numel() < numel:
+        buf = cache[(dtype, device)] = torch.empty(numel, dtype=dtype, device=device)
     return buf[:numel]
 
 
@@ -411,35 +423,36 @@ def _for_each(zo: Sequence[torch.Tensor], master: Sequence[torch.Tensor | None],
     """Call ``fn(i, p, master, u)`` on flat slices: every piece of every ZO tensor with its
     piece u of direction k.
 
-    Memory: ``w`` threads hold one piece-sized scratch buffer each, and ``w`` is capped so
-    that ``w * min(CHUNK, largest)`` stays within the largest tensor: the perturbation never
-    needs more extra memory than the largest single parameter tensor."""
+    Memory: each of the ``w`` pool threads holds one piece-sized scratch buffer, and ``w`` is
+    capped so that ``w * min(CHUNK, largest)`` stays within the largest tensor: the
+    perturbation never needs more extra memory than the largest single parameter tensor."""
     dtype = torch.float32 if any(m is not None for m in master) else None
     if not directions.parallel:
         parts = directions.generate(seed, k, zo, dtype, reuse=True)
         for i, (p, m, u) in enumerate(zip(zo, master, parts, strict=True)):
             fn(i, p.view(-1), None if m is None else m.view(-1), u.reshape(-1))
         return
-    c = directions.scale(seed, k, zo)
+    largest = max((p.numel() for p in zo), default=0)
+    if largest == 0:
+        return
+    c = directions.scale(seed, k, zo, dtype)
     units = _units(zo)
-    largest = max(p.numel() for p in zo)
     w = min(threads, max(1, largest // min(CHUNK, largest)))
 
-    def work(slot: int, us: list[tuple[int, int, int, int]]) -> None:
+    def work(us: list[tuple[int, int, int, int]]) -> None:
         for i, ci, a, b in us:
             p, m = zo[i], master[i]
-            u = directions.piece(seed, k, i, ci, _scratch(slot, b - a, dtype or p.dtype,
-                                                          p.device))
+            u = directions.piece(seed, k, i, ci, _scratch(b - a, dtype or p.dtype, p.device))
             fn(i, p.view(-1)[a:b], None if m is None else m.view(-1)[a:b],
                u.mul_(c) if c != 1.0 else u)
 
     if w <= 1 or len(units) == 1:
-        work(0, units)
+        work(units)
         return
     pool = _POOLS.get(w)
     if pool is None:
         pool = _POOLS[w] = ThreadPoolExecutor(w, thread_name_prefix="hybridzo")
-    for f in [pool.submit(work, j, b) for j, b in enumerate(_partition(units, w))]:
+    for f in [pool.submit(work, b) for b in _partition(units, w)]:
         f.result()
 
 
@@ -519,6 +532,10 @@ def replay(initial: torch.nn.Module | Sequence[torch.Tensor], log: ZOLog | dict[
     mu = log.mu
     fuse = not any(log.master)
     for e in log.entries:
+        if e.get("failed"):  # a step that raised: repeat its moves, nothing else
+            for k, new, old in e["moves"]:
+                _set_offset(zo, master, directions, e["seed"], k, new, old)
+            continue
         seed, pgs = e["seed"], e["projected_grads"]
         lrs = e["lr_x"] * len(zo) if len(e["lr_x"]) == 1 else e["lr_x"]
         offset = 0.0

@@ -200,18 +200,24 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = Fals
     if resume:
         if not ckpt_path.exists():
             raise ValueError(f"--resume: no checkpoint at {ckpt_path}")
-        ckpt = torch.load(ckpt_path, weights_only=False, map_location=cfg.device)
+        ckpt = torch.load(ckpt_path, weights_only=False, map_location="cpu")
         saved = FinetuneConfig(**ckpt["config"])
         if cfg.epochs < saved.epochs:
             raise ValueError(f"epochs must be >= {saved.epochs} (the resumed run's), "
                              f"got {cfg.epochs}")
+        done = ckpt["curve"][-1]["epoch"]
+        if done >= cfg.epochs and results_path.exists():  # nothing left to train
+            return json.loads(results_path.read_text())
         saved.epochs = cfg.epochs
         cfg = saved
     else:
         ckpt = None
-        if results_path.exists() and not force:
-            raise ValueError(f"{results_path} exists: pass --resume to continue it or "
+        existing = [p for p in (results_path, ckpt_path) if p.exists()]
+        if existing and not force:
+            raise ValueError(f"{existing[0]} exists: pass --resume to continue it or "
                              f"--force to overwrite it")
+        for p in (results_path, ckpt_path, out / "steps.csv"):  # --force: a clean start
+            p.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
 
