@@ -246,3 +246,35 @@ def test_force_starts_clean_and_a_finished_run_is_not_rewritten(tmp_path, monkey
                    progress=False)
     assert res["status"] == "diverged"
     assert not (out / "checkpoint.pt").exists()  # the old run's checkpoint is gone
+
+
+@needs_minilm
+def test_a_local_directory_loads_as_classifier_or_causal_lm(tmp_path):
+    """--model PATH: a saved classifier, and a (tiny, random) causal LM with a tokenizer;
+    the LM scores the task's label words."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from hybridconv.finetune.models import minilm_path
+
+    task = load_task("mr", k_shot=2, test_size=2)
+    cls = load_model("minilm", task, seed=0)
+    cls.model.save_pretrained(tmp_path / "cls")
+    cls.tokenizer.save_pretrained(tmp_path / "cls")
+    again = load_model(str(tmp_path / "cls"), task)
+    assert again.kind == "classifier"
+    torch.testing.assert_close(again.model.classifier.weight, cls.model.classifier.weight)
+
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    cfg = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                      pad_token_id=tok.pad_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    lm = load_model(str(tmp_path / "lm"), task)
+    assert lm.kind == "lm" and len(lm.label_token_ids) == 2
+    batch = lm.encode(task, task.train, 32)
+    assert lm.scores(batch).shape == (4, 2) and torch.isfinite(lm.loss(batch))
+    res = finetune(FinetuneConfig(model=str(tmp_path / "lm"), method="hybrid", epochs=1,
+                                  **{k: v for k, v in TINY.items() if k != "model"}),
+                   tmp_path / "run", progress=False)
+    assert res["status"] == "completed" and res["zo_params"] > 0
