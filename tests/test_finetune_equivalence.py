@@ -20,7 +20,6 @@ from hybridconv.finetune import (
 )
 from hybridconv.problems import make_problem
 from hybridconv.sim import SimConfig, simulate
-from hybridconv.sim.runner import SAMPLER_STREAM
 
 
 def _groups(m: ProblemModule, method: str, lr_x: float, lr_y: float) -> list[dict]:
@@ -97,9 +96,3 @@ def test_a_different_seed_gives_different_iterates():
     other = simulate(problem, SimConfig(**{**cfg.__dict__, "seed": 10}))
     ft = _run_finetuner(problem, cfg)
     assert not np.allclose(other["F"].to_numpy(), [f for f, _ in ft], rtol=1e-6)
-
-
-def test_sampler_stream_key_is_the_simulators():
-    from hybridconv.finetune import sampler
-
-    assert sampler._SAMPLER_STREAM == SAMPLER_STREAM

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bz2  # noqa: F401  (the mr corpus is bz2-compressed)
 import io
 import json
 import tarfile

@@ -20,6 +20,7 @@ see the same directions (the equivalence test of ``tests/test_finetune_equivalen
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -55,7 +56,7 @@ def pieces(numel: int) -> list[tuple[int, int, int]]:
     return [(c, a, min(a + CHUNK, numel)) for c, a in enumerate(range(0, numel, CHUNK))]
 
 
-class DirectionSource:
+class DirectionSource(ABC):
     """Produces direction k of a step, one tensor per ZO parameter, identically on each call.
 
     Subclasses implement :meth:`generate`; sources whose pieces are independent
@@ -66,6 +67,7 @@ class DirectionSource:
     kind: str = "gaussian"
     parallel: bool = False
 
+    @abstractmethod
     def generate(self, seed: int, k: int, params: Sequence[torch.Tensor],
                  dtype: torch.dtype | None = None, *,
                  reuse: bool = False) -> Iterator[torch.Tensor]:
@@ -73,11 +75,11 @@ class DirectionSource:
         parameter's dtype, on the parameter's device). With ``reuse=True`` a source may yield
         views of one scratch buffer (the size of the largest tensor): each tensor is valid
         only until the next one is requested. The values do not depend on ``reuse``."""
-        raise NotImplementedError
 
     def piece(self, seed: int, k: int, i: int, c: int, out: torch.Tensor) -> torch.Tensor:
-        """Fill the flat ``out`` with the unscaled piece c of tensor i of direction k."""
-        raise NotImplementedError
+        """Fill the flat ``out`` with the unscaled piece c of tensor i of direction k (sources
+        with ``parallel = True`` only)."""
+        raise TypeError(f"{type(self).__name__} draws whole directions only (parallel=False)")
 
     def scale(self, seed: int, k: int, params: Sequence[torch.Tensor],
               dtype: torch.dtype | None = None) -> float:

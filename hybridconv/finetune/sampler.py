@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Sampler
 
+from ..sim.runner import SAMPLER_STREAM
+
 __all__ = ["ReshufflingSampler", "SAMPLINGS"]
 
 SAMPLINGS = ("rr", "so", "ig", "wr")
-_SAMPLER_STREAM = 7001  # = hybridconv.sim.runner.SAMPLER_STREAM (checked by a test)
 
 
 class ReshufflingSampler(Sampler[int]):
@@ -70,7 +71,7 @@ class ReshufflingSampler(Sampler[int]):
 
     def order(self, epoch: int) -> np.ndarray:
         """The full order of ``epoch`` (shape (n,))."""
-        rng = np.random.default_rng([self.seed, _SAMPLER_STREAM])
+        rng = np.random.default_rng([self.seed, SAMPLER_STREAM])
         base = np.arange(self.n)[None, :]
         if self.kind == "ig":
             return base[0]

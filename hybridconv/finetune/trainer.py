@@ -31,7 +31,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -313,7 +313,3 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = Fals
         write_text_atomic(results_path, json.dumps(res, indent=2) + "\n")
         return res
     return results if results else write(status)
-
-
-def config_fields() -> list[str]:
-    return [f.name for f in fields(FinetuneConfig)]
