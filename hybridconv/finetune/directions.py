@@ -69,12 +69,9 @@ class DirectionSource(ABC):
 
     @abstractmethod
     def generate(self, seed: int, k: int, params: Sequence[torch.Tensor],
-                 dtype: torch.dtype | None = None, *,
-                 reuse: bool = False) -> Iterator[torch.Tensor]:
+                 dtype: torch.dtype | None = None) -> Iterator[torch.Tensor]:
         """Yield u's part for each of ``params`` (shape of the parameter, ``dtype`` or the
-        parameter's dtype, on the parameter's device). With ``reuse=True`` a source may yield
-        views of one scratch buffer (the size of the largest tensor): each tensor is valid
-        only until the next one is requested. The values do not depend on ``reuse``."""
+        parameter's dtype, on the parameter's device)."""
 
     def piece(self, seed: int, k: int, i: int, c: int, out: torch.Tensor) -> torch.Tensor:
         """Fill the flat ``out`` with the unscaled piece c of tensor i of direction k (sources
@@ -130,20 +127,10 @@ class TorchDirections(DirectionSource):
         D = sum(p.numel() for p in params)
         return math.sqrt(D / sq) if sq > 0 else 1.0
 
-    def generate(self, seed, k, params, dtype=None, *, reuse=False):
+    def generate(self, seed, k, params, dtype=None):
         c = self.scale(seed, k, params, dtype)
-        scratch: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
-        size = max((p.numel() for p in params), default=0)
         for i, p in enumerate(params):
-            dt = dtype or p.dtype
-            if reuse:  # one scratch buffer: no allocation per tensor
-                buf = scratch.get((p.device, dt))
-                if buf is None:
-                    buf = scratch[(p.device, dt)] = torch.empty(size, device=p.device,
-                                                                dtype=dt)
-                flat = buf[:p.numel()]
-            else:
-                flat = torch.empty(p.numel(), device=p.device, dtype=dt)
+            flat = torch.empty(p.numel(), device=p.device, dtype=dtype or p.dtype)
             u = self._fill(seed, k, i, flat).view(p.shape)
             yield u.mul_(c) if c != 1.0 else u
 
@@ -165,7 +152,7 @@ class NumpyStreamDirections(DirectionSource):
         self._key: int | None = None
         self._u: np.ndarray | None = None
 
-    def generate(self, seed, k, params, dtype=None, *, reuse=False):
+    def generate(self, seed, k, params, dtype=None):
         if self._key != seed:
             D = sum(p.numel() for p in params)
             self._u = self._sample(self._rng, (1, self.q, D), self.kind)[0]

@@ -428,7 +428,7 @@ def _for_each(zo: Sequence[torch.Tensor], master: Sequence[torch.Tensor | None],
     perturbation never needs more extra memory than the largest single parameter tensor."""
     dtype = torch.float32 if any(m is not None for m in master) else None
     if not directions.parallel:
-        parts = directions.generate(seed, k, zo, dtype, reuse=True)
+        parts = directions.generate(seed, k, zo, dtype)
         for i, (p, m, u) in enumerate(zip(zo, master, parts, strict=True)):
             fn(i, p.view(-1), None if m is None else m.view(-1), u.reshape(-1))
         return

@@ -241,14 +241,13 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = Fals
         curve, step_rows, wall = ckpt["curve"], ckpt["steps"], ckpt["wall_s"]
         start_epoch = curve[-1]["epoch"]
     reset_peak(cfg.device)
-    results: dict[str, Any] = {}
 
-    def write(status: str) -> dict[str, Any]:
+    def write(status: str, error: str | None = None) -> dict[str, Any]:
         last = curve[-1]
         mem = peak_memory(cfg.device)
-        results.clear()
-        results.update({
-            "status": status, "accuracy": last["accuracy"], "test_loss": last["test_loss"],
+        results = {
+            "status": status, **({"error": error} if error else {}),
+            "accuracy": last["accuracy"], "test_loss": last["test_loss"],
             "best_accuracy": max(c["accuracy"] for c in curve),
             "steps": opt.steps, "epochs": last["epoch"],
             "forward_passes": opt.forward_passes, "wall_s": wall, **mem,
@@ -257,7 +256,7 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = Fals
             "train_examples": len(task.train), "task": task.describe(),
             "config": asdict(cfg), "resolved": cfg.resolved(), "curve": curve,
             "versions": _versions(),
-        })
+        }
         write_text_atomic(results_path, json.dumps(results, indent=2) + "\n")
         write_text_atomic(out / "steps.csv", "step,epoch,loss\n" + "".join(step_rows))
         return results
@@ -272,7 +271,7 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = Fals
         n_batches = math.ceil(len(task.train) / cfg.batch_size)
         bar = tqdm(total=(cfg.epochs - start_epoch) * n_batches, unit="step",
                    desc=f"{cfg.method} {cfg.model} {cfg.task}")
-    status = "completed"
+    error = None
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch)
         order = list(sampler)
@@ -290,8 +289,7 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = Fals
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}")
         except FloatingPointError as e:
-            status = "diverged"
-            results_note = str(e)
+            error = str(e)
             wall += time.perf_counter() - t0
             break
         wall += time.perf_counter() - t0
@@ -304,12 +302,8 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = Fals
                     "optimizer": opt.state_dict(), "sampler": sampler.state_dict(),
                     "curve": curve, "steps": step_rows, "wall_s": wall}, tmp)
         os.replace(tmp, ckpt_path)
-        write("running" if epoch + 1 < cfg.epochs else "completed")
+        if epoch + 1 < cfg.epochs:
+            write("running")
     if bar is not None:
         bar.close()
-    if status == "diverged":
-        res = write("diverged")
-        res["error"] = results_note
-        write_text_atomic(results_path, json.dumps(res, indent=2) + "\n")
-        return res
-    return results if results else write(status)
+    return write("diverged" if error else "completed", error)
