@@ -10,6 +10,9 @@
     hybridconv check --problem quadratic --trials 64 [--falsify --budget N] [--json]
     hybridconv finetune --model minilm --task mr --method hybrid --epochs 5 --out DIR
                         [--lr-x --lr-y --mu --q --seed ...] [--resume | --force] [--json]
+                        [--diagnostics-every K --diagnostics-examples N]
+    hybridconv check-run RUN_DIR [--sweep DIR ...] [--metric test_loss|accuracy] [--json]
+    hybridconv figures [--quick] [--only NAME] [--replot] [--workers N] [--out DIR]
 
 Errors (unknown or missing symbols, values out of range, unknown options) print one line on
 stderr and exit with status 2.
@@ -157,7 +160,108 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--force", action="store_true", help="overwrite existing report files")
     ck.add_argument("--json", action="store_true")
     _add_finetune(sub)
+    _add_figures(sub)
+    _add_check_run(sub)
     return parser
+
+
+def _add_check_run(sub) -> None:
+    cr = sub.add_parser("check-run", help="the bound with the constants measured along a "
+                        "fine-tuning run (needs --diagnostics-every in hybridconv finetune)")
+    cr.add_argument("run_dir", metavar="RUN_DIR", help="a run folder of hybridconv finetune")
+    cr.add_argument("--sweep", nargs="+", metavar="DIR", default=[],
+                    help="run folders of a sweep over eta_y / eta_x: the empirical best ratio")
+    cr.add_argument("--metric", choices=("test_loss", "accuracy"), default="test_loss",
+                    help="what the sweep's best ratio optimizes")
+    cr.add_argument("--json", action="store_true", help="JSON output")
+
+
+def _check_run(args: argparse.Namespace) -> int:
+    import math
+
+    from .validate.realrun import check_run, sweep_summary
+
+    try:
+        rc = check_run(args.run_dir)
+        sweep = sweep_summary(args.sweep, metric=args.metric) if args.sweep else None
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    if args.json:
+        out = rc.as_dict()
+        if sweep is not None:
+            out["sweep"] = json.loads(sweep.to_json(orient="records"))
+        print(json.dumps(out, indent=2))
+        return 0
+    v = rc.values
+    print(f"run: {rc.run_dir}")
+    print("constants (max over measured points): " + ", ".join(
+        f"{k} = {v[k]:.4g}" for k in ("L_x", "L_y", "L_xy", "sigma_x", "sigma_y", "Delta")))
+    print(f"hyper-parameters: eta_x = {v['eta_x']:.4g}, eta_y = {v['eta_y']:.4g}, "
+          f"mu = {v['mu']:.4g}, q = {v['q']:g}, n = {v['n']:g}, T = {v['T']:g}, "
+          f"d_x = {v['d_x']:.0f}")
+    print("conditions at these rates: " + ("all hold" if not rc.violated else
+                                           "; ".join(rc.violated)))
+    print(f"largest admissible rates: eta_x = {rc.admissible['eta_x']:.3g}, "
+          f"eta_y = {rc.admissible['eta_y']:.3g}")
+    print(f"bound at T = {v['T']:g}: {rc.bound_final:.4g}; measured min ||grad F||^2 over "
+          f"earlier points: {rc.measured_final:.4g}; dominant term: {rc.dominant} "
+          f"({rc.shares[rc.dominant]:.1%})")
+    if math.isfinite(rc.effective_rank):
+        print(f"with d_x = effective rank {rc.effective_rank:.4g}: bound "
+              f"{rc.bound_final_effective:.4g}")
+    print(f"eta_y / eta_x: used {rc.used_ratio:.4g}, theorem's best {rc.predicted_ratio:.4g}"
+          + (f" (effective rank: {rc.predicted_ratio_effective:.4g})"
+             if math.isfinite(rc.predicted_ratio_effective) else ""))
+    if sweep is not None:
+        best = sweep[sweep["best"]].iloc[0]
+        print(f"sweep ({args.metric}, mean over seeds): best ratio {best['ratio']:.4g} "
+              f"({best['mean']:.4g})")
+    for note in rc.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def _add_figures(sub) -> None:
+    from .figures import FIGURES
+
+    fg = sub.add_parser("figures", help="regenerate the report's figures (PNG, PDF, the CSV "
+                        "behind each, MANIFEST.json)")
+    fg.add_argument("--quick", action="store_true",
+                    help="small settings, a preview in minutes (written to paper_figures/quick)")
+    fg.add_argument("--only", action="append", choices=list(FIGURES), metavar="NAME",
+                    help=f"one figure (repeatable): {', '.join(FIGURES)}")
+    fg.add_argument("--replot", action="store_true",
+                    help="redraw from the cached CSVs without computing")
+    fg.add_argument("--workers", type=int, default=1,
+                    help="processes for the independent runs of a figure (joblib)")
+    fg.add_argument("--out", help="output folder (default paper_figures, or "
+                    "paper_figures/quick with --quick)")
+    fg.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _figures(args: argparse.Namespace) -> int:
+    from .figures.build import build, default_out
+    from .figures.finetuning import FinetuneRunError
+
+    if isinstance(args.workers, bool) or args.workers < 1:
+        raise CLIError(f"--workers must be an integer >= 1, got {args.workers}")
+    parts = ["hybridconv figures"] + (["--quick"] if args.quick else []) + (
+        [f"--workers {args.workers}"] if args.workers != 1 else []) + (
+        [f"--out {args.out}"] if args.out else [])
+    try:
+        built = build(args.only, quick=args.quick, replot=args.replot, workers=args.workers,
+                      out=args.out, progress=not args.no_progress, command=" ".join(parts))
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    except FinetuneRunError as e:  # a fine-tuning run failed (missing [llm] extra or data)
+        raise CLIError(str(e)) from None
+    out = Path(args.out) if args.out else default_out(args.quick)
+    for name, entry in built.items():
+        secs = entry["replot_seconds"] if args.replot else entry["compute_seconds"]
+        note = " (replaced earlier files)" if entry["replaced"] else ""
+        print(f"{name}: {out / (name + '.png')} in {secs:.1f} s{note}")
+    print(f"manifest: {out / 'MANIFEST.json'}")
+    return 0
 
 
 def _add_finetune(sub) -> None:
@@ -190,6 +294,14 @@ def _add_finetune(sub) -> None:
     ft.add_argument("--sampling", choices=("rr", "so", "ig", "wr"), default="rr")
     ft.add_argument("--device", default="cpu")
     ft.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    ft.add_argument("--diagnostics-every", type=int, default=0, metavar="K",
+                    help="measure the local constants (L_x, L_y, L_xy, sigma, effective rank) "
+                    "at the start, every K epochs and at the end into diagnostics.json "
+                    "(LoRA methods; 0: off)")
+    ft.add_argument("--diagnostics-examples", type=int, default=32, metavar="N",
+                    help="size of the fixed training subset the diagnostics use")
+    ft.add_argument("--diagnostics-probes", type=int, default=8,
+                    help="Hutchinson probes for tr(H_xx)")
     ft.add_argument("--out", metavar="DIR", help="run folder (results.json, checkpoint.pt)")
     ft.add_argument("--resume", action="store_true", help="continue the run in --out")
     ft.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
@@ -217,7 +329,10 @@ def _finetune(args: argparse.Namespace) -> int:
             max_length=args.max_length, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
             fo_optimizer=args.fo_optimizer, directions=args.directions,
             difference=args.difference, fo_gradient=args.fo_gradient,
-            sampling=args.sampling, device=args.device, dtype=args.dtype)
+            sampling=args.sampling, device=args.device, dtype=args.dtype,
+            diagnostics_every=args.diagnostics_every,
+            diagnostics_examples=args.diagnostics_examples,
+            diagnostics_probes=args.diagnostics_probes)
         res = finetune(cfg, args.out, resume=args.resume, force=args.force,
                        progress=not args.no_progress)
     except ImportError as e:
@@ -473,6 +588,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "finetune":
             return _finetune(args)
+        if args.command == "figures":
+            return _figures(args)
+        if args.command == "check-run":
+            return _check_run(args)
         raise CLIError(f"unknown command {args.command!r}")
     except CLIError as e:
         print(f"hybridconv: error: {e}", file=sys.stderr)

@@ -14,7 +14,7 @@ import sympy as sp
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hybridconv.theory import hybrid_bound
+from hybridconv.theory import hybrid_bound, sym
 from hybridconv.theory.bound import natural_weights, sample_admissible
 
 BOUND = hybrid_bound()
@@ -279,3 +279,31 @@ def test_special_case_display_drops_vanishing_terms(bound):
     text = str(bound.special_case("no_zo_block"))
     compact = text.split("where:")[0]
     assert r"\beta" not in compact and r"\nu" not in compact
+
+
+WITH_EXPRESSION_VALUES = dict(L_x=1, Delta=3, L_y=2, L_xy=0.5, sigma_x=0.5, sigma_y=0,
+                              Theta_x=0, Theta_y=0, mu=1e-3, q=1, n=2, d_x=1, eta_x=1e-3,
+                              eta_y=1e-3, T=1)
+
+
+def test_with_expression_keeps_the_conditions_and_maps_plain_symbols():
+    base = hybrid_bound()
+    L_x, Delta = sp.Symbol("L_x"), sp.Symbol("Delta")  # plain symbols, mapped to the table's
+    b = base.with_expression(2 * sp.Max(L_x, sym("L_y")) * Delta,
+                             weighted_expr=sym("L_x") * sym("eta_x"))
+    assert b.conditions == base.conditions
+    assert b.evaluate(check=False, **WITH_EXPRESSION_VALUES) == pytest.approx(12.0)
+    assert b.evaluate(check=False, weighted=True, **WITH_EXPRESSION_VALUES) == pytest.approx(1e-3)
+    assert math.isinf(base.with_expression(L_x).evaluate(check=False, weighted=True,
+                                                          **WITH_EXPRESSION_VALUES))
+
+
+@pytest.mark.parametrize(("expr", "weighted", "message"), [
+    ("2*L_x", None, "expr must be a sympy expression in table symbols"),
+    (sp.Symbol("foo"), None, "expr: unknown symbol 'foo'"),
+    (sym("L_x"), sym("sigma_x"), "weighted_expr uses sigma_x"),
+    (sym("L_x"), "x", "weighted_expr must be a sympy expression in table symbols"),
+])
+def test_with_expression_bad_input(expr, weighted, message):
+    with pytest.raises(ValueError, match=message):
+        hybrid_bound().with_expression(expr, weighted_expr=weighted)

@@ -32,7 +32,6 @@ import numpy as np
 import pytest
 import sympy as sp
 from scipy import stats
-from scipy.linalg import solve_discrete_lyapunov
 
 from hybridconv.problems.quadratic import QuadraticProblem
 from hybridconv.sim.estimators import zo_estimate
@@ -793,46 +792,11 @@ class FloorCase:
 
 
 def predicted_floor(problem: QuadraticProblem, case: FloorCase, eta: float) -> float:
-    """E||grad F||^2 at epoch ends in the stationary regime, from the linear recursion.
-
-    delta = z - z*, e_j = b_j - b_bar, S = (1/n) sum_j e_j e_j^T, D = diag(eta_x I, eta_y I),
-    M = I - D H. One step is delta <- M delta - D xi with xi the oracle's error.
-    - FO, with replacement: xi = e_j, j uniform and independent: the stationary covariance
-      solves Sigma = M Sigma M^T + D S D (exact).
-    - FO, reshuffling: over an epoch delta <- M^n delta - sum_i M^(n-1-i) D e_pi(i); with
-      E e_pi(i) e_pi(k)^T = S (i = k), -S/(n - 1) (i != k), the epoch noise has covariance
-      (n/(n-1)) sum_i P_i S P_i^T - (1/(n-1)) P S P^T, P_i = M^(n-1-i) D, P = sum_i P_i, and
-      Sigma = M^n Sigma M^nT + that (exact at epoch ends).
-    - hybrid (ZO x block, sigma_y = 0): xi_x = <a, u> u - a (+ e_j,x, whose reshuffled sum
-      is O(eta^3)), a = grad_x f_j ~ e_j,x near z*: Cov = (||a||^2 I + a a^T)/q for Gaussian,
-      ((d/(d+2))||a||^2 I + ((d-2)/(d+2)) a a^T)/q for the sphere, averaged over j; first
-      order in eta_x (the multiplicative part ||(H delta)_x||^2 is O(eta_x) relative).
-    Returns tr(H^2 Sigma) = E||H delta||^2.
-    """
-    H, n, dx = problem.H, problem.n, problem.d_x
-    e = problem.b - problem.b_bar
-    S = e.T @ e / n
+    """E||grad F||^2 at epoch ends in the stationary regime: ``QuadraticProblem.noise_floor``
+    (the closed forms are written out in its docstring)."""
     eta_x, eta_y = case.rates(eta)
-    D = np.diag([eta_x] * dx + [eta_y] * problem.d_y)
-    M = np.eye(H.shape[0]) - D @ H
-    if case.method == "fo" and case.sampling == "wr":
-        sigma = solve_discrete_lyapunov(M, D @ S @ D)
-    elif case.method == "fo":
-        P = [np.linalg.matrix_power(M, n - 1 - i) @ D for i in range(n)]
-        total = sum(P)
-        noise = (n / (n - 1)) * sum(p @ S @ p.T for p in P) - total @ S @ total.T / (n - 1)
-        sigma = solve_discrete_lyapunov(np.linalg.matrix_power(M, n), noise)
-    else:
-        sxx = S[:dx, :dx]
-        s2 = float(np.trace(sxx))
-        if case.directions == "gaussian":
-            cx = s2 * np.eye(dx) + sxx
-        else:
-            cx = dx / (dx + 2) * s2 * np.eye(dx) + (dx - 2) / (dx + 2) * sxx
-        C = np.zeros_like(H)
-        C[:dx, :dx] = cx / case.q
-        sigma = solve_discrete_lyapunov(M, D @ C @ D)
-    return float(np.trace(H @ H @ sigma))
+    return problem.noise_floor(method=case.method, sampling=case.sampling, eta_x=eta_x,
+                               eta_y=eta_y, directions=case.directions, q=case.q)
 
 
 def measured_floor(problem: QuadraticProblem, case: FloorCase,

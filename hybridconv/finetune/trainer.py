@@ -88,6 +88,9 @@ class FinetuneConfig:
     eval_batch_size: int = 64
     device: str = "cpu"
     dtype: str = "float32"
+    diagnostics_every: int = 0
+    diagnostics_examples: int = 32
+    diagnostics_probes: int = 8
 
     def __post_init__(self) -> None:
         choices = {"method": METHODS, "fo_optimizer": FO_OPTIMIZERS,
@@ -99,7 +102,9 @@ class FinetuneConfig:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name, low in (("epochs", 1), ("batch_size", 1), ("q", 1), ("seed", 0),
                           ("max_length", 8), ("lora_r", 1), ("lora_alpha", 1),
-                          ("eval_batch_size", 1), ("k_shot", 1), ("test_size", 1)):
+                          ("eval_batch_size", 1), ("k_shot", 1), ("test_size", 1),
+                          ("diagnostics_every", 0), ("diagnostics_examples", 2),
+                          ("diagnostics_probes", 2)):
             v = getattr(self, name)
             if v is None and name in ("k_shot", "test_size"):
                 continue
@@ -114,6 +119,10 @@ class FinetuneConfig:
             torch.device(self.device)
         except RuntimeError:
             raise ValueError(f"device must be a torch device, got {self.device!r}") from None
+        if self.diagnostics_every and self.method not in ("fo-lora", "zo-lora", "hybrid"):
+            raise ValueError("diagnostics_every needs a method with LoRA (fo-lora, zo-lora, "
+                             f"hybrid): the blocks are base weights and adapters, got "
+                             f"method {self.method!r}")
 
     def resolved(self) -> dict[str, float]:
         """lr_x, lr_y, mu after defaults (only those the method uses)."""
@@ -166,6 +175,37 @@ def evaluate(loaded, task, examples, cfg: FinetuneConfig) -> dict[str, float]:
     return {"accuracy": correct / len(examples), "test_loss": total_loss / len(examples)}
 
 
+def diagnostics_subset(task, cfg: FinetuneConfig) -> list:
+    """The fixed evaluation subset of the diagnostics: ``diagnostics_examples`` training
+    examples drawn with ``default_rng([seed, 8002])`` (the training objective's gradient is
+    what the theorem bounds)."""
+    import numpy as np
+
+    n = min(cfg.diagnostics_examples, len(task.train))
+    idx = np.random.default_rng([cfg.seed, 8002]).choice(len(task.train), n, replace=False)
+    return [task.train[int(i)] for i in sorted(idx)]
+
+
+def diagnose(loaded, task, cfg: FinetuneConfig, *, epoch: int, step: int) -> dict[str, Any]:
+    """Measure the local constants (``diagnostics.measure_constants``) at the current weights:
+    x = the base weights, y = the adapters and head (the default hybrid split)."""
+    from .diagnostics import measure_constants
+    from .groups import split_parameters
+
+    split = split_parameters(loaded.model)
+    x = [p for _, p in split["zo"]]
+    y = [p for _, p in split["fo"]]
+    examples = diagnostics_subset(task, cfg)
+    B = min(cfg.batch_size, len(task.train))
+    c = measure_constants(
+        loaded.model, loaded.loss, examples, x, y, batch_size=B,
+        population=len(task.train), hessian_batch=B if len(examples) % B == 0 else None,
+        collate=lambda items: _to(loaded.encode(task, list(items), cfg.max_length),
+                                  cfg.device),
+        trace_probes=cfg.diagnostics_probes, seed=cfg.seed)
+    return {"epoch": epoch, "step": step, **c.as_dict()}
+
+
 def _to(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
 
@@ -216,7 +256,7 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = Fals
         if existing and not force:
             raise ValueError(f"{existing[0]} exists: pass --resume to continue it or "
                              f"--force to overwrite it")
-        for p in (results_path, ckpt_path, out / "steps.csv"):  # --force: a clean start
+        for p in (results_path, ckpt_path, out / "steps.csv", out / "diagnostics.json"):
             p.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
@@ -230,6 +270,7 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = Fals
     sampler = ReshufflingSampler(len(task.train), kind=cfg.sampling, seed=cfg.seed)
     curve: list[dict[str, Any]] = []
     step_rows: list[str] = []
+    diagnostics: list[dict[str, Any]] = []
     wall, start_epoch = 0.0, 0
     if ckpt is not None:
         table = dict(model.named_parameters())
@@ -239,12 +280,24 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = Fals
         opt.load_state_dict(ckpt["optimizer"])
         sampler.load_state_dict(ckpt["sampler"])
         curve, step_rows, wall = ckpt["curve"], ckpt["steps"], ckpt["wall_s"]
+        diagnostics = ckpt.get("diagnostics", [])
         start_epoch = curve[-1]["epoch"]
+    with torch.no_grad():  # make every weight resident before the peak is reset: shipped
+        for p in model.parameters():  # safetensors are memory-mapped, and a ZO or FO-full
+            float(p.detach().sum())  # write would otherwise count untouched pages as new
     reset_peak(cfg.device)
+
+    held: dict[str, Any] = {}
+
+    def hold() -> None:
+        """Keep the training's peak so far (diagnostics are not part of training)."""
+        for k, v in peak_memory(cfg.device).items():
+            held[k] = max(held.get(k, v), v) if isinstance(v, int) else v
 
     def write(status: str, error: str | None = None) -> dict[str, Any]:
         last = curve[-1]
-        mem = peak_memory(cfg.device)
+        hold()
+        mem = dict(held)
         results = {
             "status": status, **({"error": error} if error else {}),
             "accuracy": last["accuracy"], "test_loss": last["test_loss"],
@@ -261,9 +314,42 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = Fals
         write_text_atomic(out / "steps.csv", "step,epoch,loss\n" + "".join(step_rows))
         return results
 
+    def save(wall: float) -> None:
+        tmp = ckpt_path.with_name(".checkpoint.pt.tmp")
+        torch.save({"config": asdict(cfg), "model": _trained_state(opt, model),
+                    "optimizer": opt.state_dict(), "sampler": sampler.state_dict(),
+                    "curve": curve, "steps": step_rows, "wall_s": wall,
+                    "diagnostics": diagnostics}, tmp)
+        os.replace(tmp, ckpt_path)
+
+    def measure(epoch: int) -> None:
+        """Diagnostics at the start, every ``diagnostics_every`` epochs and at the end
+        (outside the timed training and after the memory peak's window: it needs memory for
+        double backward)."""
+        if not cfg.diagnostics_every or any(d["epoch"] == epoch for d in diagnostics):
+            return
+        if epoch == 0 or epoch % cfg.diagnostics_every == 0 or epoch == cfg.epochs:
+            hold()
+            try:
+                diagnostics.append(diagnose(loaded, task, cfg, epoch=epoch, step=opt.steps))
+            except (RuntimeError, ValueError) as e:  # out of memory, an unsupported op...:
+                diagnostics.append({"epoch": epoch, "step": opt.steps,  # recorded, the
+                                    "error": str(e).splitlines()[0][:300]})  # run goes on
+            import gc
+
+            gc.collect()
+            if torch.device(cfg.device).type == "cuda":
+                torch.cuda.empty_cache()
+            reset_peak(cfg.device)
+            write_text_atomic(out / "diagnostics.json", json.dumps(
+                {"config": asdict(cfg), "subset_examples": len(diagnostics_subset(task, cfg)),
+                 "train_examples": len(task.train), "points": diagnostics},
+                indent=2) + "\n")
+
     if not curve:
         curve.append({"epoch": 0, "step": 0, "train_loss": None, "forward_passes": 0,
                       "wall_s": 0.0, **evaluate(loaded, task, task.test, cfg)})
+    measure(start_epoch)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -297,11 +383,10 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = Fals
                       "train_loss": sum(losses) / len(losses),
                       "forward_passes": opt.forward_passes, "wall_s": wall,
                       **evaluate(loaded, task, task.test, cfg)})
-        tmp = ckpt_path.with_name(".checkpoint.pt.tmp")
-        torch.save({"config": asdict(cfg), "model": _trained_state(opt, model),
-                    "optimizer": opt.state_dict(), "sampler": sampler.state_dict(),
-                    "curve": curve, "steps": step_rows, "wall_s": wall}, tmp)
-        os.replace(tmp, ckpt_path)
+        save(wall)  # the epoch's training is safe before the diagnostics run
+        if cfg.diagnostics_every:
+            measure(epoch + 1)
+            save(wall)
         if epoch + 1 < cfg.epochs:
             write("running")
     if bar is not None:

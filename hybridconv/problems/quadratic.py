@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Problem, check_real
+from .base import Problem, check_int, check_real
 
 __all__ = ["QuadraticProblem"]
 
@@ -125,6 +125,100 @@ class QuadraticProblem(Problem):
 
     def f_star(self) -> float:
         return float(0.5 * self.b_bar @ self.minimizer())
+
+    def noise_floor(self, *, method: str, sampling: str, eta_x: float, eta_y: float,
+                    directions: str = "gaussian", q: int = 1) -> float:
+        """Stationary E||grad F||^2 at epoch ends under constant step sizes (closed form).
+
+        delta = z - z*, e_j = b_j - b_bar, S = (1/n) sum_j e_j e_j^T, D = diag(eta_x I, eta_y I),
+        M = I - D H. One step is delta <- M delta - D xi with xi the oracle's error; the floor is
+        tr(H^2 Sigma) = E||H delta||^2 with Sigma the stationary covariance:
+
+        - ``fo``, ``wr``: xi = e_j, j uniform and independent: Sigma = M Sigma M^T + D S D
+          (exact).
+        - ``fo``, ``rr``: over an epoch delta <- M^n delta - sum_i M^(n-1-i) D e_pi(i); with
+          E e_pi(i) e_pi(k)^T = S (i = k), -S/(n - 1) (i != k) the epoch noise has covariance
+          (n/(n-1)) sum_i P_i S P_i^T - (1/(n-1)) P S P^T, P_i = M^(n-1-i) D, P = sum_i P_i,
+          and Sigma = M^n Sigma M^nT + that (exact at epoch ends).
+        - ``hybrid`` with sigma_y = 0 (ZO x block): xi_x = <a, u> u (averaged over q directions)
+          with a = grad_x f_j ~ e_j,x near z*. Its covariance about a is
+          (||a||^2 I + a a^T) / q for Gaussian directions and
+          ((d/(d+2)) ||a||^2 I + ((d-2)/(d+2)) a a^T) / q on the sphere, averaged over j
+          (Nesterov and Spokoiny 2017, Lemma 3; THEORY.md's ZO lemma). Under ``rr``, ``so`` and
+          ``ig`` the a-part sums to zero over an epoch: its contribution to the floor is
+          O(eta^3) under reshuffling and O(eta^2) for a fixed order (a deterministic epoch-end
+          bias), both of higher order than the directions' O(eta_x); under ``wr`` it adds S_xx.
+          First order in eta_x: the multiplicative part ||(H delta)_x||^2 is O(eta_x) relative.
+
+        These are the predictions the noise-floor tests (tests/test_lemmas_mc.py) hold the
+        simulator to and the figures draw beside the measurements (THEORY.md, "How it is
+        checked", item 4: linear in eta_x, cubic in eta_y under reshuffling, linear with
+        replacement; Mishchenko, Khaled, Richtarik 2020 for the reshuffled FO floor).
+
+        Args:
+            method: ``"fo"`` or ``"hybrid"`` (ZO on x, FO on y).
+            sampling: ``"rr"`` or ``"wr"`` (and ``"so"``, ``"ig"`` for the hybrid).
+            eta_x, eta_y: constant step sizes (> 0, small enough that I - D H contracts).
+            directions: ``"gaussian"`` or ``"sphere"`` (hybrid only).
+            q: directions per ZO step (>= 1).
+
+        Returns:
+            the floor tr(H^2 Sigma) of E||grad F||^2 at epoch ends.
+
+        >>> p = QuadraticProblem(8, 2, 2, m_x=0.5, m_y=0.5, sigma_x=1.0, sigma_y=0.0, seed=0)
+        >>> a = p.noise_floor(method="hybrid", sampling="rr", eta_x=1e-3, eta_y=1e-2)
+        >>> b = p.noise_floor(method="hybrid", sampling="rr", eta_x=2e-3, eta_y=1e-2)
+        >>> 1.9 < b / a < 2.1   # linear in eta_x
+        True
+
+        Raises:
+            ValueError: for a combination without a closed form here (``fo`` with ``so`` or
+                ``ig``, ``hybrid`` with sigma_y > 0, ``zo`` and ``reversed``, Rademacher
+                directions) or bad step sizes.
+        """
+        from scipy.linalg import solve_discrete_lyapunov
+
+        eta_x = check_real("eta_x", eta_x, strict=True)
+        eta_y = check_real("eta_y", eta_y, strict=True)
+        q = check_int("q", q, minimum=1)
+        H, n, dx = self.H, self.n, self.d_x
+        e = self.b - self.b_bar
+        S = e.T @ e / n
+        D = np.diag([float(eta_x)] * dx + [float(eta_y)] * self.d_y)
+        M = np.eye(H.shape[0]) - D @ H
+        if np.max(np.abs(np.linalg.eigvals(M))) >= 1:
+            raise ValueError(f"the step sizes eta_x={eta_x!r}, eta_y={eta_y!r} do not contract "
+                             "(spectral radius of I - D H >= 1): no stationary floor")
+        if method == "fo" and sampling == "wr":
+            sigma = solve_discrete_lyapunov(M, D @ S @ D)
+        elif method == "fo" and sampling == "rr":
+            if n == 1:
+                return 0.0
+            P = [np.linalg.matrix_power(M, n - 1 - i) @ D for i in range(n)]
+            total = sum(P)
+            noise = (n / (n - 1)) * sum(p @ S @ p.T for p in P) - total @ S @ total.T / (n - 1)
+            sigma = solve_discrete_lyapunov(np.linalg.matrix_power(M, n), noise)
+        elif method == "hybrid" and sampling in ("rr", "so", "ig", "wr"):
+            if np.abs(e[:, dx:]).max(initial=0.0) > 1e-12 * (1 + np.abs(self.b).max()):
+                raise ValueError("the hybrid closed form needs sigma_y = 0 (FO noise on y would "
+                                 "add a sampling-dependent term)")
+            if directions not in ("gaussian", "sphere"):
+                raise ValueError(f"directions must be 'gaussian' or 'sphere' for the closed "
+                                 f"form, got {directions!r}")
+            sxx = S[:dx, :dx]
+            s2 = float(np.trace(sxx))
+            if directions == "gaussian":
+                cx = s2 * np.eye(dx) + sxx
+            else:
+                cx = dx / (dx + 2) * s2 * np.eye(dx) + (dx - 2) / (dx + 2) * sxx
+            cx = cx / q + (sxx if sampling == "wr" else 0.0)
+            C = np.zeros_like(H)
+            C[:dx, :dx] = cx
+            sigma = solve_discrete_lyapunov(M, D @ C @ D)
+        else:
+            raise ValueError(f"no closed-form floor for method={method!r} with "
+                             f"sampling={sampling!r}")
+        return float(np.trace(H @ H @ sigma))
 
     def constants(self, x0=None, y0=None) -> dict[str, float]:
         dx = self.d_x

@@ -162,6 +162,55 @@ class Bound:
                 mapping[sym(name)] = sp.nsimplify(validate_value(name, value), rational=True)
         return self._subs(mapping, {k: v for k, v in values.items()})
 
+    def with_expression(self, expr: sp.Expr, *,
+                        weighted_expr: sp.Expr | None = None) -> Bound:
+        """A bound of your own, held under this bound's conditions (for checking it).
+
+        ``expr`` bounds min_t E||grad F(z_t)||^2 and is written in table symbols
+        (:func:`~.symbols.sym`); ``weighted_expr`` bounds the block-weighted measure. Without
+        it the new bound makes no claim there (``weighted_expr = oo``), so checks of the
+        weighted measure pass trivially. The conditions stay this bound's: they are what
+        ``hybridconv.testing`` and the falsifier use to pick admissible step sizes.
+
+        >>> from hybridconv.theory import sym
+        >>> b = hybrid_bound().with_expression(2 * sym("L_x") * sym("Delta"))
+        >>> b.evaluate(check=False, L_x=1, Delta=3, L_y=1, L_xy=0, sigma_x=0, sigma_y=0,
+        ...            Theta_x=0, Theta_y=0, mu=1e-3, q=1, n=2, d_x=1, eta_x=1e-3,
+        ...            eta_y=1e-3, T=1)
+        6.0
+
+        Raises:
+            ValueError: when an expression is a string or uses a symbol outside the table,
+                or ``weighted_expr`` uses a symbol that neither ``expr`` nor the conditions
+                contain.
+        """
+        def table(e: object, arg: str) -> sp.Expr:
+            if isinstance(e, str):
+                raise ValueError(f"{arg} must be a sympy expression in table symbols "
+                                 "(hybridconv.theory.sym), got a string")
+            try:
+                e = sp.sympify(e)
+            except (sp.SympifyError, TypeError):
+                raise ValueError(f"{arg} must be a sympy expression, got {e!r}") from None
+            mapping = {}
+            for s in e.free_symbols:
+                try:
+                    mapping[s] = sym(name_of(s))  # plain Symbol("L_x") -> the table's symbol
+                except ValueError as err:
+                    raise ValueError(f"{arg}: {err}") from None
+            return e.xreplace(mapping)
+
+        new = table(expr, "expr")
+        weighted = sp.oo if weighted_expr is None else table(weighted_expr, "weighted_expr")
+        known = set(new.free_symbols)
+        for c in self.conditions:
+            known |= c.lhs.free_symbols | c.rhs.free_symbols
+        extra = {name_of(s) for s in weighted.free_symbols - known}
+        if extra:
+            raise ValueError(f"weighted_expr uses {', '.join(sorted(extra))}, which neither "
+                             "expr nor the conditions contain")
+        return Bound(self.theorem, new, weighted, self.conditions, dict(self.fixed))
+
     def _subs(self, mapping: dict[sp.Symbol, sp.Expr], record: Mapping[str, object]) -> Bound:
         conds = []
         for c in self.conditions:

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["FAMILIES", "REGIMES", "COLUMNS", "AIM", "PEPIT_MISSING", "BoundTerm",
-           "bound_terms", "term_shares", "regime_space", "tightness_report",
+           "bound_terms", "term_shares", "regime_space", "tightness_report", "tightness_table",
            "pepit_gd_comparison"]
 
 FAMILIES: tuple[str, ...] = ("quadratic", "nonconvex", "gensmooth", "lora")
@@ -685,9 +685,51 @@ def _markdown(df: pd.DataFrame, pepit: pd.DataFrame | str, *, settings: Mapping[
     return "\n".join(lines) + "\n"
 
 
+def _search_job(family: str, regime: str, budget: int, seed: int, trials: int, epochs: int,
+                recheck_trials: int, confidence: float, quick: bool) -> dict[str, object]:
+    t0 = time.perf_counter()
+    measure = "weighted" if regime == "noise floor" else "min"
+    try:
+        found, measure = _search(family, regime, budget=budget, seed=seed, trials=trials,
+                                 epochs=epochs, recheck_trials=recheck_trials,
+                                 confidence=confidence, quick=quick)
+        return _row(family, regime, measure, epochs, found, time.perf_counter() - t0)
+    except ValueError as e:  # no admissible instance in the regime
+        return _row(family, regime, measure, epochs, None, time.perf_counter() - t0, str(e))
+
+
+def tightness_table(*, budget: int = 60, seed: int = 0, trials: int = 32, epochs: int = 10,
+                    quick: bool = False, workers: int = 1,
+                    progress: bool = False) -> pd.DataFrame:
+    """The report's table without writing anything: one row per (family, regime), columns
+    :data:`COLUMNS` (arguments as in :func:`tightness_report`). The searches are independent
+    and seeded, so ``workers > 1`` (joblib processes, :func:`hybridconv.parallel.run_jobs`)
+    gives the same numbers as a serial run, except the ``seconds`` column."""
+    import pandas as pd
+
+    from ..parallel import check_workers, run_jobs
+
+    for name, v, low in (("budget", budget, 10), ("seed", seed, 0), ("trials", trials, 2),
+                         ("epochs", epochs, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+    check_workers(workers)
+    if quick:
+        budget, trials, epochs = 10, 4, 5
+    recheck_trials = 8 * trials
+    nf_epochs = 10 if quick else max(30, 5 * epochs)
+    jobs = [{"family": family, "regime": regime, "budget": budget, "seed": seed,
+             "trials": trials, "epochs": nf_epochs if regime == "noise floor" else epochs,
+             "recheck_trials": recheck_trials, "confidence": 0.99, "quick": quick}
+            for family in FAMILIES for regime in REGIMES]
+    rows = run_jobs(_search_job, jobs, workers=workers, progress=progress, desc="tightness")
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
 def tightness_report(out_dir: str | Path = ".", *, budget: int = 60, seed: int = 0,
                      trials: int = 32, epochs: int = 10, quick: bool = False,
-                     force: bool = False) -> pd.DataFrame:
+                     force: bool = False, workers: int = 1,
+                     progress: bool = False) -> pd.DataFrame:
     """Search every (family, regime) for the largest empirical / bound ratio; write the report.
 
     Writes ``out_dir/docs/tightness.md`` and ``out_dir/docs/tightness.csv`` (``docs/`` is
@@ -702,6 +744,8 @@ def tightness_report(out_dir: str | Path = ".", *, budget: int = 60, seed: int =
         quick: shrink everything (budget 10, 4 trials, 5 epochs, 10 noise-floor epochs, a
             smaller large-d_x range, fewer PEPit points) to run in well under a minute.
         force: overwrite existing files; without it an existing file is an error.
+        workers: joblib processes for the (family, regime) searches (same numbers).
+        progress: a tqdm bar over the searches.
 
     Returns:
         the report, one row per (family, regime), columns :data:`COLUMNS`; ``attrs["pepit"]``
@@ -711,7 +755,6 @@ def tightness_report(out_dir: str | Path = ".", *, budget: int = 60, seed: int =
         ValueError: naming the file when it exists and ``force`` is False (checked before any
             computation), or for bad arguments.
     """
-    import pandas as pd
 
     for name, v, low in (("budget", budget, 10), ("seed", seed, 0), ("trials", trials, 2),
                          ("epochs", epochs, 1)):
@@ -723,29 +766,13 @@ def tightness_report(out_dir: str | Path = ".", *, budget: int = 60, seed: int =
         for path in (md_path, csv_path):
             if path.exists():
                 raise ValueError(f"{path} exists; pass force=True to overwrite it")
+    start = time.perf_counter()
+    df = tightness_table(budget=budget, seed=seed, trials=trials, epochs=epochs, quick=quick,
+                         workers=workers, progress=progress)
     if quick:
         budget, trials, epochs = 10, 4, 5
     recheck_trials = 8 * trials
     nf_epochs = 10 if quick else max(30, 5 * epochs)
-    confidence = 0.99
-    start = time.perf_counter()
-    rows = []
-    for family in FAMILIES:
-        for regime in REGIMES:
-            t0 = time.perf_counter()
-            T = nf_epochs if regime == "noise floor" else epochs
-            measure = "weighted" if regime == "noise floor" else "min"
-            try:
-                found, measure = _search(family, regime, budget=budget, seed=seed,
-                                         trials=trials, epochs=T,
-                                         recheck_trials=recheck_trials,
-                                         confidence=confidence, quick=quick)
-                rows.append(_row(family, regime, measure, T, found,
-                                 time.perf_counter() - t0))
-            except ValueError as e:  # no admissible instance in the regime
-                rows.append(_row(family, regime, measure, T, None, time.perf_counter() - t0,
-                                 str(e)))
-    df = pd.DataFrame(rows, columns=list(COLUMNS))
     try:
         pepit: pd.DataFrame | str = pepit_gd_comparison(
             etas=(1 / 16, 1 / 64) if quick else (1 / 16, 1 / 32, 1 / 64),

@@ -1,0 +1,157 @@
+"""``hybridconv figures``: compute, cache, plot, and record every figure.
+
+Layout under the output folder (``paper_figures/`` by default; ``paper_figures/quick/`` for
+``--quick``, so that a preview never replaces the full figures):
+
+    NAME.png, NAME.pdf       the figure
+    data/NAME.csv            the tidy DataFrame it is drawn from (alone)
+    MANIFEST.json            per figure: command, settings and seeds, git revision, runtime,
+                             files, UTC time; figures not rebuilt keep their earlier entry
+
+Every file is written atomically (temporary file, then rename). Regenerating a figure replaces
+its files: that is what the command is for, and it says so (``replaced`` in the summary and in
+the manifest's ``replaced`` field). ``--replot`` redraws from the cached CSVs without computing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from .._io import write_text_atomic
+from ..parallel import check_workers
+from . import FIGURES, figure_module
+
+__all__ = ["build", "default_out", "git_revision"]
+
+
+def default_out(quick: bool) -> Path:
+    """``paper_figures`` (full) or ``paper_figures/quick`` (preview)."""
+    return Path("paper_figures") / "quick" if quick else Path("paper_figures")
+
+
+def git_revision() -> str:
+    """``git describe``-like revision of the package's checkout (``+dirty`` when the tree has
+    uncommitted changes), or ``unknown`` outside a git checkout."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10)
+        if rev.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, timeout=10)
+        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _jsonable(v: object) -> object:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    if hasattr(v, "item"):
+        return v.item()
+    return v
+
+
+def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bool = False,
+          workers: int = 1, out: str | Path | None = None, progress: bool = True,
+          command: str | None = None) -> dict[str, dict]:
+    """Compute (or with ``replot`` read back) and draw the figures ``names`` (default: all).
+
+    Returns the manifest entries of the figures built. Raises ``ValueError`` for an unknown
+    name, a bad worker count, or ``replot`` without a cached CSV (checked before any work).
+    """
+    from .style import save, style
+
+    names = list(FIGURES) if not names else list(names)
+    for n in names:
+        figure_module(n)
+    check_workers(workers)
+    out = default_out(quick) if out is None else Path(out)
+    data = out / "data"
+    manifest_path = out / "MANIFEST.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest.setdefault("figures", {})
+    if replot:
+        missing = [str(data / f"{n}.csv") for n in names if not (data / f"{n}.csv").exists()]
+        if missing:
+            raise ValueError(f"--replot needs the cached data, missing: {', '.join(missing)}"
+                             " (run without --replot first)")
+        mode = "quick" if quick else "full"
+        other = [n for n in names if manifest["figures"].get(n, {}).get("mode", mode) != mode]
+        if other:
+            raise ValueError(f"the cached data of {', '.join(other)} in {out} was computed in "
+                             f"the other mode; replot it with{'out' if quick else ''} --quick")
+    command = command or "hybridconv figures" + (" --quick" if quick else "")
+    revision = git_revision()
+    built: dict[str, dict] = {}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(names, desc="figures", unit="figure")
+    for name in names:
+        if bar is not None:
+            bar.set_postfix_str(name)
+        mod = figure_module(name)
+        t0 = time.perf_counter()
+        csv = data / f"{name}.csv"
+        if replot:
+            df = pd.read_csv(csv)
+            previous = manifest["figures"].get(name, {})
+        else:
+            df = mod.compute(quick=quick, workers=workers, progress=progress)
+            previous = {}
+        replaced = [str(p) for p in (csv, out / f"{name}.png", out / f"{name}.pdf")
+                    if p.exists()]
+        with style():
+            fig = mod.plot(df)
+            if quick:
+                fig.text(0.5, -0.01, "quick preview (hybridconv figures --quick): small "
+                         "settings, see MANIFEST.json", ha="center", va="top", fontsize=7,
+                         color="#555555")
+            files = save(fig, out / name)
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+        if not replot:  # after a successful plot: data, figure and manifest stay together
+            write_text_atomic(csv, df.to_csv(index=False, float_format="%.10g"))
+        seconds = time.perf_counter() - t0
+        entry = {
+            "title": mod.TITLE,
+            "command": f"{command} --only {name}" if not replot else previous.get(
+                "command", f"{command} --only {name}"),
+            "mode": "quick" if quick else "full",
+            "settings": previous.get("settings") if replot and previous else
+            _jsonable(mod.settings(quick)),
+            "git_revision": previous.get("git_revision", revision) if replot else revision,
+            "compute_seconds": previous.get("compute_seconds") if replot else round(seconds, 2),
+            "replot_seconds": round(seconds, 2) if replot else None,
+            "workers": workers if not replot else previous.get("workers"),
+            "files": [str(p) for p in files] + [str(csv)],
+            "rows": int(len(df)),
+            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "replaced": replaced,
+            "python": sys.version.split()[0],
+        }
+        manifest["figures"][name] = entry
+        built[name] = entry
+        manifest["figures"] = {k: manifest["figures"][k] for k in FIGURES
+                               if k in manifest["figures"]} | {
+            k: v for k, v in manifest["figures"].items() if k not in FIGURES}
+        write_text_atomic(manifest_path, json.dumps(manifest, indent=2) + "\n")
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return built

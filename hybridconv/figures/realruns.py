@@ -1,0 +1,195 @@
+"""Figure 8, theory meets a real run: the bound with measured constants, and the learning-rate
+ratio it recommends against the one a sweep finds.
+
+Two computations, both with the trainer of ``hybridconv finetune`` (in this process):
+
+1. a hybrid run with ``diagnostics_every`` (``hybridconv.finetune.diagnostics``: L_x, L_y,
+   L_xy by Lanczos on Hessian-vector products, sigma_x^2, sigma_y^2 from per-example
+   gradients, tr(H_xx) by Hutchinson) and ``hybridconv.validate.realrun.check_run`` on it: the
+   bound at every measured epoch beside the measured ||grad F||^2 (exact gradients on the fixed
+   subset), with d_x and with the effective rank in its place;
+2. a sweep over eta_y / eta_x (eta_y fixed, eta_x varied) at a fixed budget, several seeds,
+   and ``sweep_summary``'s empirical best ratio (lowest mean test loss).
+
+Full mode: MiniLM on mr (sizes in ``SETTINGS``). Quick mode: a tiny random causal LM (one
+layer, hidden size 16, MiniLM's tokenizer) so that the preview takes seconds; its numbers say
+nothing about real models. docs/real-runs.md is generated from the full mode's data
+(``python scripts/real_runs.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+NAME = "realruns"
+TITLE = "The bound along a real run, and the predicted against the empirical best eta_y/eta_x"
+SETTINGS = {
+    "full": {"model": "minilm", "k_shot": 32, "batch_size": 16, "epochs": 4, "test_size": 200,
+             "max_length": 32, "diagnostics_every": 2, "diagnostics_examples": 16,
+             "diagnostics_probes": 8, "lr_y": 5e-2, "lr_x": (1e-3, 1e-4, 1e-5, 1e-7),
+             "seeds": (0, 1, 2), "diag_lr_x": 1e-4},
+    "quick": {"model": "tiny", "k_shot": 4, "batch_size": 4, "epochs": 2, "test_size": 16,
+              "max_length": 16, "diagnostics_every": 1, "diagnostics_examples": 8,
+              "diagnostics_probes": 4, "lr_y": 5e-2, "lr_x": (1e-3, 1e-5),
+              "seeds": (0, 1, 2), "diag_lr_x": 1e-4},
+}
+
+
+def settings(quick: bool) -> dict[str, object]:
+    """What the figure is computed with (recorded in MANIFEST.json)."""
+    return {**SETTINGS["quick" if quick else "full"], "task": "mr", "method": "hybrid",
+            "fo_optimizer": "sgd", "mu": 1e-3}
+
+
+def tiny_model(path: Path) -> str:
+    """Save a tiny random causal LM (seeded) with MiniLM's tokenizer to ``path``."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from ..finetune.models import minilm_path
+
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    cfg = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=32,
+                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                      pad_token_id=tok.pad_token_id)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)  # the tiny model's weights; the global state is restored
+    try:
+        LlamaForCausalLM(cfg).save_pretrained(path)
+    finally:
+        torch.random.set_rng_state(state)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def compute(*, quick: bool = False, workers: int = 1, progress: bool = False) -> pd.DataFrame:
+    """Rows of kind ``point`` (the diagnosed run), ``sweep`` (one per ratio) and ``summary``
+    (one row: the check's findings). ``workers`` is not used (runs share the CPU)."""
+    from ..finetune.trainer import FinetuneConfig, finetune
+    from ..validate.realrun import check_run, sweep_summary
+
+    s = SETTINGS["quick" if quick else "full"]
+    with tempfile.TemporaryDirectory(prefix="hybridconv-realruns-") as tmp:
+        tmp = Path(tmp)
+        model = tiny_model(tmp / "tiny") if s["model"] == "tiny" else s["model"]
+        common = {"model": model, "task": "mr", "method": "hybrid", "k_shot": s["k_shot"],
+                  "batch_size": s["batch_size"], "epochs": s["epochs"],
+                  "test_size": s["test_size"], "max_length": s["max_length"],
+                  "lr_y": s["lr_y"], "mu": 1e-3}
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=1 + len(s["lr_x"]) * len(s["seeds"]), desc=NAME, unit="run",
+                       leave=False)
+        diag = FinetuneConfig(**common, lr_x=s["diag_lr_x"], seed=0,
+                              diagnostics_every=s["diagnostics_every"],
+                              diagnostics_examples=s["diagnostics_examples"],
+                              diagnostics_probes=s["diagnostics_probes"])
+        finetune(diag, tmp / "diagnosed", progress=False)
+        if bar is not None:
+            bar.update(1)
+        rc = check_run(tmp / "diagnosed")
+        dirs = []
+        for lr_x in s["lr_x"]:
+            for seed in s["seeds"]:
+                out = tmp / f"sweep-{lr_x:g}-{seed}"
+                finetune(FinetuneConfig(**common, lr_x=lr_x, seed=seed), out, progress=False)
+                dirs.append(out)
+                if bar is not None:
+                    bar.update(1)
+        sweep = sweep_summary(dirs)
+        if bar is not None:
+            bar.close()
+    pts = rc.points.assign(kind="point")
+    sw = sweep.assign(kind="sweep")
+    v = rc.values
+    summary = {"kind": "summary", "model": s["model"], "predicted_ratio": rc.predicted_ratio,
+               "predicted_ratio_effective": rc.predicted_ratio_effective,
+               "used_ratio": rc.used_ratio, "dominant": rc.dominant,
+               "dominant_share": rc.shares[rc.dominant], "violated": len(rc.violated),
+               "violated_names": "; ".join(c.split(":")[0] for c in rc.violated),
+               "admissible_eta_x": rc.admissible["eta_x"],
+               "admissible_eta_y": rc.admissible["eta_y"], "bound_final": rc.bound_final,
+               "bound_final_effective": rc.bound_final_effective,
+               "measured_final": rc.measured_final, "effective_rank_max": rc.effective_rank,
+               "notes": " | ".join(rc.notes),
+               **{f"value_{k}": float(x) for k, x in v.items()},
+               **{f"share_{k}": float(x) for k, x in rc.shares.items()}}
+    return pd.concat([pts, sw, pd.DataFrame([summary])], ignore_index=True)
+
+
+def plot(df: pd.DataFrame) -> Figure:
+    """(a) bound and measurement along the run, (b) the measured constants, (c) the sweep."""
+    import matplotlib.pyplot as plt
+
+    from .style import BOUND, COLORS, OKABE_ITO, log_axes
+
+    pts = df[df["kind"] == "point"].sort_values("epoch")
+    sw = df[df["kind"] == "sweep"].sort_values("ratio")
+    summ = df[df["kind"] == "summary"].iloc[0]
+    fig, axes = plt.subplots(1, 3, figsize=(13.0, 3.9), constrained_layout=True)
+    ax = axes[0]
+    later = pts[pts["epoch"] >= 1]
+    ax.plot(later["epoch"], later["bound"], marker="s", label=f"bound ($d_x$ = "
+            f"{summ['value_d_x']:.3g})", **BOUND)
+    if later["bound_effective"].notna().any():
+        ax.plot(later["epoch"], later["bound_effective"], marker="D", color="#555555",
+                linestyle=":", label="bound, $d_x$ -> effective rank")
+    ax.plot(pts["epoch"], pts["grad_sq"], marker="o", color=COLORS["hybrid"],
+            label=r"measured $\|\nabla F(z_t)\|^2$ (subset)")
+    ax.plot(later["epoch"], later["measured_min"], marker="o", color=COLORS["hybrid"],
+            linestyle="none", markerfacecolor="none", markersize=9,
+            label=r"min over earlier points (what the bound bounds)")
+    ax.set_yscale("log")
+    ax.set_xticks(pts["epoch"])
+    ax.set_xlabel(r"epoch $t$")
+    ax.set_ylabel(r"$\|\nabla F\|^2$ and the bound at $T = t$")
+    share = summ["dominant_share"]
+    ax.set_title(f"(a) {summ['model']}: dominant term {summ['dominant'].split(' (')[0]} "
+                 f"({share:.0%})", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    ax = axes[1]
+    for i, (col, label) in enumerate((("L_x", r"$L_x$"), ("L_y", r"$L_y$"),
+                                      ("L_xy", r"$L_{xy}$"), ("sigma_x_sq", r"$\sigma_x^2$"),
+                                      ("sigma_y_sq", r"$\sigma_y^2$"))):
+        ax.plot(pts["epoch"], pts[col].clip(lower=1e-12), marker="o", color=OKABE_ITO[i],
+                label=label)
+    ax.set_yscale("log")
+    ax.set_xticks(pts["epoch"])
+    ax.set_xlabel(r"epoch $t$")
+    ax.set_ylabel("local constant (fixed training subset)")
+    ax.set_title("(b) measured block constants along the run", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    ax = axes[2]
+    ax.errorbar(sw["ratio"], sw["mean"], yerr=sw["sd"].fillna(0), marker="o", capsize=3,
+                color=COLORS["hybrid"], label=f"sweep: mean test loss, {int(sw['seeds'].max())}"
+                " seeds (sd)")
+    best = sw[sw["best"].astype(bool)]
+    ax.plot(best["ratio"], best["mean"], marker="*", markersize=14, color="#E69F00",
+            linestyle="none", label=f"empirical best: {best['ratio'].iloc[0]:.3g}")
+    for col, style, label in (("predicted_ratio", "--", "theorem's best"),
+                              ("predicted_ratio_effective", ":", "theorem's, effective rank"),
+                              ("used_ratio", "-.", "used in (a)")):
+        r = summ[col]
+        if isinstance(r, float) and math.isfinite(r):
+            ax.axvline(r, color="black", linestyle=style, linewidth=1.1,
+                       label=f"{label}: {r:.3g}")
+    log_axes(ax, y=False)
+    lo = np.nanmin([sw["ratio"].min(), summ["predicted_ratio"]])
+    hi = np.nanmax([sw["ratio"].max(), summ["predicted_ratio"]])
+    ax.set_xlim(lo / 5, hi * 5)
+    ax.set_xlabel(r"$\eta_y / \eta_x$")
+    ax.set_ylabel("test loss after the budget")
+    ax.set_title("(c) predicted against empirical best ratio", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    return fig

@@ -1,0 +1,162 @@
+"""``hybridconv check-run``: the bound with constants measured along a run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from hybridconv.cli import main
+from hybridconv.theory.bound import hybrid_bound
+from hybridconv.validate.realrun import check_run, sweep_summary
+
+
+def point(epoch, step, **kw):
+    base = {"epoch": epoch, "step": step, "L_x": 4.0, "L_y": 1.0, "L_xy": 2.0,
+            "L_x_residual": 1e-3, "L_y_residual": 1e-3, "L_xy_residual": 1e-3, "L_x_hvps": 10,
+            "L_y_hvps": 10, "L_xy_hvps": 20, "trace_xx": 40.0, "trace_xx_se": 5.0,
+            "trace_probes": 8, "effective_rank": 10.0, "F": 0.69, "grad_x_sq": 0.1,
+            "grad_y_sq": 0.02, "s_x_sq": 5.0, "s_y_sq": 1.0, "sigma_x_sq": 0.2,
+            "sigma_y_sq": 0.05, "batch_size": 16, "examples": 32, "d_x": 1000, "d_y": 50,
+            "hvps": 48, "seconds": 1.0}
+    base.update(kw)
+    return base
+
+
+def write_run(path, points, *, lr_x=1e-4, lr_y=5e-2, seed=0, epochs=4, test_loss=0.69,
+              method="hybrid"):
+    path.mkdir(parents=True)
+    cfg = {"method": method, "batch_size": 16, "q": 1, "seed": seed, "directions": "gaussian",
+           "difference": "central"}
+    resolved = {"lr_x": lr_x, "lr_y": lr_y, "mu": 1e-3} if method == "hybrid" else {
+        "lr_y": lr_y}
+    (path / "config.json").write_text(json.dumps(cfg))
+    (path / "results.json").write_text(json.dumps({
+        "train_examples": 64, "epochs": epochs, "resolved": resolved, "config": cfg,
+        "test_loss": test_loss, "accuracy": 1 - test_loss, "status": "completed"}))
+    (path / "diagnostics.json").write_text(json.dumps({"points": points}))
+    return path
+
+
+def test_check_run_evaluates_the_bound_with_the_measured_constants(tmp_path):
+    run = write_run(tmp_path / "r", [point(0, 0), point(2, 8, L_x=5.0, sigma_x_sq=0.3,
+                                                        grad_x_sq=0.05),
+                                     point(4, 16, grad_x_sq=0.01)])
+    rc = check_run(run)
+    v = rc.values
+    assert v["L_x"] == 5.0 and v["sigma_x"] == pytest.approx(math.sqrt(0.3))
+    assert v["n"] == 4 and v["T"] == 4 and v["Delta"] == 0.69 and v["d_x"] == 1000
+    bound = hybrid_bound()
+    assert rc.bound_final == pytest.approx(bound.evaluate(check=False, **v))
+    assert rc.violated == bound.violated(**v)
+    pts = rc.points.set_index("epoch")
+    assert math.isnan(pts.loc[0, "bound"])
+    assert pts.loc[2, "bound"] == pytest.approx(bound.evaluate(check=False, **{**v, "T": 2}))
+    assert pts.loc[4, "measured_min"] == pytest.approx(min(0.12, 0.07))
+    assert rc.measured_final == pytest.approx(0.07)
+    assert pts.loc[4, "bound_effective"] == pytest.approx(
+        bound.evaluate(check=False, **{**v, "d_x": 10.0}))  # ceil of the rank 10
+    assert sum(rc.shares.values()) == pytest.approx(1.0)
+    assert rc.dominant in rc.shares and rc.used_ratio == pytest.approx(500)
+    assert rc.predicted_ratio > 0
+    json.dumps(rc.as_dict())  # valid JSON
+
+
+def test_negative_effective_rank_is_skipped_with_a_note(tmp_path):
+    run = write_run(tmp_path / "r", [point(0, 0, trace_xx=-12.0, effective_rank=-3.0),
+                                     point(1, 4, trace_xx=8.0, trace_xx_se=5.0,
+                                           effective_rank=2.0)])  # 8 < 2 x 5: not used
+    rc = check_run(run)
+    assert math.isnan(rc.effective_rank) and any("effective-rank" in n for n in rc.notes)
+
+
+def test_check_run_errors(tmp_path):
+    with pytest.raises(ValueError, match="config.json does not exist"):
+        check_run(tmp_path)
+    run = write_run(tmp_path / "r", [point(0, 0)])
+    (run / "diagnostics.json").write_text(json.dumps({"points": []}))
+    with pytest.raises(ValueError, match="holds no measured point"):
+        check_run(run)
+    other = write_run(tmp_path / "f", [point(0, 0)], method="fo-lora")
+    with pytest.raises(ValueError, match="both blocks trained"):
+        check_run(other)
+    adam = write_run(tmp_path / "a", [point(0, 0)])
+    cfg = json.loads((adam / "config.json").read_text())
+    (adam / "config.json").write_text(json.dumps({**cfg, "fo_optimizer": "adam"}))
+    with pytest.raises(ValueError, match="fo_optimizer = 'sgd'"):
+        check_run(adam)
+    stale = write_run(tmp_path / "s", [point(0, 0)])
+    (stale / "diagnostics.json").write_text(json.dumps(
+        {"config": {**cfg, "seed": 7}, "points": [point(0, 0)]}))
+    with pytest.raises(ValueError, match="belongs to another run"):
+        check_run(stale)
+    assert main(["check-run", str(tmp_path / "nope")]) == 2
+
+
+def test_failed_points_are_skipped(tmp_path):
+    run = write_run(tmp_path / "r", [point(0, 0), {"epoch": 2, "step": 8, "error": "oom"},
+                                     point(4, 16)])
+    assert list(check_run(run).points["epoch"]) == [0, 4]
+
+
+def test_sweep_summary_finds_the_best_ratio(tmp_path):
+    dirs = []
+    for lr_x, losses in ((1e-3, (0.70, 0.71)), (1e-4, (0.60, 0.62)), (1e-5, (0.65, 0.66))):
+        for seed, loss in enumerate(losses):
+            dirs.append(write_run(tmp_path / f"r{lr_x}-{seed}", [point(0, 0)], lr_x=lr_x,
+                                  seed=seed, test_loss=loss))
+    s = sweep_summary(dirs)
+    best = s[s["best"]].iloc[0]
+    assert best["ratio"] == pytest.approx(5e-2 / 1e-4) and best["seeds"] == 2
+    acc = sweep_summary(dirs, metric="accuracy")
+    assert acc[acc["best"]].iloc[0]["ratio"] == pytest.approx(500)
+    with pytest.raises(ValueError, match="metric must be"):
+        sweep_summary(dirs, metric="f1")
+    # a diverged run is left out of the mean and counted
+    res = json.loads((dirs[0] / "results.json").read_text())
+    (dirs[0] / "results.json").write_text(json.dumps({**res, "status": "diverged",
+                                                      "test_loss": 0.1}))
+    s = sweep_summary(dirs).set_index("lr_x")
+    assert s.loc[1e-3, "failed"] == 1 and s.loc[1e-3, "seeds"] == 1
+    assert s.loc[1e-3, "mean"] == pytest.approx(0.71)
+
+
+def test_cli_check_run(tmp_path, capsys):
+    run = write_run(tmp_path / "r", [point(0, 0), point(4, 16)])
+    sweep = [write_run(tmp_path / f"s{i}", [point(0, 0)], lr_x=lr, test_loss=loss)
+             for i, (lr, loss) in enumerate(((1e-3, 0.7), (1e-4, 0.6)))]
+    assert main(["check-run", str(run), "--sweep", *map(str, sweep)]) == 0
+    out = capsys.readouterr().out
+    assert "conditions at these rates" in out and "best ratio 500" in out
+    assert main(["check-run", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["values"]["L_x"] == 4.0
+
+
+def test_check_run_on_a_real_run_of_a_tiny_model(tmp_path):
+    """End to end: hybridconv finetune --diagnostics-every on a tiny random causal LM (local
+    directory), then check-run on its folder."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from hybridconv.finetune.models import minilm_path
+
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    cfg = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=32,
+                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                      pad_token_id=tok.pad_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    out = tmp_path / "run"
+    assert main(["finetune", "--model", str(tmp_path / "lm"), "--method", "hybrid",
+                 "--epochs", "2", "--batch-size", "4", "--k-shot", "4", "--test-size", "8",
+                 "--max-length", "16", "--diagnostics-every", "1", "--diagnostics-examples",
+                 "8", "--diagnostics-probes", "4", "--out", str(out), "--no-progress"]) == 0
+    diag = json.loads((out / "diagnostics.json").read_text())
+    assert [p["epoch"] for p in diag["points"]] == [0, 1, 2]
+    rc = check_run(out)
+    assert rc.values["L_x"] > 0 and rc.values["L_y"] > 0 and rc.values["n"] == 2
+    assert math.isfinite(rc.bound_final) and rc.bound_final > 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["status"] == "completed"
