@@ -189,6 +189,10 @@ def _report(df, args, torch, pd) -> None:
             "peak MiB": g["peak_bytes"] / MiB,
             "peak x FO-LoRA": g["peak_bytes"] / ref["peak_bytes"] if ref is not None else None,
         })
+        zo = g.loc["zo"] if "zo" in g.index else None
+        if zo is not None:  # MeZO's comparison: every method against ZO-only
+            table["x ZO"] = g["s_per_step"] / zo["s_per_step"]
+            table["peak x ZO"] = g["peak_bytes"] / zo["peak_bytes"]
         if g["peak_reserved_bytes"].notna().any():
             table["reserved MiB"] = g["peak_reserved_bytes"] / MiB
         print(f"\n## batch {b} x {s} tokens\n")

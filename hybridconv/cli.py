@@ -234,6 +234,11 @@ def _add_figures(sub) -> None:
                     help="redraw from the cached CSVs without computing")
     fg.add_argument("--workers", type=int, default=1,
                     help="processes for the independent runs of a figure (joblib)")
+    fg.add_argument("--backend", choices=("local", "dask", "ray"), default="local",
+                    help="engine of the independent runs: joblib processes here, or a dask or "
+                    "ray cluster (same data)")
+    fg.add_argument("--address", help="scheduler address of the dask or ray cluster "
+                    "(default $HYBRIDCONV_ADDRESS, else a local cluster of --workers)")
     fg.add_argument("--out", help="output folder (default paper_figures, or "
                     "paper_figures/quick with --quick)")
     fg.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -247,10 +252,12 @@ def _figures(args: argparse.Namespace) -> int:
         raise CLIError(f"--workers must be an integer >= 1, got {args.workers}")
     parts = ["hybridconv figures"] + (["--quick"] if args.quick else []) + (
         [f"--workers {args.workers}"] if args.workers != 1 else []) + (
+        [f"--backend {args.backend}"] if args.backend != "local" else []) + (
         [f"--out {args.out}"] if args.out else [])
     try:
         built = build(args.only, quick=args.quick, replot=args.replot, workers=args.workers,
-                      out=args.out, progress=not args.no_progress, command=" ".join(parts))
+                      out=args.out, progress=not args.no_progress, command=" ".join(parts),
+                      backend=args.backend, address=args.address)
     except ValueError as e:
         raise CLIError(str(e)) from None
     except FinetuneRunError as e:  # a fine-tuning run failed (missing [llm] extra or data)
@@ -294,6 +301,9 @@ def _add_finetune(sub) -> None:
     ft.add_argument("--sampling", choices=("rr", "so", "ig", "wr"), default="rr")
     ft.add_argument("--device", default="cpu")
     ft.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    ft.add_argument("--autocast", choices=("none", "bfloat16", "float16"), default="none",
+                    help="run the forward passes under torch.autocast in this dtype (weights, "
+                    "ZO perturbation and restore stay in --dtype)")
     ft.add_argument("--diagnostics-every", type=int, default=0, metavar="K",
                     help="measure the local constants (L_x, L_y, L_xy, sigma, effective rank) "
                     "at the start, every K epochs and at the end into diagnostics.json "
@@ -332,7 +342,7 @@ def _finetune(args: argparse.Namespace) -> int:
             sampling=args.sampling, device=args.device, dtype=args.dtype,
             diagnostics_every=args.diagnostics_every,
             diagnostics_examples=args.diagnostics_examples,
-            diagnostics_probes=args.diagnostics_probes)
+            diagnostics_probes=args.diagnostics_probes, autocast=args.autocast)
         res = finetune(cfg, args.out, resume=args.resume, force=args.force,
                        progress=not args.no_progress)
     except ImportError as e:

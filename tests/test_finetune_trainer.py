@@ -277,3 +277,14 @@ def test_a_local_directory_loads_as_classifier_or_causal_lm(tmp_path):
                                   **{k: v for k, v in TINY.items() if k != "model"}),
                    tmp_path / "run", progress=False)
     assert res["status"] == "completed" and res["zo_params"] > 0
+
+
+@needs_minilm
+def test_autocast_runs_the_forward_in_bf16_and_keeps_fp32_weights(tmp_path):
+    res = finetune(FinetuneConfig(epochs=1, autocast="bfloat16", **TINY), tmp_path / "r",
+                   progress=False)
+    assert res["status"] == "completed" and res["config"]["autocast"] == "bfloat16"
+    w = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(v.dtype == torch.float32 for v in w.values())
+    with pytest.raises(ValueError, match="autocast must be one of"):
+        FinetuneConfig(autocast="int8")

@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from .._io import write_text_atomic
-from ..parallel import check_workers
+from ..parallel import check_backend, check_workers, defaults
 from . import FIGURES, figure_module
 
 __all__ = ["build", "default_out", "git_revision"]
@@ -65,11 +65,15 @@ def _jsonable(v: object) -> object:
 
 def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bool = False,
           workers: int = 1, out: str | Path | None = None, progress: bool = True,
-          command: str | None = None) -> dict[str, dict]:
+          command: str | None = None, backend: str = "local",
+          address: str | None = None) -> dict[str, dict]:
     """Compute (or with ``replot`` read back) and draw the figures ``names`` (default: all).
 
-    Returns the manifest entries of the figures built. Raises ``ValueError`` for an unknown
-    name, a bad worker count, or ``replot`` without a cached CSV (checked before any work).
+    ``backend`` and ``address`` choose the engine of the figures' independent runs
+    (``hybridconv.parallel``: local joblib processes, or a dask or ray cluster); the data do
+    not depend on it. Returns the manifest entries of the figures built. Raises
+    ``ValueError`` for an unknown name, a bad worker count or backend, or ``replot`` without a
+    cached CSV (checked before any work).
     """
     from .style import save, style
 
@@ -77,6 +81,7 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
     for n in names:
         figure_module(n)
     check_workers(workers)
+    check_backend(backend)
     out = default_out(quick) if out is None else Path(out)
     data = out / "data"
     manifest_path = out / "MANIFEST.json"
@@ -110,7 +115,8 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
             df = pd.read_csv(csv)
             previous = manifest["figures"].get(name, {})
         else:
-            df = mod.compute(quick=quick, workers=workers, progress=progress)
+            with defaults(backend=backend, address=address):
+                df = mod.compute(quick=quick, workers=workers, progress=progress)
             previous = {}
         replaced = [str(p) for p in (csv, out / f"{name}.png", out / f"{name}.pdf")
                     if p.exists()]
@@ -138,6 +144,7 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
             "compute_seconds": previous.get("compute_seconds") if replot else round(seconds, 2),
             "replot_seconds": round(seconds, 2) if replot else None,
             "workers": workers if not replot else previous.get("workers"),
+            "backend": backend if not replot else previous.get("backend", "local"),
             "files": [str(p) for p in files] + [str(csv)],
             "rows": int(len(df)),
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),

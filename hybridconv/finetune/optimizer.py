@@ -117,6 +117,14 @@ class HybridZOFO(torch.optim.Optimizer):
         module: if given, every forward pass of a step runs in eval mode.
         threads: worker threads that regenerate the direction (default
             :func:`default_threads`); results do not depend on it.
+        distributed: data parallelism over ``torch.distributed`` (default: on when a process
+            group of more than one rank is initialized). Every rank evaluates the closure on
+            its shard of the batch (equal sizes); the ranks all-reduce (average) the clean
+            loss and the q projected gradients (8 (q + 1) bytes per step for the whole ZO
+            block) and the FO block's gradients, so every rank applies the same update and the
+            base weights stay identical without being sent. All ranks must use the same
+            ``seed`` (the directions come from it). ``comm_bytes`` counts what a rank sends.
+        process_group: the group to reduce over (default: the world).
     """
 
     def __init__(self, params: Iterable[dict[str, Any]], *, lr_x: float = 1e-6,
@@ -126,7 +134,8 @@ class HybridZOFO(torch.optim.Optimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, fo_gradient: str = "clean", seed: int = 0,
                  master_weights: bool | None = None, module: torch.nn.Module | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, distributed: bool | None = None,
+                 process_group: Any = None):
         _positive("lr_x", lr_x)
         _positive("lr_y", lr_y)
         _positive("mu", mu)
@@ -190,6 +199,43 @@ class HybridZOFO(torch.optim.Optimizer):
         self.log = ZOLog(mu=mu, q=q, difference=difference, directions=directions.kind,
                          master=[m is not None for m in self._master],
                          names=names if len(names) == len(zo) else None)
+        import torch.distributed as dist
+
+        active = dist.is_available() and dist.is_initialized() and \
+            dist.get_world_size(process_group) > 1
+        if distributed and not active:
+            raise ValueError("distributed=True needs an initialized torch.distributed process "
+                             "group of more than one rank (torchrun, init_process_group)")
+        self.distributed = active if distributed is None else bool(distributed)
+        self.process_group = process_group
+        self.comm_bytes = 0
+
+    def _all_reduce(self, loss: float, pgs: list[float],
+                    fo: Sequence[torch.Tensor]) -> tuple[float, list[float]]:
+        """Average the clean loss, the projected gradients and the FO gradients over ranks."""
+        import torch.distributed as dist
+
+        world = dist.get_world_size(self.process_group)
+        dev = next((p.device for p in fo), None) or (self.zo_params()[0].device
+                                                     if self.zo_params() else "cpu")
+        if torch.device(dev).type == "cuda" or dist.get_backend(self.process_group) == "nccl":
+            dev = torch.device("cuda", torch.cuda.current_device())
+        scalars = torch.tensor([loss, *pgs], dtype=torch.float64, device=dev)
+        dist.all_reduce(scalars, group=self.process_group)
+        scalars /= world
+        self.comm_bytes += scalars.numel() * scalars.element_size()
+        grads = [p.grad for p in fo if p.grad is not None]
+        if grads:
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat, group=self.process_group)
+            flat /= world
+            self.comm_bytes += flat.numel() * flat.element_size()
+            i = 0
+            for g in grads:
+                g.copy_(flat[i:i + g.numel()].view_as(g))
+                i += g.numel()
+        values = scalars.cpu().tolist()
+        return values[0], values[1:]
 
     # --- groups -------------------------------------------------------------------------
     def zo_params(self) -> list[torch.Tensor]:
@@ -280,6 +326,8 @@ class HybridZOFO(torch.optim.Optimizer):
             if self.module is not None and mode:
                 self.module.train(mode)
         loss = float(f0) if f0 is not None else sum(sides) / len(sides)
+        if self.distributed:  # every rank ends with the same loss, projections and gradients
+            loss, pgs = self._all_reduce(loss, pgs, fo)
         finite = math.isfinite(loss) and all(math.isfinite(v) for v in pgs) and all(
             bool(torch.isfinite(p.grad).all()) for p in fo if p.grad is not None)
         if not finite:

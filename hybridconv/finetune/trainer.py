@@ -91,12 +91,14 @@ class FinetuneConfig:
     diagnostics_every: int = 0
     diagnostics_examples: int = 32
     diagnostics_probes: int = 8
+    autocast: str = "none"
 
     def __post_init__(self) -> None:
         choices = {"method": METHODS, "fo_optimizer": FO_OPTIMIZERS,
                    "difference": DIFFERENCES, "fo_gradient": FO_GRADIENTS,
                    "sampling": SAMPLINGS, "dtype": ("float32", "bfloat16", "float16"),
-                   "directions": ("gaussian", "sphere", "rademacher")}
+                   "directions": ("gaussian", "sphere", "rademacher"),
+                   "autocast": ("none", "bfloat16", "float16")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -229,12 +231,44 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def data_parallel(device: str) -> tuple[int, int, str]:
+    """(rank, world size, device) under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment;
+    the process group is initialized here: gloo on CPU, nccl on CUDA with one GPU per local
+    rank), or (0, 1, device) for a single process."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and dist.is_available() and not dist.is_initialized():
+        cuda = torch.device(device).type == "cuda"
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if dist.is_available() and dist.is_initialized():
+        if torch.device(device).type == "cuda":
+            device = f"cuda:{torch.cuda.current_device()}"
+        return dist.get_rank(), dist.get_world_size(), device
+    return 0, 1, device
+
+
 def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = False,
              force: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) a fine-tuning run into folder ``out``; returns the results dict."""
+    """Run (or resume) a fine-tuning run into folder ``out``; returns the results dict.
+
+    Under ``torchrun --nproc-per-node N`` every rank trains on its contiguous 1/N of each
+    batch (``batch_size`` is the global batch and must be a multiple of N), the optimizer
+    averages the losses, projected gradients and FO gradients over the ranks (see
+    :class:`~.optimizer.HybridZOFO`), and rank 0 alone writes the run folder.
+    """
     from .models import load_model
     from .tasks import load_task
 
+    rank, world, device = data_parallel(cfg.device)
+    if world > 1:
+        if cfg.batch_size % world:
+            raise ValueError(f"batch_size must be a multiple of the {world} ranks, got "
+                             f"{cfg.batch_size}")
+        cfg = FinetuneConfig(**{**asdict(cfg), "device": device})
+    lead = rank == 0
     out = Path(out)
     results_path, ckpt_path = out / "results.json", out / "checkpoint.pt"
     if resume:
@@ -253,13 +287,15 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = Fals
     else:
         ckpt = None
         existing = [p for p in (results_path, ckpt_path) if p.exists()]
-        if existing and not force:
+        if existing and not force and lead:
             raise ValueError(f"{existing[0]} exists: pass --resume to continue it or "
                              f"--force to overwrite it")
         for p in (results_path, ckpt_path, out / "steps.csv", out / "diagnostics.json"):
-            p.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+            if lead:
+                p.unlink(missing_ok=True)
+    if lead:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
 
     task = load_task(cfg.task, k_shot=cfg.k_shot, test_size=cfg.test_size,
                      data_seed=cfg.seed)
@@ -308,13 +344,17 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = Fals
             "zo_params": sum(p.numel() for p in opt.zo_params()),
             "train_examples": len(task.train), "task": task.describe(),
             "config": asdict(cfg), "resolved": cfg.resolved(), "curve": curve,
-            "versions": _versions(),
+            "versions": _versions(), "world_size": world,
+            **({"comm_bytes": opt.comm_bytes} if world > 1 else {}),
         }
-        write_text_atomic(results_path, json.dumps(results, indent=2) + "\n")
-        write_text_atomic(out / "steps.csv", "step,epoch,loss\n" + "".join(step_rows))
+        if lead:
+            write_text_atomic(results_path, json.dumps(results, indent=2) + "\n")
+            write_text_atomic(out / "steps.csv", "step,epoch,loss\n" + "".join(step_rows))
         return results
 
     def save(wall: float) -> None:
+        if not lead:
+            return
         tmp = ckpt_path.with_name(".checkpoint.pt.tmp")
         torch.save({"config": asdict(cfg), "model": _trained_state(opt, model),
                     "optimizer": opt.state_dict(), "sampler": sampler.state_dict(),
@@ -326,7 +366,8 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = Fals
         """Diagnostics at the start, every ``diagnostics_every`` epochs and at the end
         (outside the timed training and after the memory peak's window: it needs memory for
         double backward)."""
-        if not cfg.diagnostics_every or any(d["epoch"] == epoch for d in diagnostics):
+        if not lead or not cfg.diagnostics_every or any(d["epoch"] == epoch
+                                                         for d in diagnostics):
             return
         if epoch == 0 or epoch % cfg.diagnostics_every == 0 or epoch == cfg.epochs:
             hold()
@@ -350,8 +391,18 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = Fals
         curve.append({"epoch": 0, "step": 0, "train_loss": None, "forward_passes": 0,
                       "wall_s": 0.0, **evaluate(loaded, task, task.test, cfg)})
     measure(start_epoch)
+
+    def forward(b: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The batch loss; under ``autocast`` the forward runs in bf16/fp16 while the weights
+        (and so the ZO perturbation and its restore) stay in their own dtype."""
+        if cfg.autocast == "none":
+            return loaded.loss(b)
+        with torch.autocast(device_type=torch.device(cfg.device).type,
+                            dtype=getattr(torch, cfg.autocast)):
+            return loaded.loss(b).float()
+
     bar = None
-    if progress:
+    if progress and lead:
         from tqdm.auto import tqdm
 
         n_batches = math.ceil(len(task.train) / cfg.batch_size)
@@ -365,10 +416,12 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = Fals
         t0 = time.perf_counter()
         try:
             for i in range(0, len(order), cfg.batch_size):
-                batch = _to(loaded.encode(task, [task.train[j] for j in
-                                                 order[i:i + cfg.batch_size]],
+                idx = order[i:i + cfg.batch_size]
+                if world > 1:  # this rank's contiguous share of the global batch
+                    idx = idx[rank * len(idx) // world:(rank + 1) * len(idx) // world]
+                batch = _to(loaded.encode(task, [task.train[j] for j in idx],
                                           cfg.max_length), cfg.device)
-                loss = float(opt.step(lambda b=batch: loaded.loss(b)))
+                loss = float(opt.step(lambda b=batch: forward(b)))
                 losses.append(loss)
                 step_rows.append(f"{opt.steps},{epoch + 1},{loss!r}\n")
                 if bar is not None:
