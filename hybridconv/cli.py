@@ -156,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--report", action="store_true",
                     help="tightness report per family and regime (docs/tightness.md, .csv)")
     ck.add_argument("--quick", action="store_true", help="smaller budgets for --report")
+    ck.add_argument("--workers", type=int, default=1,
+                    help="processes for --report's independent searches (same results)")
+    ck.add_argument("--backend", choices=("local", "dask", "ray"), default="local",
+                    help="engine of --report's searches: joblib here, or a dask or ray cluster")
+    ck.add_argument("--address", help="scheduler of the dask or ray cluster "
+                    "(default $HYBRIDCONV_ADDRESS, else a local cluster of --workers)")
     ck.add_argument("--out-dir", default=".", help="where docs/ is written (default: .)")
     ck.add_argument("--force", action="store_true", help="overwrite existing report files")
     ck.add_argument("--json", action="store_true")
@@ -444,10 +450,15 @@ def _reports(args: argparse.Namespace, bound) -> int:
             out = {"kill_rate": float(rep["killed"].mean()), "killed": int(rep["killed"].sum()),
                    "mutations": len(rep), "files": [str(md), str(csv)]}
         else:
+            from .parallel import defaults
             from .validate.tightness import tightness_report
 
-            table = tightness_report(args.out_dir, budget=args.budget, seed=args.seed,
-                                     quick=args.quick, force=args.force)
+            if args.workers < 1:
+                raise CLIError(f"--workers must be an integer >= 1, got {args.workers}")
+            with defaults(backend=args.backend, address=args.address):
+                table = tightness_report(args.out_dir, budget=args.budget, seed=args.seed,
+                                         quick=args.quick, force=args.force,
+                                         workers=args.workers)
             out = {"rows": len(table), "max_ratio": float(table["max_ratio"].max()),
                    "files": [str(Path(args.out_dir) / "docs" / "tightness.md"),
                              str(Path(args.out_dir) / "docs" / "tightness.csv")]}

@@ -81,3 +81,14 @@ def test_state_of_another_sampler_is_refused():
         s.load_state_dict(ReshufflingSampler(5, seed=2).state_dict())
     with pytest.raises(ValueError, match="epoch"):
         s.set_epoch(-1)
+
+
+def test_shard_splits_a_batch_among_ranks():
+    from hybridconv.finetune.sampler import ReshufflingSampler
+
+    batch = [7, 3, 9, 1, 4, 8]
+    parts = [ReshufflingSampler.shard(batch, r, 3) for r in range(3)]
+    assert parts == [[7, 3], [9, 1], [4, 8]] and sum(parts, []) == batch
+    for bad in ((batch, 3, 3), (batch, -1, 2), (batch, 0, 0)):
+        with pytest.raises(ValueError, match="rank must be|world_size must be"):
+            ReshufflingSampler.shard(*bad)

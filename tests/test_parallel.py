@@ -43,3 +43,18 @@ def test_ray_missing_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
     with pytest.raises(ValueError, match="backend 'ray' needs ray"):
         run_jobs(floor_job, JOBS, workers=2, backend="ray")
+
+
+def test_check_report_runs_its_searches_on_workers(tmp_path, capsys):
+    """hybridconv check --report --workers 2: the same table as a serial run."""
+    import pandas as pd
+
+    from hybridconv.cli import main
+
+    for workers, out in ((1, tmp_path / "a"), (2, tmp_path / "b")):
+        assert main(["check", "--report", "--quick", "--workers", str(workers), "--out-dir",
+                     str(out), "--json"]) == 0
+        capsys.readouterr()
+    a = pd.read_csv(tmp_path / "a" / "docs" / "tightness.csv").drop(columns="seconds")
+    b = pd.read_csv(tmp_path / "b" / "docs" / "tightness.csv").drop(columns="seconds")
+    pd.testing.assert_frame_equal(a, b)

@@ -19,7 +19,7 @@ after ``load_state_dict`` the next iteration continues mid-epoch where the run s
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sized
+from collections.abc import Iterator, Sequence, Sized
 from typing import Any
 
 import numpy as np
@@ -93,6 +93,21 @@ class ReshufflingSampler(Sampler[int]):
             self._pos = i + 1
             yield int(order[i])
         self.epoch, self._pos = self.epoch + 1, 0
+
+    @staticmethod
+    def shard(batch: Sequence[int], rank: int, world_size: int) -> list[int]:
+        """This rank's contiguous share of a batch of the epoch's permutation (data
+        parallelism: every rank holds the same sampler and takes its slice of each batch).
+
+        >>> ReshufflingSampler.shard([5, 1, 4, 0], 1, 2)
+        [4, 0]
+        """
+        if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+            raise ValueError(f"world_size must be an integer >= 1, got {world_size!r}")
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be an integer in [0, {world_size}), got {rank!r}")
+        n = len(batch)
+        return list(batch[rank * n // world_size:(rank + 1) * n // world_size])
 
     def state_dict(self) -> dict[str, Any]:
         return {"n": self.n, "kind": self.kind, "seed": self.seed, "epoch": self.epoch,

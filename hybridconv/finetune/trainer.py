@@ -418,7 +418,7 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = Fals
             for i in range(0, len(order), cfg.batch_size):
                 idx = order[i:i + cfg.batch_size]
                 if world > 1:  # this rank's contiguous share of the global batch
-                    idx = idx[rank * len(idx) // world:(rank + 1) * len(idx) // world]
+                    idx = ReshufflingSampler.shard(idx, rank, world)
                 batch = _to(loaded.encode(task, [task.train[j] for j in idx],
                                           cfg.max_length), cfg.device)
                 loss = float(opt.step(lambda b=batch: forward(b)))
