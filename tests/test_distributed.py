@@ -79,7 +79,6 @@ def test_distributed_true_needs_a_process_group():
         HybridZOFO(groups, distributed=True)
 
 
-@pytest.mark.skipif(os.environ.get("HYBRIDCONV_SKIP_TORCHRUN") == "1", reason="opt-out")
 def test_finetune_under_torchrun_matches_one_process(tmp_path):
     """``hybridconv finetune`` under ``torchrun --nproc-per-node 2`` (gloo on CPU), on a tiny
     random causal LM: the same final weights as one process with the same global batch."""
@@ -88,17 +87,9 @@ def test_finetune_under_torchrun_matches_one_process(tmp_path):
     import subprocess
     import sys
 
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from hybridconv.figures.realruns import tiny_model
 
-    from hybridconv.finetune.models import minilm_path
-
-    tok = AutoTokenizer.from_pretrained(minilm_path())
-    cfg = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=32,
-                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                      pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "lm")
-    tok.save_pretrained(tmp_path / "lm")
+    tiny_model(tmp_path / "lm")  # a one-layer random causal LM with MiniLM's tokenizer
     args = ["finetune", "--model", str(tmp_path / "lm"), "--method", "hybrid", "--epochs",
             "1", "--batch-size", "4", "--k-shot", "4", "--test-size", "8", "--max-length",
             "16", "--no-progress"]

@@ -138,16 +138,9 @@ def test_check_run_on_a_real_run_of_a_tiny_model(tmp_path):
     directory), then check-run on its folder."""
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from hybridconv.figures.realruns import tiny_model
 
-    from hybridconv.finetune.models import minilm_path
-
-    tok = AutoTokenizer.from_pretrained(minilm_path())
-    cfg = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=32,
-                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                      pad_token_id=tok.pad_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "lm")
-    tok.save_pretrained(tmp_path / "lm")
+    tiny_model(tmp_path / "lm")  # a one-layer random causal LM with MiniLM's tokenizer
     out = tmp_path / "run"
     assert main(["finetune", "--model", str(tmp_path / "lm"), "--method", "hybrid",
                  "--epochs", "2", "--batch-size", "4", "--k-shot", "4", "--test-size", "8",

@@ -9,7 +9,6 @@ the ones the docs use (docs/simulator.md, docs/finetune.md).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -107,22 +106,14 @@ def style() -> Iterator[None]:
 def save(fig: Figure, stem: str | Path) -> list[Path]:
     """Write ``stem.png`` and ``stem.pdf`` atomically (temporary file, then rename); return the
     paths. PDF metadata carry no date, so the same data give the same file."""
+    from .._io import atomic_path
+
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     out = []
     for ext in ("png", "pdf"):
         path = stem.with_suffix(f".{ext}")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".{ext}")
-        os.close(fd)
-        try:
-            meta = {"CreationDate": None} if ext == "pdf" else {"Software": "hybridconv"}
+        meta = {"CreationDate": None} if ext == "pdf" else {"Software": "hybridconv"}
+        with atomic_path(path, suffix=f".{ext}") as tmp:
             fig.savefig(tmp, format=ext, metadata=meta)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         out.append(path)
     return out
