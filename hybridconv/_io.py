@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["write_text_atomic", "atomic_path"]
+__all__ = ["write_text_atomic", "atomic_path", "jsonable"]
+
+
+def jsonable(value: object) -> object:
+    """``value`` as plain JSON data: dicts and sequences recursively, numpy scalars as Python
+    numbers, NaN and infinities as ``None`` (strict JSON has no such numbers)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 @contextlib.contextmanager

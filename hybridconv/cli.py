@@ -156,12 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--report", action="store_true",
                     help="tightness report per family and regime (docs/tightness.md, .csv)")
     ck.add_argument("--quick", action="store_true", help="smaller budgets for --report")
-    ck.add_argument("--workers", type=int, default=1,
-                    help="processes for --report's independent searches (same results)")
-    ck.add_argument("--backend", choices=("local", "dask", "ray"), default="local",
-                    help="engine of --report's searches: joblib here, or a dask or ray cluster")
-    ck.add_argument("--address", help="scheduler of the dask or ray cluster "
-                    "(default $HYBRIDCONV_ADDRESS, else a local cluster of --workers)")
+    _add_engine(ck, "--report's independent searches")
     ck.add_argument("--out-dir", default=".", help="where docs/ is written (default: .)")
     ck.add_argument("--force", action="store_true", help="overwrite existing report files")
     ck.add_argument("--json", action="store_true")
@@ -169,6 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_figures(sub)
     _add_check_run(sub)
     return parser
+
+
+def _add_engine(parser: argparse.ArgumentParser, what: str) -> None:
+    """--workers, --backend, --address: where independent jobs run (hybridconv.parallel)."""
+    parser.add_argument("--workers", type=int, default=1,
+                        help=f"processes for {what} (same results)")
+    parser.add_argument("--backend", choices=("local", "dask", "ray"), default="local",
+                        help=f"engine of {what}: joblib processes here, or a dask or ray "
+                        "cluster")
+    parser.add_argument("--address", help="scheduler of the dask or ray cluster (default "
+                        "$HYBRIDCONV_ADDRESS, else a local cluster of --workers)")
 
 
 def _add_check_run(sub) -> None:
@@ -238,13 +244,7 @@ def _add_figures(sub) -> None:
                     help=f"one figure (repeatable): {', '.join(FIGURES)}")
     fg.add_argument("--replot", action="store_true",
                     help="redraw from the cached CSVs without computing")
-    fg.add_argument("--workers", type=int, default=1,
-                    help="processes for the independent runs of a figure (joblib)")
-    fg.add_argument("--backend", choices=("local", "dask", "ray"), default="local",
-                    help="engine of the independent runs: joblib processes here, or a dask or "
-                    "ray cluster (same data)")
-    fg.add_argument("--address", help="scheduler address of the dask or ray cluster "
-                    "(default $HYBRIDCONV_ADDRESS, else a local cluster of --workers)")
+    _add_engine(fg, "the independent runs of a figure")
     fg.add_argument("--out", help="output folder (default paper_figures, or "
                     "paper_figures/quick with --quick)")
     fg.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .._io import write_text_atomic
+from .._io import jsonable, write_text_atomic
 from ..parallel import check_backend, check_workers, defaults
 from . import FIGURES, figure_module
 
@@ -51,16 +51,6 @@ def git_revision() -> str:
         return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def _jsonable(v: object) -> object:
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
-    if hasattr(v, "item"):
-        return v.item()
-    return v
 
 
 def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bool = False,
@@ -139,7 +129,7 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
                 "command", f"{command} --only {name}"),
             "mode": "quick" if quick else "full",
             "settings": previous.get("settings") if replot and previous else
-            _jsonable(mod.settings(quick)),
+            jsonable(mod.settings(quick)),
             "git_revision": previous.get("git_revision", revision) if replot else revision,
             "compute_seconds": previous.get("compute_seconds") if replot else round(seconds, 2),
             "replot_seconds": round(seconds, 2) if replot else None,

@@ -112,9 +112,6 @@ def compute(*, quick: bool = False, workers: int = 1, progress: bool = False) ->
         values = bound_values(problem, SimConfig(epochs=1, trials=2))
         values = {k: v for k, v in values.items() if k not in ("eta_x", "eta_y", "T")}
         values["mu"] = 0.0
-        for k in ("sigma_x", "sigma_y"):  # zero by construction, up to rounding
-            if sig[k] == 0:
-                values[k] = 0.0
         c = bound.complexity(ratio=1.0, **values)
         eps_max = float(c.eps_max) if c.eps_max != sp.oo else math.inf
         fine = np.geomspace(eps.min(), eps.max(), 30)

@@ -84,7 +84,7 @@ def compute(*, quick: bool = False, workers: int = 1, progress: bool = False) ->
                      "floor": problem.noise_floor(method="hybrid", sampling="rr",
                                                   eta_x=s["eta_x"], eta_y=s["eta_y"], q=q)})
         cfg = SimConfig(eta_x=s["eta_x"], eta_y=s["eta_y"], mu=1e-3, q=q, epochs=1, trials=2)
-        values = {**bound_values(problem, cfg), "T": 1e15, "sigma_y": 0.0, "mu": 0.0}
+        values = {**bound_values(problem, cfg), "T": 1e15, "mu": 0.0}
         rows.append({"kind": "bound", "panel": panel, "value": value, "d_x": d, "q": q,
                      "floor": bound.evaluate(check=False, **values)
                      if bound.holds(**values) else math.nan})

@@ -126,9 +126,6 @@ def compute(*, quick: bool = False, workers: int = 1, progress: bool = False) ->
                               "eta": float(eta), "eta_x": ex, "eta_y": ey, "floor": f})
             cfg = SimConfig(eta_x=ex, eta_y=ey, mu=1e-3, epochs=1, trials=2)
             values = {**bound_values(problem, cfg), "T": 1e15, "mu": 0.0}
-            for k in ("sigma_x", "sigma_y"):  # zero by construction, up to rounding
-                if PANELS[panel][k] == 0:
-                    values[k] = 0.0
             ok = bound.holds(**values)
             extra.append({"kind": "bound", "panel": panel, "sampling": "rr",
                           "eta": float(eta), "eta_x": ex, "eta_y": ey,

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .._io import jsonable
 from ..theory.bound import Bound, hybrid_bound, natural_weights
 
 __all__ = ["RunCheck", "check_run", "load_run", "sweep_summary"]
@@ -98,20 +99,9 @@ class RunCheck:
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready: non-finite numbers become ``None``."""
-        def clean(v: object) -> object:
-            if isinstance(v, dict):
-                return {k: clean(x) for k, x in v.items()}
-            if isinstance(v, list | tuple):
-                return [clean(x) for x in v]
-            if hasattr(v, "item"):
-                v = v.item()
-            if isinstance(v, float) and not math.isfinite(v):
-                return None
-            return v
-
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "points"}
         d["points"] = self.points.to_dict("records")
-        return clean(d)
+        return jsonable(d)
 
 
 def _ratio(bound: Bound, values: dict[str, float]) -> float:

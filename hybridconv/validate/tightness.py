@@ -698,6 +698,20 @@ def _search_job(family: str, regime: str, budget: int, seed: int, trials: int, e
         return _row(family, regime, measure, epochs, None, time.perf_counter() - t0, str(e))
 
 
+def _settings(budget: int, seed: int, trials: int, epochs: int,
+              quick: bool) -> dict[str, object]:
+    """The validated settings a report runs with (``quick`` shrinks them)."""
+    for name, v, low in (("budget", budget, 10), ("seed", seed, 0), ("trials", trials, 2),
+                         ("epochs", epochs, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+    if quick:
+        budget, trials, epochs = 10, 4, 5
+    return {"budget": budget, "seed": seed, "trials": trials, "epochs": epochs,
+            "recheck_trials": 8 * trials,
+            "noise_floor_epochs": 10 if quick else max(30, 5 * epochs), "quick": quick}
+
+
 def tightness_table(*, budget: int = 60, seed: int = 0, trials: int = 32, epochs: int = 10,
                     quick: bool = False, workers: int = 1,
                     progress: bool = False) -> pd.DataFrame:
@@ -709,18 +723,12 @@ def tightness_table(*, budget: int = 60, seed: int = 0, trials: int = 32, epochs
 
     from ..parallel import check_workers, run_jobs
 
-    for name, v, low in (("budget", budget, 10), ("seed", seed, 0), ("trials", trials, 2),
-                         ("epochs", epochs, 1)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+    st = _settings(budget, seed, trials, epochs, quick)
     check_workers(workers)
-    if quick:
-        budget, trials, epochs = 10, 4, 5
-    recheck_trials = 8 * trials
-    nf_epochs = 10 if quick else max(30, 5 * epochs)
-    jobs = [{"family": family, "regime": regime, "budget": budget, "seed": seed,
-             "trials": trials, "epochs": nf_epochs if regime == "noise floor" else epochs,
-             "recheck_trials": recheck_trials, "confidence": 0.99, "quick": quick}
+    jobs = [{"family": family, "regime": regime, "budget": st["budget"], "seed": seed,
+             "trials": st["trials"], "recheck_trials": st["recheck_trials"],
+             "epochs": st["noise_floor_epochs"] if regime == "noise floor" else st["epochs"],
+             "confidence": 0.99, "quick": quick}
             for family in FAMILIES for regime in REGIMES]
     rows = run_jobs(_search_job, jobs, workers=workers, progress=progress, desc="tightness")
     return pd.DataFrame(rows, columns=list(COLUMNS))
@@ -756,10 +764,7 @@ def tightness_report(out_dir: str | Path = ".", *, budget: int = 60, seed: int =
             computation), or for bad arguments.
     """
 
-    for name, v, low in (("budget", budget, 10), ("seed", seed, 0), ("trials", trials, 2),
-                         ("epochs", epochs, 1)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+    settings = _settings(budget, seed, trials, epochs, quick)
     docs = Path(out_dir) / "docs"
     md_path, csv_path = docs / "tightness.md", docs / "tightness.csv"
     if not force:
@@ -769,10 +774,6 @@ def tightness_report(out_dir: str | Path = ".", *, budget: int = 60, seed: int =
     start = time.perf_counter()
     df = tightness_table(budget=budget, seed=seed, trials=trials, epochs=epochs, quick=quick,
                          workers=workers, progress=progress)
-    if quick:
-        budget, trials, epochs = 10, 4, 5
-    recheck_trials = 8 * trials
-    nf_epochs = 10 if quick else max(30, 5 * epochs)
     try:
         pepit: pd.DataFrame | str = pepit_gd_comparison(
             etas=(1 / 16, 1 / 64) if quick else (1 / 16, 1 / 32, 1 / 64),
@@ -780,9 +781,6 @@ def tightness_report(out_dir: str | Path = ".", *, budget: int = 60, seed: int =
     except ImportError:
         pepit = PEPIT_MISSING
     df.attrs["pepit"] = pepit
-    settings = {"budget": budget, "seed": seed, "trials": trials, "epochs": epochs,
-                "recheck_trials": recheck_trials, "noise_floor_epochs": nf_epochs,
-                "quick": quick}
     text = _markdown(df, pepit, settings=settings, seconds=time.perf_counter() - start)
     docs.mkdir(parents=True, exist_ok=True)
     write_text_atomic(csv_path, df.to_csv(index=False))
