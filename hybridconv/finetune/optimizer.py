@@ -52,6 +52,7 @@ from typing import Any
 
 import torch
 
+from .. import spec
 from .directions import CHUNK, DIRECTIONS, DirectionSource, TorchDirections, pieces
 
 __all__ = ["HybridZOFO", "ZOLog", "replay", "DIFFERENCES", "FO_OPTIMIZERS", "FO_GRADIENTS"]
@@ -112,6 +113,10 @@ class HybridZOFO(torch.optim.Optimizer):
         betas, eps: Adam's constants.
         weight_decay: default weight decay of ``fo`` groups (>= 0).
         fo_gradient: ``"clean"`` or ``"shared"`` (see the module docstring).
+        schedule: ``"jacobi"`` (both oracles at the same point z, the theorem's algorithm) or
+            ``"gauss-seidel"`` (LMAO's order: the FO step on y first, then the ZO estimate and
+            step on x at the updated y, same batch; 1 + 2q passes for central differences,
+            2 + q for forward ones). Not covered by the theorem of ``hybridconv.theory``.
         seed: seeds the private generator of step seeds (>= 0).
         master_weights: fp32 master copy of the ZO block; ``None`` = for fp16/bf16 only.
         module: if given, every forward pass of a step runs in eval mode.
@@ -132,7 +137,8 @@ class HybridZOFO(torch.optim.Optimizer):
                  directions: str | DirectionSource = "gaussian",
                  difference: str = "central", fo_optimizer: str = "sgd",
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, fo_gradient: str = "clean", seed: int = 0,
+                 weight_decay: float = 0.0, fo_gradient: str = "clean",
+                 schedule: str = "jacobi", seed: int = 0,
                  master_weights: bool | None = None, module: torch.nn.Module | None = None,
                  threads: int | None = None, distributed: bool | None = None,
                  process_group: Any = None):
@@ -150,6 +156,10 @@ class HybridZOFO(torch.optim.Optimizer):
                              f"got {fo_optimizer!r}")
         if fo_gradient not in FO_GRADIENTS:
             raise ValueError(f"fo_gradient must be one of {FO_GRADIENTS}, got {fo_gradient!r}")
+        schedule = spec.validate("schedule", schedule)
+        if schedule == "gauss-seidel" and fo_gradient == "shared":
+            raise ValueError("fo_gradient='shared' needs schedule='jacobi': under "
+                             "gauss-seidel the ZO passes come after the FO update")
         if not (isinstance(betas, tuple | list) and len(betas) == 2
                 and all(0 <= b < 1 for b in betas)):
             raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
@@ -174,6 +184,7 @@ class HybridZOFO(torch.optim.Optimizer):
                         betas=tuple(betas), eps=eps)
         super().__init__(groups, defaults)
         self.mu, self.q, self.difference, self.fo_gradient = mu, q, difference, fo_gradient
+        self.schedule = schedule
         self.directions, self.module, self.seed = directions, module, seed
         self._gen = torch.Generator(device="cpu")
         self._gen.manual_seed(seed)
@@ -224,6 +235,15 @@ class HybridZOFO(torch.optim.Optimizer):
         dist.all_reduce(scalars, group=self.process_group)
         scalars /= world
         self.comm_bytes += scalars.numel() * scalars.element_size()
+        self._all_reduce_grads(fo)
+        values = scalars.cpu().tolist()
+        return values[0], values[1:]
+
+    def _all_reduce_grads(self, fo: Sequence[torch.Tensor]) -> None:
+        """Average the FO block's gradients over the ranks."""
+        import torch.distributed as dist
+
+        world = dist.get_world_size(self.process_group)
         grads = [p.grad for p in fo if p.grad is not None]
         if grads:
             flat = torch.cat([g.reshape(-1) for g in grads])
@@ -234,8 +254,6 @@ class HybridZOFO(torch.optim.Optimizer):
             for g in grads:
                 g.copy_(flat[i:i + g.numel()].view_as(g))
                 i += g.numel()
-        values = scalars.cpu().tolist()
-        return values[0], values[1:]
 
     # --- groups -------------------------------------------------------------------------
     def zo_params(self) -> list[torch.Tensor]:
@@ -288,6 +306,9 @@ class HybridZOFO(torch.optim.Optimizer):
         cur, k = 0.0, 0
         pgs: list[float] = []
         sides: list[float] = []
+        gauss_seidel = self.schedule == "gauss-seidel" and bool(fo) and bool(zo)
+        backup = None
+        clean = None
         try:
             for p in fo:
                 p.grad = None
@@ -301,6 +322,21 @@ class HybridZOFO(torch.optim.Optimizer):
             if f0 is not None and not math.isfinite(float(f0)):
                 raise FloatingPointError(f"non-finite loss {float(f0)} at step "
                                          f"{self.steps}; nothing was updated")
+            if gauss_seidel:  # FO step on y now; the ZO passes below see the new y
+                if not all(bool(torch.isfinite(p.grad).all()) for p in fo
+                           if p.grad is not None):
+                    raise FloatingPointError(f"non-finite gradient at step {self.steps}; "
+                                             "nothing was updated")
+                if self.distributed:  # every rank applies the same FO update
+                    self._all_reduce_grads(fo)
+                backup = self._fo_snapshot(fo)
+                self._fo_update()
+                clean, f0 = f0, None
+                if not central:  # the forward difference's base value, at the new y
+                    f0 = self._call(closure, grad=False)
+                    if not math.isfinite(float(f0)):
+                        raise FloatingPointError(f"non-finite loss {float(f0)} at step "
+                                                 f"{self.steps}; nothing was updated")
             fuse = not any(m is not None for m in self._master)
             for k in range(q if zo else 0):
                 last = fuse and k == q - 1
@@ -321,17 +357,24 @@ class HybridZOFO(torch.optim.Optimizer):
                     cur = 0.0
         except BaseException:  # a failing closure or a non-finite clean loss
             self._abort(seed, k, cur)
+            if backup is not None:
+                self._fo_restore(fo, backup)
             raise
         finally:
             if self.module is not None and mode:
                 self.module.train(mode)
-        loss = float(f0) if f0 is not None else sum(sides) / len(sides)
+        if clean is not None:
+            loss = float(clean)
+        else:
+            loss = float(f0) if f0 is not None else sum(sides) / len(sides)
         if self.distributed:  # every rank ends with the same loss, projections and gradients
-            loss, pgs = self._all_reduce(loss, pgs, fo)
+            loss, pgs = self._all_reduce(loss, pgs, [] if gauss_seidel else fo)
         finite = math.isfinite(loss) and all(math.isfinite(v) for v in pgs) and all(
             bool(torch.isfinite(p.grad).all()) for p in fo if p.grad is not None)
         if not finite:
             self._abort(seed, q - 1, cur)
+            if backup is not None:
+                self._fo_restore(fo, backup)
             raise FloatingPointError(
                 f"non-finite loss or gradient at step {self.steps} (loss {loss}); "
                 "nothing was updated")
@@ -342,9 +385,25 @@ class HybridZOFO(torch.optim.Optimizer):
             self.log.entries.append({"step": self.steps, "seed": seed,
                                      "projected_grads": pgs, "loss": loss,
                                      "lr_x": sorted(set(lrs)) if len(set(lrs)) == 1 else lrs})
-        self._fo_update()
+        if not gauss_seidel:
+            self._fo_update()
         self.steps += 1
         return torch.tensor(loss)
+
+    def _fo_snapshot(self, fo: Sequence[torch.Tensor]) -> list[Any]:
+        """The FO block's weights and optimizer state, to undo a Gauss-Seidel FO update when
+        the step's ZO half fails (the FO block is the small PEFT module)."""
+        return [(p.detach().clone(), copy.deepcopy(self.state[p]) if p in self.state else None)
+                for p in fo]
+
+    @torch.no_grad()
+    def _fo_restore(self, fo: Sequence[torch.Tensor], backup: list[Any]) -> None:
+        for p, (w, st) in zip(fo, backup, strict=True):
+            p.copy_(w)
+            if st is None:
+                self.state.pop(p, None)
+            else:
+                self.state[p] = st
 
     def _abort(self, seed: int, k: int, cur: float) -> None:
         """Move the block back from x + cur u_k and log the failed step's moves."""
