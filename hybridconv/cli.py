@@ -8,9 +8,12 @@
     hybridconv simulate --problem quadratic --method hybrid --sampling rr --eta-x 1e-3 ...
                         --out FILE.csv [--force] [--json-constants] [--no-progress]
     hybridconv check --problem quadratic --trials 64 [--falsify --budget N] [--json]
-    hybridconv finetune --model minilm --task mr --method hybrid --epochs 5 --out DIR
+    hybridconv finetune --model minilm --task mr --method hybrid [--peft lora|prompt|prefix]
+                        [--schedule jacobi|gauss-seidel] [--out DIR]
                         [--lr-x --lr-y --mu --q --seed ...] [--resume | --force] [--json]
                         [--diagnostics-every K --diagnostics-examples N]
+    hybridconv experiment SPEC.toml [--workers N] [--dry-run] [--limit N]
+    hybridconv experiment SPEC.toml ... --report docs/results.md [--figure FILE.png]
     hybridconv check-run RUN_DIR [--sweep DIR ...] [--metric test_loss|accuracy] [--json]
     hybridconv figures [--quick] [--only NAME] [--replot] [--workers N] [--out DIR]
 
@@ -278,33 +281,44 @@ def _figures(args: argparse.Namespace) -> int:
 
 
 def _add_finetune(sub) -> None:
-    ft = sub.add_parser("finetune", help="fine-tune a real model offline: fo, fo-lora, zo, "
-                        "zo-lora or hybrid (needs the [llm] extra and the data packages)")
+    from . import spec
+
+    ft = sub.add_parser("finetune", help="fine-tune a real model offline: fo, fo-peft, zo, "
+                        "zo-peft or hybrid (needs the [llm] extra and the data packages)")
     ft.add_argument("--model", default="minilm",
                     help="minilm, smollm2, random:SHAPE or a local Hugging Face directory")
-    ft.add_argument("--task", choices=("mr", "boolq", "winogrande"), default="mr")
-    ft.add_argument("--method", choices=("fo", "fo-lora", "zo", "zo-lora", "hybrid"),
-                    default="hybrid")
-    ft.add_argument("--epochs", type=int, default=5)
+    ft.add_argument("--task", choices=("mr", "boolq", "piqa", "winogrande"), default="mr")
+    ft.add_argument("--method", choices=spec.METHODS.values + tuple(spec.METHODS.aliases),
+                    default="hybrid", help=spec.METHODS.help + "; fo-lora / zo-lora = "
+                    "fo-peft / zo-peft with --peft lora")
+    ft.add_argument("--peft", choices=spec.PEFT_KINDS.values, default="lora",
+                    help=spec.PEFT_KINDS.help)
+    ft.add_argument("--schedule", choices=spec.SCHEDULES.values, default="jacobi",
+                    help=spec.SCHEDULES.help)
+    ft.add_argument("--epochs", type=int, default=4)
     ft.add_argument("--batch-size", type=int, default=16)
     ft.add_argument("--lr-x", type=float, help="learning rate of the ZO block "
-                    "(default: per method, docs/finetune.md)")
+                    "(default: per method and PEFT kind, docs/finetune.md)")
     ft.add_argument("--lr-y", type=float, help="learning rate of the FO block")
     ft.add_argument("--mu", type=float, help="ZO smoothing radius")
     ft.add_argument("--q", type=int, default=1, help="ZO directions per step")
     ft.add_argument("--seed", type=int, default=0)
-    ft.add_argument("--k-shot", type=int, default=16,
+    ft.add_argument("--k-shot", type=int, default=512,
                     help="training examples per class (0: the whole train pool)")
     ft.add_argument("--test-size", type=int, default=1000)
     ft.add_argument("--max-length", type=int, default=64)
     ft.add_argument("--lora-r", type=int, default=8)
     ft.add_argument("--lora-alpha", type=int, default=16)
+    ft.add_argument("--num-virtual-tokens", type=int, default=10,
+                    help="virtual tokens of prompt or prefix tuning")
     ft.add_argument("--fo-optimizer", choices=("sgd", "adam", "adamw"), default="sgd")
     ft.add_argument("--directions", choices=("gaussian", "sphere", "rademacher"),
                     default="gaussian")
     ft.add_argument("--difference", choices=("central", "forward"), default="central")
     ft.add_argument("--fo-gradient", choices=("clean", "shared"), default="clean")
     ft.add_argument("--sampling", choices=("rr", "so", "ig", "wr"), default="rr")
+    ft.add_argument("--eval-every", type=int, default=1, metavar="K",
+                    help="evaluate test and dev every K epochs (and after the last)")
     ft.add_argument("--device", default="cpu")
     ft.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     ft.add_argument("--autocast", choices=("none", "bfloat16", "float16"), default="none",
@@ -318,13 +332,26 @@ def _add_finetune(sub) -> None:
                     help="size of the fixed training subset the diagnostics use")
     ft.add_argument("--diagnostics-probes", type=int, default=8,
                     help="Hutchinson probes for tr(H_xx)")
-    ft.add_argument("--out", metavar="DIR", help="run folder (results.json, checkpoint.pt)")
+    ft.add_argument("--out", metavar="DIR", help="run folder (results.json, checkpoint.pt; "
+                    "default runs/MODEL-TASK-METHOD-sSEED)")
     ft.add_argument("--resume", action="store_true", help="continue the run in --out")
     ft.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
     ft.add_argument("--no-progress", action="store_true")
     ft.add_argument("--json", action="store_true", help="print results.json")
     ft.add_argument("--fetch", choices=("winogrande",),
                     help="download and cache a large task once, then stop")
+    ex = sub.add_parser("experiment", help="run a declarative sweep (TOML spec): resumable, "
+                        "parallel, tidy CSV rows; or --report its CSVs into a markdown file")
+    ex.add_argument("specs", nargs="+", metavar="SPEC.toml", help="sweep spec file(s)")
+    ex.add_argument("--report", metavar="FILE.md",
+                    help="do not run: write the results of these specs' CSVs to FILE.md")
+    ex.add_argument("--figure", metavar="FILE.png",
+                    help="with --report: also draw the fine-tuning figure from the CSVs")
+    ex.add_argument("--limit", type=int, help="run at most N of the unfinished runs")
+    ex.add_argument("--dry-run", action="store_true",
+                    help="validate and list the runs still to do, run nothing")
+    ex.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_engine(ex, "runs")
 
 
 def _finetune(args: argparse.Namespace) -> int:
@@ -334,12 +361,12 @@ def _finetune(args: argparse.Namespace) -> int:
 
             print(fetch_winogrande())
             return 0
-        if not args.out:
-            raise CLIError("--out DIR is required")
         from .finetune.trainer import FinetuneConfig, finetune
 
         cfg = FinetuneConfig(
-            model=args.model, task=args.task, method=args.method, epochs=args.epochs,
+            model=args.model, task=args.task, method=args.method, peft=args.peft,
+            schedule=args.schedule, num_virtual_tokens=args.num_virtual_tokens,
+            eval_every=args.eval_every, epochs=args.epochs,
             batch_size=args.batch_size, lr_x=args.lr_x, lr_y=args.lr_y, mu=args.mu, q=args.q,
             seed=args.seed, k_shot=args.k_shot or None, test_size=args.test_size,
             max_length=args.max_length, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
@@ -349,6 +376,9 @@ def _finetune(args: argparse.Namespace) -> int:
             diagnostics_every=args.diagnostics_every,
             diagnostics_examples=args.diagnostics_examples,
             diagnostics_probes=args.diagnostics_probes, autocast=args.autocast)
+        if not args.out:
+            safe = cfg.model.replace(":", "-").replace("/", "_").strip("._-") or "model"
+            args.out = str(Path("runs") / f"{safe}-{cfg.task}-{cfg.label()}-s{cfg.seed}")
         res = finetune(cfg, args.out, resume=args.resume, force=args.force,
                        progress=not args.no_progress)
     except ImportError as e:
@@ -364,6 +394,50 @@ def _finetune(args: argparse.Namespace) -> int:
               f"{res['wall_s']:.1f} s, peak {res['peak_mem_bytes'] / 2**20:.0f} MiB "
               f"-> {Path(args.out) / 'results.json'}")
     return 0 if res["status"] == "completed" else 1
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    from .parallel import check_workers
+
+    try:
+        from .experiments.spec import load_spec
+
+        specs = [load_spec(p) for p in args.specs]
+        if args.report:
+            from .experiments.report import write_report
+
+            out = write_report(specs, args.report, figure=args.figure)
+            print(f"wrote {out}")
+            return 0
+        check_workers(args.workers)
+        if args.limit is not None and args.limit < 1:
+            raise ValueError(f"--limit must be an integer >= 1, got {args.limit}")
+        from .experiments.runner import finished_runs, run_experiment
+
+        status = 0
+        for spec in specs:
+            done = finished_runs(spec.results)
+            todo = [r for r in spec.runs if r.run_id not in done]
+            print(f"{spec.describe()}; {len(spec.runs) - len(todo)} finished, "
+                  f"{len(todo)} to run -> {spec.results}", flush=True)
+            if args.dry_run:
+                for r in todo:
+                    s = r.settings
+                    print(f"  {r.run_id} {s['model']} {s['task']} {r.label()} seed {s['seed']} "
+                          f"lr_x {s.get('lr_x')} lr_y {s.get('lr_y')}")
+                continue
+            res = run_experiment(spec, workers=args.workers, backend=args.backend,
+                                 address=args.address, progress=not args.no_progress,
+                                 limit=args.limit)
+            bad = [r for r in res if r["status"] != "completed"]
+            print(f"{spec.name}: ran {len(res)} runs, {len(bad)} not completed", flush=True)
+            status = status or int(bool(bad))
+        return status
+    except ImportError as e:
+        raise CLIError(f"{e.name or e} is not installed: pip install -e '.[llm]' and "
+                       f"pip install --no-deps -r requirements-data.txt") from None
+    except (ValueError, OSError) as e:
+        raise CLIError(str(e).splitlines()[0] if str(e) else repr(e)) from None
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -611,6 +685,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _finetune(args)
         if args.command == "figures":
             return _figures(args)
+        if args.command == "experiment":
+            return _experiment(args)
         if args.command == "check-run":
             return _check_run(args)
         raise CLIError(f"unknown command {args.command!r}")

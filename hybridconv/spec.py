@@ -53,6 +53,7 @@ __all__ = [
     "SIM_METHODS",
     "METHODS",
     "PEFT_KINDS",
+    "BASELINES",
     "SCHEDULES",
     "FO_OPTIMIZERS",
     "FO_GRADIENTS",
@@ -214,6 +215,12 @@ METHODS = Choice(
 PEFT_KINDS = Choice(
     "peft", ("lora", "prompt", "prefix"), "lora",
     "PEFT module (through peft): LoRA, prompt tuning or prefix tuning")
+BASELINES = Choice(
+    "baseline", ("probe", "zero-shot"), None,
+    "result rows that train nothing: a linear probe on frozen features, the untrained model",
+    descriptions={"probe": "logistic regression (L-BFGS, L2 chosen on dev) on frozen features",
+                  "zero-shot": "the model's accuracy before training (prompt-based LMs)"})
+"""Baseline rows of an experiment (``hybridconv.experiments``), beside :data:`METHODS`."""
 SCHEDULES = Choice(
     "schedule", ("jacobi", "gauss-seidel"), "jacobi",
     "order of the two oracles in a hybrid step: jacobi = both at the same point (the "
