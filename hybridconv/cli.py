@@ -295,7 +295,7 @@ def _add_finetune(sub) -> None:
                     help=spec.PEFT_KINDS.help)
     ft.add_argument("--schedule", choices=spec.SCHEDULES.values, default="jacobi",
                     help=spec.SCHEDULES.help)
-    ft.add_argument("--epochs", type=int, default=4)
+    ft.add_argument("--epochs", type=int, default=3)
     ft.add_argument("--batch-size", type=int, default=16)
     ft.add_argument("--lr-x", type=float, help="learning rate of the ZO block "
                     "(default: per method and PEFT kind, docs/finetune.md)")

@@ -372,7 +372,7 @@ def test_each_peft_kind_trains_its_module_and_the_head(kind, model, tmp_path):
                 head.normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
         before = {n: p.detach().clone() for n, p in loaded.model.named_parameters()}
         batch = loaded.encode(task, task.train, 32)
-        opt.step(lambda b=batch: loaded.loss(b))
+        opt.step(lambda b=batch, m=loaded: m.loss(b))
         moved = {n for n, p in loaded.model.named_parameters()
                  if not torch.equal(p, before[n])}
         adapters = {n for n in moved if "lora_" in n or "prompt_encoder" in n}

@@ -50,7 +50,7 @@ from .optimizer import HybridZOFO
 from .sampler import ReshufflingSampler
 
 __all__ = ["METHOD_DEFAULTS", "FinetuneConfig", "finetune", "build_optimizer",
-           "default_rates", "evaluate"]
+           "calibrate_head", "default_rates", "evaluate"]
 
 PEFT_METHODS = ("fo-peft", "zo-peft", "hybrid")
 """The methods of :data:`hybridconv.spec.METHODS` that train a PEFT module."""
@@ -62,9 +62,9 @@ METHOD_DEFAULTS: dict[tuple[str, str | None], dict[str, float]] = {
     # kind) the rate with the highest final dev accuracy
     ("fo", None): dict(lr_y=1e-2),
     ("zo", None): dict(lr_x=1e-4, mu=1e-3),
-    ("fo-peft", "lora"): dict(lr_y=5e-2),
+    ("fo-peft", "lora"): dict(lr_y=1e-2),
     ("zo-peft", "lora"): dict(lr_x=1e-3, mu=1e-2),
-    ("hybrid", "lora"): dict(lr_x=1e-5, lr_y=5e-2, mu=1e-3),
+    ("hybrid", "lora"): dict(lr_x=1e-5, lr_y=1e-2, mu=1e-3),
     ("fo-peft", "prompt"): dict(lr_y=5e-2),
     ("zo-peft", "prompt"): dict(lr_x=1e-3, mu=1e-2),
     ("hybrid", "prompt"): dict(lr_x=1e-5, lr_y=5e-2, mu=1e-3),
@@ -100,7 +100,8 @@ class FinetuneConfig:
     method: str = _opt("hybrid", spec.METHODS.help)
     peft: str = _opt("lora", spec.PEFT_KINDS.help + " (methods fo-peft, zo-peft, hybrid)")
     schedule: str = _opt("jacobi", spec.SCHEDULES.help)
-    epochs: int = _opt(4, "training epochs (whole passes over the k-shot training set)")
+    head: str = _opt("layernorm", spec.HEADS.help)
+    epochs: int = _opt(3, "training epochs (whole passes over the k-shot training set)")
     batch_size: int = _opt(16, "examples per step")
     lr_x: float | None = _opt(None, "learning rate of the ZO block (default: per method and "
                               "PEFT kind, docs/finetune.md)")
@@ -139,8 +140,8 @@ class FinetuneConfig:
             self.peft = spec.validate("peft", self.peft)
         else:
             self.peft = None  # a full-model method trains no PEFT module
-        for name in ("schedule", "fo_optimizer", "directions", "difference", "fo_gradient",
-                     "sampling", "dtype", "autocast"):
+        for name in ("schedule", "head", "fo_optimizer", "directions", "difference",
+                     "fo_gradient", "sampling", "dtype", "autocast"):
             spec.validate(name, getattr(self, name))
         for name, low in (("epochs", 1), ("batch_size", 1), ("q", 1), ("seed", 0),
                           ("max_length", 8), ("lora_r", 1), ("lora_alpha", 1),
@@ -185,6 +186,16 @@ class FinetuneConfig:
             if getattr(self, k) is not None and k in d:
                 d[k] = getattr(self, k)
         return d
+
+
+def calibrate_head(loaded, task, cfg: FinetuneConfig) -> None:
+    """Standardize a classifier's head with the training set's frozen features (before any
+    PEFT module is applied; deterministic, so a resumed run gets the same buffers)."""
+    from .probe import features
+
+    z = features(loaded, task, task.train, max_length=cfg.max_length,
+                 batch_size=cfg.eval_batch_size, device=cfg.device)
+    loaded.model.classifier.calibrate(z.to(cfg.device))
 
 
 def build_optimizer(cfg: FinetuneConfig, loaded) -> HybridZOFO:
@@ -369,6 +380,8 @@ def _build(run: _Run, ckpt: dict | None) -> int:
                          data_seed=cfg.seed)
     run.loaded = load_model(cfg.model, run.task, seed=cfg.seed, dtype=getattr(torch, cfg.dtype),
                             device=cfg.device)
+    if cfg.head == "standardized" and run.loaded.kind == "classifier":
+        calibrate_head(run.loaded, run.task, cfg)
     run.opt = build_optimizer(cfg, run.loaded)
     run.sampler = ReshufflingSampler(len(run.task.train), kind=cfg.sampling, seed=cfg.seed)
     model = run.loaded.model
