@@ -255,7 +255,6 @@ def _add_figures(sub) -> None:
 
 def _figures(args: argparse.Namespace) -> int:
     from .figures.build import build, default_out
-    from .figures.finetuning import FinetuneRunError
 
     if isinstance(args.workers, bool) or args.workers < 1:
         raise CLIError(f"--workers must be an integer >= 1, got {args.workers}")
@@ -269,8 +268,8 @@ def _figures(args: argparse.Namespace) -> int:
                       backend=args.backend, address=args.address)
     except ValueError as e:
         raise CLIError(str(e)) from None
-    except FinetuneRunError as e:  # a fine-tuning run failed (missing [llm] extra or data)
-        raise CLIError(str(e)) from None
+    except ImportError as e:  # the fine-tuning figure without the [llm] extra
+        raise CLIError(f"{e.name or e} is not installed: pip install -e '.[llm]'") from None
     out = Path(args.out) if args.out else default_out(args.quick)
     for name, entry in built.items():
         secs = entry["replot_seconds"] if args.replot else entry["compute_seconds"]
@@ -295,7 +294,7 @@ def _add_finetune(sub) -> None:
                     help=spec.PEFT_KINDS.help)
     ft.add_argument("--schedule", choices=spec.SCHEDULES.values, default="jacobi",
                     help=spec.SCHEDULES.help)
-    ft.add_argument("--epochs", type=int, default=3)
+    ft.add_argument("--epochs", type=int, default=2)
     ft.add_argument("--batch-size", type=int, default=16)
     ft.add_argument("--lr-x", type=float, help="learning rate of the ZO block "
                     "(default: per method and PEFT kind, docs/finetune.md)")

@@ -101,7 +101,7 @@ class FinetuneConfig:
     peft: str = _opt("lora", spec.PEFT_KINDS.help + " (methods fo-peft, zo-peft, hybrid)")
     schedule: str = _opt("jacobi", spec.SCHEDULES.help)
     head: str = _opt("layernorm", spec.HEADS.help)
-    epochs: int = _opt(3, "training epochs (whole passes over the k-shot training set)")
+    epochs: int = _opt(2, "training epochs (whole passes over the k-shot training set)")
     batch_size: int = _opt(16, "examples per step")
     lr_x: float | None = _opt(None, "learning rate of the ZO block (default: per method and "
                               "PEFT kind, docs/finetune.md)")
