@@ -45,7 +45,9 @@ no gradient to clip: their step runs at the last micro-batch's ``training_step``
 returns the step's loss for logging. Every pass of a step runs in eval mode (dropout off), as
 the theorem and MeZO assume.
 
-Data parallel (``accelerate launch`` or ``torchrun``): the passes run on the unwrapped module
+Data parallel (``accelerate launch --multi_gpu --num_processes N`` or ``torchrun``; on CPU
+add ``--use_cpu true`` so accelerate shards the batches, MULTI_CPU with gloo: without it each
+rank would train alone on every batch, which is refused): the passes run on the unwrapped module
 (no DDP gradient hooks), and :class:`HybridZOFO`'s ``distributed`` path averages the clean
 loss, the q projected gradients (8 (q + 1) bytes per step for the whole ZO block) and the FO
 gradients over the ranks, so every rank applies the same update. Each rank takes its own
@@ -310,13 +312,21 @@ class HybridTrainer(Trainer):
             raise ValueError(f"fp16=True (a gradient scaler) needs an FO block; method "
                              f"{args.method!r} has none here: use bf16=True, or fp16/bf16 "
                              f"weights (exact restore through fp32 master weights)")
+        import torch.distributed as dist
+
+        group = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if group != args.world_size:
+            raise ValueError(
+                f"a process group of {group} ranks exists but Trainer runs {args.world_size} "
+                f"data-parallel process(es); on CPU pass use_cpu=True (--use_cpu true) so that "
+                f"accelerate shards the batches over the ranks (MULTI_CPU, gloo)")
         opt = _TrainerStep(
             split, lr_x=args.lr_x, lr_y=args.learning_rate, mu=args.mu, q=args.q,
             directions=args.directions, difference=args.difference,
             fo_optimizer="sgd" if args.optim == "sgd" else "adamw",
             betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
             weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
-            master_weights=args.master_weights, module=net)
+            master_weights=args.master_weights, module=net, distributed=args.world_size > 1)
         opt.keep_zo_block = isinstance(net, PeftModel) and bool(opt.zo_params())
         self.hybrid_optimizer = opt
         self.optimizer = opt
