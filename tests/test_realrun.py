@@ -138,7 +138,7 @@ def test_check_run_on_a_real_run_of_a_tiny_model(tmp_path):
     directory), then check-run on its folder."""
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
-    from hybridconv.figures.realruns import tiny_model
+    from hybridconv.finetune.tiny import save_tiny_model as tiny_model
 
     tiny_model(tmp_path / "lm")  # a one-layer random causal LM with MiniLM's tokenizer
     out = tmp_path / "run"

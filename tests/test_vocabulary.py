@@ -280,3 +280,11 @@ def test_describe_gives_one_flag_per_quantity():
     assert opt.flags == ("--eta-x", "--lr-x") and opt.deprecated == ()
     opt = describe(ProblemConfig, "d_x")
     assert opt.flags == ("--d-x",) and opt.deprecated == ("--dx",)
+
+
+def test_figures_reach_models_only_through_finetune():
+    """DESIGN.md's boundary: no figure module imports torch, transformers or peft itself."""
+    pattern = re.compile(r"^\s*(from|import)\s+(torch|transformers|peft)\b", re.M)
+    offenders = [p.name for p in (ROOT / "hybridconv" / "figures").glob("*.py")
+                 if pattern.search(p.read_text())]
+    assert offenders == []
