@@ -114,7 +114,8 @@ def test_option_defaults_come_from_the_vocabulary_or_carry_a_reason():
 
 
 def test_adding_a_direction_is_one_row_and_one_sampler_per_backend(monkeypatch):
-    """docs/vocabulary.md's worked example, run: scaled Rademacher directions ("signs")."""
+    """docs/vocabulary.md's worked example, run: "cube" directions, uniform on the cube
+    [-1, 1]^d pushed to the sphere of radius sqrt(d) (fixed norm, E u u^T = I by symmetry)."""
     import numpy as np
     import torch
 
@@ -124,24 +125,39 @@ def test_adding_a_direction_is_one_row_and_one_sampler_per_backend(monkeypatch):
     from hybridconv.sim import estimators, simulate
     from hybridconv.theory.bound import hybrid_bound
 
+    # 1. the spec row: the name and the moments the theory's constants come from
     row = dataclasses.replace(
-        spec.DIRECTIONS, values=(*spec.DIRECTIONS.values, "signs"),
-        properties={**spec.DIRECTIONS.properties, "signs": spec.DIRECTIONS.properties["sphere"]})
+        spec.DIRECTIONS, values=(*spec.DIRECTIONS.values, "cube"),
+        properties={**spec.DIRECTIONS.properties, "cube": spec.DIRECTIONS.properties["sphere"]})
     monkeypatch.setattr(spec, "DIRECTIONS", row)
     monkeypatch.setitem(spec.CHOICES, "directions", row)
-    monkeypatch.setitem(estimators.SAMPLERS, "signs",
-                        lambda rng, shape: np.sign(rng.standard_normal(shape)))
-    monkeypatch.setitem(torch_dirs.SAMPLERS, "signs", torch_dirs.TorchSampler(
-        lambda out, g: out.normal_(generator=g).sign_()))
+
+    # 2. the numpy sampler (simulator)
+    def cube(rng, shape):
+        v = rng.uniform(-1.0, 1.0, shape)
+        return v * np.sqrt(shape[-1]) / np.linalg.norm(v, axis=-1, keepdims=True)
+
+    monkeypatch.setitem(estimators.SAMPLERS, "cube", cube)
+    # 3. the torch sampler (fine-tuner): fill a piece, then rescale the whole direction
+    monkeypatch.setitem(torch_dirs.SAMPLERS, "cube", torch_dirs.TorchSampler(
+        lambda out, g: out.uniform_(-1.0, 1.0, generator=g), normalize=True))
+
+    u = estimators.sample_directions(np.random.default_rng(0), (20000, 3), "cube")
+    assert np.allclose(np.linalg.norm(u, axis=1), np.sqrt(3))
+    assert np.allclose(u.T @ u / len(u), np.eye(3), atol=0.05)
     problem = make_problem("quadratic", 4, 3, 2, seed=0)
-    df = simulate(problem, SimConfig(directions="signs", epochs=2, trials=2))
-    assert df["grad_sq"].notna().all()
-    assert hybrid_bound(directions="signs").evaluate(
-        **problem.constants(), **SimConfig(directions="signs").hyperparameters(4)) > 0
-    w = torch.nn.Parameter(torch.ones(5))
-    opt = HybridZOFO([{"params": [w], "kind": "zo"}], directions="signs", lr_x=0.1)
+    cfg = SimConfig(directions="cube", epochs=2, trials=2)
+    assert simulate(problem, cfg)["grad_sq"].notna().all()
+    assert hybrid_bound(directions="cube").evaluate(
+        **problem.constants(), **cfg.hyperparameters(4)) == pytest.approx(
+        hybrid_bound(directions="sphere").evaluate(**problem.constants(),
+                                                   **cfg.hyperparameters(4)))
+    w = torch.nn.Parameter(torch.ones(5, dtype=torch.float64))
+    opt = HybridZOFO([{"params": [w], "kind": "zo"}], directions="cube", lr_x=0.1)
     opt.step(lambda: (w ** 2).sum())
-    assert not torch.equal(w.detach(), torch.ones(5))
+    assert not torch.equal(w.detach(), torch.ones(5, dtype=torch.float64))
+    d = next(torch_dirs.TorchDirections("cube").generate(0, 0, [w.detach()]))
+    assert float(d.norm()) == pytest.approx(5 ** 0.5) and float(d.abs().max()) <= 5 ** 0.5
 
 
 # --- the generated command line ---------------------------------------------------------------
