@@ -42,12 +42,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import spec
 from .._io import write_text_atomic
 
 __all__ = ["TASKS", "Example", "Task", "load_task", "package_file", "cache_dir",
            "fetch_winogrande", "parse_winogrande"]
 
-TASKS = ("mr", "boolq", "winogrande")
+TASKS = spec.TASKS.values
 TEST_STREAM, TRAIN_STREAM = 9001, 9002
 
 

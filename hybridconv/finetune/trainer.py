@@ -37,11 +37,12 @@ from typing import Any
 
 import torch
 
+from .. import spec
 from .._io import write_text_atomic
 from .groups import hybrid_param_groups, is_adapter_name
 from .memory import peak_memory, reset_peak
-from .optimizer import DIFFERENCES, FO_GRADIENTS, FO_OPTIMIZERS, HybridZOFO
-from .sampler import SAMPLINGS, ReshufflingSampler
+from .optimizer import HybridZOFO
+from .sampler import ReshufflingSampler
 
 __all__ = ["METHODS", "METHOD_DEFAULTS", "FinetuneConfig", "finetune", "build_optimizer"]
 
@@ -94,14 +95,12 @@ class FinetuneConfig:
     autocast: str = "none"
 
     def __post_init__(self) -> None:
-        choices = {"method": METHODS, "fo_optimizer": FO_OPTIMIZERS,
-                   "difference": DIFFERENCES, "fo_gradient": FO_GRADIENTS,
-                   "sampling": SAMPLINGS, "dtype": ("float32", "bfloat16", "float16"),
-                   "directions": ("gaussian", "sphere", "rademacher"),
-                   "autocast": ("none", "bfloat16", "float16")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got "
+                             f"{self.method!r}")
+        for name in ("fo_optimizer", "directions", "difference", "fo_gradient", "sampling",
+                     "dtype", "autocast"):
+            spec.validate(name, getattr(self, name))
         for name, low in (("epochs", 1), ("batch_size", 1), ("q", 1), ("seed", 0),
                           ("max_length", 8), ("lora_r", 1), ("lora_alpha", 1),
                           ("eval_batch_size", 1), ("k_shot", 1), ("test_size", 1),
@@ -303,7 +302,7 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = Fals
     loaded = load_model(cfg.model, task, seed=cfg.seed, dtype=dtype, device=cfg.device)
     opt = build_optimizer(cfg, loaded)
     model = loaded.model
-    sampler = ReshufflingSampler(len(task.train), kind=cfg.sampling, seed=cfg.seed)
+    sampler = ReshufflingSampler(len(task.train), sampling=cfg.sampling, seed=cfg.seed)
     curve: list[dict[str, Any]] = []
     step_rows: list[str] = []
     diagnostics: list[dict[str, Any]] = []
