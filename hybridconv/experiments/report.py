@@ -29,6 +29,7 @@ from typing import Any
 
 import pandas as pd
 
+from .. import spec as vocabulary
 from .._io import write_text_atomic
 from .spec import ExperimentSpec
 
@@ -107,7 +108,7 @@ def paired(chosen: pd.DataFrame, a: str = "hybrid", b: str = "fo-peft") -> pd.Da
     """``a-KIND`` against ``b-KIND`` per (model, task, kind), paired by seed."""
     rows = []
     for (model, task), cell in chosen.groupby(["model", "task"]):
-        for kind in ("lora", "prompt", "prefix"):
+        for kind in vocabulary.PEFT_KINDS.values:
             x = cell[cell["label"] == f"{a}-{kind}"].set_index("seed")["test_accuracy"]
             y = cell[cell["label"] == f"{b}-{kind}"].set_index("seed")["test_accuracy"]
             seeds = sorted(set(x.index) & set(y.index))

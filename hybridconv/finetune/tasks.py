@@ -54,12 +54,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import spec
 from .._io import write_text_atomic
 
 __all__ = ["TASKS", "Example", "Task", "load_task", "available", "package_file", "cache_dir",
            "fetch_winogrande", "parse_winogrande"]
 
-TASKS = ("mr", "boolq", "piqa", "winogrande")
+TASKS = spec.TASKS.values
 TEST_STREAM, TRAIN_STREAM, DEV_STREAM = 9001, 9002, 9003
 DEV_SIZE = 100
 

@@ -383,7 +383,7 @@ def _build(run: _Run, ckpt: dict | None) -> int:
     if cfg.head == "standardized" and run.loaded.kind == "classifier":
         calibrate_head(run.loaded, run.task, cfg)
     run.opt = build_optimizer(cfg, run.loaded)
-    run.sampler = ReshufflingSampler(len(run.task.train), kind=cfg.sampling, seed=cfg.seed)
+    run.sampler = ReshufflingSampler(len(run.task.train), sampling=cfg.sampling, seed=cfg.seed)
     model = run.loaded.model
     start = 0
     if ckpt is not None:
