@@ -172,6 +172,32 @@ def _order(labels: pd.Series) -> pd.Series:
     return labels.map(lambda x: ORDER.index(x) if x in ORDER else len(ORDER))
 
 
+def _progress(specs: list[ExperimentSpec], df: pd.DataFrame) -> list[str]:
+    """Finished / planned runs per model, task and method label (all rates and seeds)."""
+    done = set(df["run_id"]) if not df.empty else set()
+    rows = []
+    for spec in specs:
+        for r in spec.runs:
+            s = r.settings
+            rows.append({"model": s["model"], "task": s["task"], "label": r.label(),
+                         "done": r.run_id in done})
+    if not rows:
+        return []
+    p = pd.DataFrame(rows).groupby(["model", "task", "label"])["done"].agg(["sum", "count"])
+    p = p.reset_index()
+    cells = []
+    for (model, task), g in p.groupby(["model", "task"]):
+        g = g.sort_values("label", key=_order)
+        cells.append(f"- {model} / {task}: " + ", ".join(
+            f"{lab} {int(s)}/{int(c)}" for lab, s, c in zip(g["label"], g["sum"], g["count"],
+                                                            strict=True)))
+    total = int(p["sum"].sum()), int(p["count"].sum())
+    return ["## Progress", "",
+            f"Finished runs / planned runs per cell (seeds x rates): {total[0]} of {total[1]} "
+            "in all. Rerunning the sweeps' command continues them; this file is regenerated "
+            "from whatever has finished.", "", *cells, ""]
+
+
 def write_report(specs: list[ExperimentSpec], out: str | Path, *,
                  figure: str | Path | None = None) -> Path:
     """Write the markdown report of the specs' results to ``out`` (and the figure); an
@@ -222,6 +248,7 @@ def write_report(specs: list[ExperimentSpec], out: str | Path, *,
         lines.append(f"- `{spec.source or spec.name}` ({spec.describe()}): "
                      f"{json.dumps(settings, default=int)}")
     lines.append("")
+    lines += _progress(specs, df)
     summ = summary(chosen) if not chosen.empty else pd.DataFrame()
     for (model, task), cell in (summ.groupby(["model", "task"]) if not summ.empty else []):
         cell = cell.sort_values("label", key=_order)
