@@ -328,6 +328,8 @@ def _experiment(args: argparse.Namespace) -> int:
                                  address=cfg.address, progress=not cfg.no_progress,
                                  limit=cfg.limit)
             bad = [r for r in res if r["status"] != "completed"]
+            for r in bad:
+                print(f"  {r['run_id']}: {r['status']} {r.get('error', '')}", flush=True)
             print(f"{sweep.name}: ran {len(res)} runs, {len(bad)} not completed", flush=True)
             status = status or int(bool(bad))
         return status

@@ -76,6 +76,30 @@ def test_bad_specs_fail_with_one_line_before_any_run(grid, message, tmp_path, mo
     assert "\n" not in str(e.value)
 
 
+@needs_data
+def test_zero_shot_needs_a_language_model_and_a_failed_run_does_not_stop_the_sweep(
+        tiny_model, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="zero-shot needs a prompt-based causal LM"):
+        parse_spec({"experiment": dict(EXP), "grid": {"method": ["zero-shot"]}})
+    spec = parse_spec(_spec(tiny_model, method=["fo-peft", "zo"]), root=tmp_path)
+    from hybridconv.finetune import trainer
+
+    real = trainer.finetune
+    calls = []
+
+    def first_fails(cfg, out, **kw):
+        calls.append(cfg.method)
+        if len(calls) == 1:
+            raise RuntimeError("out of memory")
+        return real(cfg, out, **kw)
+
+    monkeypatch.setattr(trainer, "finetune", first_fails)
+    res = runner_mod.run_experiment(spec, progress=False)
+    assert [r["status"] for r in res] == ["failed", "completed"]
+    assert "RuntimeError: out of memory" in res[0]["error"]
+    assert runner_mod.finished_runs(spec.results) == {spec.runs[1].run_id}  # retried later
+
+
 def test_empty_grid_and_missing_data(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no run"):
         parse_spec({"experiment": dict(EXP), "grid": {}})

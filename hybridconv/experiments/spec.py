@@ -172,6 +172,22 @@ def _check_task(task: str, checked: dict[str, str | None]) -> None:
         raise ValueError(checked[task])
 
 
+def _is_lm(model: str) -> bool:
+    """Whether a grid model is a prompt-based causal LM (zero-shot rows need one)."""
+    from ..finetune.models import RANDOM_SHAPES
+
+    name = model.split(":", 1)[1] if model.startswith("random:") else model
+    if name in ("smollm2", *RANDOM_SHAPES):
+        return True
+    if name == "minilm":
+        return False
+    cfg = Path(model) / "config.json"
+    if cfg.exists():
+        archs = json.loads(cfg.read_text()).get("architectures") or []
+        return any(a.endswith("ForCausalLM") for a in archs)
+    return False
+
+
 def _check_model(model: str) -> None:
     from ..finetune.models import MODELS, RANDOM_SHAPES
 
@@ -243,6 +259,10 @@ def parse_spec(data: dict[str, Any], *, root: Path | None = None,
     swept = {k: _listify(k, v) for k, v in grid.items() if k not in AXES}
     for m in models:
         _check_model(m)
+        if "zero-shot" in methods and not _is_lm(m):
+            raise ValueError(f"grid method zero-shot needs a prompt-based causal LM; model "
+                             f"{m!r} is a classifier with a fresh head (leave zero-shot out "
+                             f"or split the grid)")
     checked: dict[str, str | None] = {}
     for t in tasks:
         _check_task(t, checked)
