@@ -293,6 +293,16 @@ def parse_spec(data: dict[str, Any], *, root: Path | None = None,
                     runs.setdefault(runs_for.run_id, runs_for)
     if not runs:
         raise ValueError("the grid has no run")
+    # execution order: model, task, seed; baselines, then per PEFT kind its methods, then the
+    # full-model methods: a kind's FO-PEFT / hybrid pair finishes together, so partial
+    # results pair up (the order changes no run's settings or id)
+    rank = lambda xs, v: xs.index(v) if v in xs else len(xs)  # noqa: E731
+    meth = [vocab.METHODS.aliases.get(m, m) for m in methods]
+    ordered = sorted(runs.values(), key=lambda r: (
+        rank(models, r.settings["model"]), rank(tasks, r.settings["task"]),
+        rank(seeds, r.settings["seed"]), not r.baseline,
+        rank(pefts, r.settings.get("peft")), rank(meth, r.method)))
+    runs = {r.run_id: r for r in ordered}
     src_dir = root
     return ExperimentSpec(name=exp["name"], results=src_dir / exp["results"],
                           runs_dir=src_dir / exp["runs"], runs=list(runs.values()),
