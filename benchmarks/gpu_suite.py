@@ -50,6 +50,10 @@ import tempfile
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # this checkout's hybridconv, also in the forked processes
+    sys.path.insert(0, str(ROOT))
+
 MODELS = ("opt-1.3b", "llama-7b")
 LABELS = {"opt-1.3b": "OPT-1.3b", "llama-7b": "Llama-2-7b"}
 PEFTS = ("lora", "prompt", "prefix")
@@ -346,11 +350,13 @@ def run_all(args) -> list[dict]:
                         "warmup": args.warmup, "threads": args.threads}
                 path = os.path.join(tmp, f"{i}.json")
                 t0 = time.perf_counter()
-                p = ctx.Process(target=_child, args=(spec, path))
-                p.start()
-                p.join(min(args.timeout, left))
+                p = _start(ctx, spec, path)
+                if p is not None:
+                    p.join(min(args.timeout, left))
                 wall = time.perf_counter() - t0
-                if p.is_alive():
+                if p is None:
+                    row.update(status="error", reason="could not start a process")
+                elif p.is_alive():
                     p.kill()
                     p.join()
                     why = (f"--timeout {args.timeout:g}" if args.timeout <= left
@@ -368,6 +374,21 @@ def run_all(args) -> list[dict]:
                      if row.get("status") == "ok" else f" ({row.get('reason', '')})"),
                   file=sys.stderr, flush=True)
     return rows
+
+
+def _start(ctx, spec: dict, path: str, tries: int = 3):
+    """Start the measuring process; a fork server that died (EOF on its socket) is restarted
+    by multiprocessing on the next try."""
+    for _ in range(tries):
+        p = ctx.Process(target=_child, args=(spec, path))
+        try:
+            p.start()
+            return p
+        except (EOFError, OSError) as e:
+            print(f"  could not start a process ({type(e).__name__}: {e}); retrying",
+                  file=sys.stderr, flush=True)
+            time.sleep(1)
+    return None
 
 
 def _device_name(device: str) -> str:

@@ -177,6 +177,14 @@ def test_logs_carry_the_projected_gradient_and_both_scheduled_rates(tiny, task, 
     assert ("fo", "adamw", 0.01) in kinds and ("zo", "adamw", 0.0) in kinds
 
 
+def test_max_grad_norm_clips_the_fo_gradient_the_step_applies(tiny, task, tmp_path):
+    """Trainer clips before optimizer.step(); the hybrid step applies the clipped gradient
+    (SGD: each LoRA B, zero at the start, moves by at most lr * max_grad_norm per step)."""
+    _, loaded = hf_run(tiny, task, tmp_path, num_train_epochs=1, max_grad_norm=1e-8)
+    lora_b = [p for n, p in loaded.model.named_parameters() if "lora_B" in n]
+    assert lora_b and max(float(p.abs().max()) for p in lora_b) <= 2 * RATES["lr_y"] * 1e-8
+
+
 @pytest.mark.parametrize("overrides, match", [
     (dict(method="sgd"), "method must be one of fo, fo-peft"),
     (dict(lr_x=0.0), "lr_x must be a finite real number > 0"),
