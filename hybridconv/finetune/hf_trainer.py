@@ -279,7 +279,7 @@ class HybridTrainer(Trainer):
         if ds is None or not has_length(ds):
             return super()._get_train_sampler(train_dataset)
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        return ReshufflingSampler(len(ds), kind=self.args.sampling, seed=seed)
+        return ReshufflingSampler(len(ds), sampling=self.args.sampling, seed=seed)
 
     # --- the optimizer -----------------------------------------------------------------
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
