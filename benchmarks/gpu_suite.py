@@ -140,30 +140,6 @@ def build_model(shape: str, *, tiny: bool, dtype, device: str, seed: int = 0):
                               label_token_ids=[0, 1])
 
 
-def apply_peft(loaded, kind: str, seed: int = 0) -> None:
-    """``hybridconv.finetune.models.apply_peft`` (LoRA r = 8, alpha = 16 on peft's default
-    targets; prompt / prefix tuning with 10 virtual tokens)."""
-    from hybridconv.finetune import models
-
-    if hasattr(models, "apply_peft"):
-        models.apply_peft(loaded, kind, seed=seed)
-        return
-    # until apply_peft lands on main: the same configurations, here
-    import warnings
-
-    from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, get_peft_model
-
-    cfg = {"lora": lambda: LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
-                                      task_type="CAUSAL_LM"),
-           "prompt": lambda: PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=10,
-                                                prompt_tuning_init="SAMPLE_VOCAB"),
-           "prefix": lambda: PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=10,
-                                                prefix_projection=False)}[kind]()
-    with models.seeded(seed), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        loaded.model = get_peft_model(loaded.model, cfg)
-
-
 class _Abort(Exception):
     pass
 
@@ -181,6 +157,7 @@ def measure(spec: dict) -> dict:
         peak_memory,
         reset_peak,
     )
+    from hybridconv.finetune.models import apply_peft
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers vs peft prefixes
     for name in PRELOAD:  # imported before the baseline RSS (already there when forked)
@@ -195,8 +172,8 @@ def measure(spec: dict) -> dict:
     out: dict = {"status": "ok", "base_rss_bytes": base_rss}
     loaded = build_model(spec["model"], tiny=spec["tiny"], dtype=dtype, device=dev)
     out["model_params"] = sum(p.numel() for p in loaded.model.parameters())
-    if spec["peft"]:
-        apply_peft(loaded, spec["peft"])
+    if spec["peft"]:  # LoRA r = 8, alpha = 16 on peft's default targets; 10 virtual tokens
+        apply_peft(loaded, spec["peft"], r=8, alpha=16, num_virtual_tokens=10, seed=0)
         loaded.model.to(dev)  # anything peft created elsewhere (no copy for the rest)
     model = loaded.model
     out["weights_bytes"] = parameter_bytes(model)
