@@ -206,9 +206,10 @@ def measure(spec: dict) -> dict:
 
         def step():
             return opt.step(lambda: loaded.loss(batch))
-    with torch.no_grad():  # every weight resident before the window (CPU pages)
-        for p in model.parameters():
-            float(p.detach().float().sum())
+    if not cuda:
+        with torch.no_grad():  # every weight resident before the window (lazily mapped pages)
+            for p in model.parameters():
+                float(p.detach().float().sum())
     for _ in range(spec["warmup"]):
         loss = step()
     sync()
@@ -227,7 +228,10 @@ def measure(spec: dict) -> dict:
         out["peak_bytes"] -= base_rss
     if opt is not None:
         out["fwd_per_step"] = opt.forward_passes / (spec["warmup"] + spec["steps"])
-        out["restore"] = restore_check(opt, loaded, batch) if opt.zo_params() else "n/a"
+        try:  # after the measured window: its copy of the ZO block is not in the peak
+            out["restore"] = restore_check(opt, loaded, batch) if opt.zo_params() else "n/a"
+        except torch.cuda.OutOfMemoryError:
+            out["restore"] = "not checked (out of memory for the copy)"
     else:
         out["fwd_per_step"] = 1.0
     return out
@@ -426,8 +430,7 @@ def table(rows: list[dict], args) -> str:
                 ratio_m, ratio_t = ratio_m + "*", ratio_t + "*"
             cells += [cell, ratio_m, f"{r['s_per_step']:.4f}", ratio_t]
             if r.get("restore") not in (None, "n/a", "exact"):
-                notes.append(f"{LABELS[m]} {row_name(v, k)}: ZO restore not exact "
-                             f"({r['restore']})")
+                notes.append(f"{LABELS[m]} {row_name(v, k)}: ZO restore {r['restore']}")
         lines.append("| " + " | ".join(cells) + " |")
     out = "\n".join(lines)
     out += "\n\n* full-model rows: ratio to FO-LoRA. PEFT rows: ratio to FO-PEFT of the same kind."
@@ -440,7 +443,8 @@ def table(rows: list[dict], args) -> str:
             if parts:
                 out += f"\nMeZO's claim (ZO-full ~ inference memory), {LABELS[m]}: " + \
                        "; ".join(parts)
-    checks = [r for r in rows if r.get("restore") not in (None, "n/a")]
+    checks = [r for r in rows if r.get("restore") == "exact"
+              or str(r.get("restore")).startswith("max")]
     exact = [r for r in checks if r["restore"] == "exact"]
     out += f"\nExact restore after an aborted step: {len(exact)} of {len(checks)} ZO rows"
     if notes:

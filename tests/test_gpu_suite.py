@@ -69,7 +69,7 @@ def test_full_tiny_suite_runs_in_under_two_minutes():
     assert out.returncode == 0, out.stderr[-3000:]
     assert wall < 120, f"{wall:.0f} s"
     rows = [r for r in out.stdout.splitlines() if r.startswith("| ") and "---" not in r]
-    assert len(rows) == 2 + 1 + 17  # header, parameter bytes, 17 methods
+    assert len(rows) == 1 + 1 + 17  # header, parameter bytes, 17 methods
     assert "timeout" not in out.stdout and "error" not in out.stdout
     assert "Exact restore after an aborted step: 20 of 24 ZO rows" in out.stdout
 
