@@ -48,7 +48,7 @@ def make(tiny, task, method="hybrid", dtype=torch.float32, peft="lora"):
 
 
 def hf_run(tiny, task, out, *, method="hybrid", loaded=None, resume=None, train=True,
-           **overrides):
+           callbacks=None, **overrides):
     loaded = loaded or make(tiny, task, method)
     kw = dict(output_dir=str(out), per_device_train_batch_size=4, num_train_epochs=2,
               learning_rate=RATES["lr_y"], lr_x=RATES["lr_x"], mu=RATES["mu"], method=method,
@@ -58,7 +58,7 @@ def hf_run(tiny, task, out, *, method="hybrid", loaded=None, resume=None, train=
     kw.update(overrides)
     obj = TaskObjective(loaded, task, max_length=16)
     trainer = HybridTrainer(loaded.model, HybridTrainingArguments(**kw), train_dataset=task.train,
-                            eval_dataset=task.test, **obj.trainer_kwargs())
+                            eval_dataset=task.test, callbacks=callbacks, **obj.trainer_kwargs())
     if train:
         trainer.train(resume_from_checkpoint=resume)
     return trainer, loaded
@@ -148,9 +148,22 @@ def test_gradient_accumulation_equals_one_large_batch(tiny, task, tmp_path, meth
 
 
 def test_logs_carry_the_projected_gradient_and_both_scheduled_rates(tiny, task, tmp_path):
+    """In Trainer's log history and in what every callback (report_to's integrations are
+    callbacks) receives."""
+
+    class Capture(transformers.TrainerCallback):
+        seen: list[dict] = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            self.seen.append(dict(logs))
+
     trainer, _ = hf_run(tiny, task, tmp_path, lr_scheduler_type="linear",
-                        num_train_epochs=1, optim="adamw_torch", weight_decay=0.01)
+                        num_train_epochs=1, optim="adamw_torch", weight_decay=0.01,
+                        callbacks=[Capture()])
     logs = [h for h in trainer.state.log_history if "loss" in h]
+    seen = [h for h in Capture.seen if "loss" in h]
+    assert [{k: h[k] for k in ("projected_grad", "lr_x", "lr_y")} for h in seen] == \
+        [{k: h[k] for k in ("projected_grad", "lr_x", "lr_y")} for h in logs]
     entries = trainer.hybrid_optimizer.log.entries
     assert len(logs) == len(entries) == 2
     for h, e in zip(logs, entries, strict=True):
