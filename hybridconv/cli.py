@@ -32,7 +32,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import __version__, spec
+from . import __version__
 from ._io import dumps_json, write_text_atomic
 from .cliargs import CLIError, add_options, from_args, option_error
 from .configs import (
@@ -115,7 +115,6 @@ def _finetune_config() -> type:
 
 
 FINETUNE_OVERRIDES: dict[str, dict[str, object]] = {
-    "method": {"row": "method", "among": spec.METHODS},
     "lr_x": {"default_help": "per method, docs/finetune.md"},
     "lr_y": {"default_help": "per method, docs/finetune.md"},
     "mu": {"default_help": "per method, docs/finetune.md", "positive": True},
