@@ -558,3 +558,41 @@ def test_the_fo_half_is_not_the_reference_with_other_settings():
         torch.nn.functional.cross_entropy(ref(X[:4]), Y[:4]).backward()
         ref_opt.step()
     assert not torch.equal(net.head.weight, ref.head.weight)
+
+
+@pytest.mark.parametrize("schedule", ["jacobi", "gauss-seidel"])
+@pytest.mark.parametrize("q", [1, 3])
+def test_two_identical_ranks_step_as_one_process(monkeypatch, schedule, q):
+    """In-process data parallelism: a fake process group of 2 ranks that hold the same batch
+    (all_reduce sums, as torch.distributed does): the averaged step is the one-process step,
+    and a rank sends 8 (q + 1) bytes of scalars plus the FO gradients."""
+    import torch.distributed as dist
+
+    def run(distributed):
+        net = Net(torch.float64, seed=4)
+        opt = _opt(net, q=q, schedule=schedule, distributed=distributed)
+        X, Y = _data(2)
+        for i in range(3):
+            b = slice(4 * i, 4 * i + 4)
+            opt.step(lambda b=b: torch.nn.functional.cross_entropy(net(X[b].double()), Y[b]))
+        return [p.detach().clone() for p in net.parameters()], opt
+
+    alone, _ = run(False)
+    calls = []
+
+    def all_reduce(t, group=None):
+        calls.append(t.numel())
+        t.mul_(2)  # the sum over two ranks holding the same values
+
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
+    monkeypatch.setattr(dist, "get_backend", lambda group=None: "gloo")
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    together, opt = run(None)
+    assert opt.distributed
+    for a, b in zip(alone, together, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    head = sum(p.numel() for p in opt.param_groups[1]["params"])
+    assert opt.comm_bytes == 3 * (8 * (q + 1) + 8 * head)
+    assert calls == [q + 1, head] * 3 if schedule == "jacobi" else [head, q + 1] * 3
