@@ -115,6 +115,7 @@ def _finetune_config() -> type:
 
 
 FINETUNE_OVERRIDES: dict[str, dict[str, object]] = {
+    "method": {"help": "which weights are trained and by which oracle (docs/finetune.md)"},
     "lr_x": {"default_help": "per method, docs/finetune.md"},
     "lr_y": {"default_help": "per method, docs/finetune.md"},
     "mu": {"default_help": "per method, docs/finetune.md", "positive": True},
