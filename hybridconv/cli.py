@@ -8,9 +8,12 @@
     hybridconv simulate --problem quadratic --method hybrid --sampling rr --eta-x 1e-3 ...
                         --out FILE.csv [--force] [--json-constants] [--no-progress]
     hybridconv check --problem quadratic --trials 64 [--falsify --budget N] [--json]
-    hybridconv finetune --model minilm --task mr --method hybrid --epochs 5 --out DIR
+    hybridconv finetune --model minilm --task mr --method hybrid [--peft lora|prompt|prefix]
+                        [--schedule jacobi|gauss-seidel] [--out DIR]
                         [--eta-x --eta-y --mu --q --seed ...] [--resume | --force] [--json]
                         [--diagnostics-every K --diagnostics-examples N]
+    hybridconv experiment SPEC.toml [--workers N] [--dry-run] [--limit N]
+    hybridconv experiment SPEC.toml ... --report docs/results.md [--figure FILE.png]
     hybridconv check-run RUN_DIR [--sweep DIR ...] [--metric test_loss|accuracy] [--json]
     hybridconv figures [--quick] [--only NAME] [--replot] [--workers N] [--out DIR]
 
@@ -40,6 +43,7 @@ from .configs import (
     CheckConfig,
     CheckRunConfig,
     ComplexityOptions,
+    ExperimentConfig,
     FiguresConfig,
     FinetuneOutput,
     ProblemConfig,
@@ -137,6 +141,10 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
     add_options(p.add_argument_group("output"), FinetuneOutput)
 
 
+def _add_experiment(p: argparse.ArgumentParser) -> None:
+    add_options(p, ExperimentConfig)
+
+
 def _add_figures(p: argparse.ArgumentParser) -> None:
     from .figures import FIGURES
 
@@ -157,6 +165,8 @@ VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
               "the worst instance (--falsify)", _add_check),
     "finetune": ("fine-tune a real model offline: fo, fo-lora, zo, zo-lora or hybrid (needs "
                  "the [llm] extra and the data packages)", _add_finetune),
+    "experiment": ("run a declarative sweep (TOML spec): resumable, parallel, tidy CSV rows; "
+                   "or --report its CSVs into a markdown file", _add_experiment),
     "figures": ("regenerate the report's figures (PNG, PDF, the CSV behind each, "
                 "MANIFEST.json)", _add_figures),
     "check-run": ("the bound with the constants measured along a fine-tuning run (needs "
@@ -264,13 +274,15 @@ def _finetune(args: argparse.Namespace) -> int:
 
             print(fetch_winogrande())
             return 0
-        if not io.out:
-            raise CLIError("--out DIR is required")
         from .finetune.trainer import finetune
 
         cls = _finetune_config()
         cfg = from_args(cls, args)
-        res = finetune(cfg, io.out, resume=io.resume, force=io.force,
+        out = io.out
+        if not out:  # runs/MODEL-TASK-LABEL-sSEED
+            safe = cfg.model.replace(":", "-").replace("/", "_").strip("._-") or "model"
+            out = str(Path("runs") / f"{safe}-{cfg.task}-{cfg.label()}-s{cfg.seed}")
+        res = finetune(cfg, out, resume=io.resume, force=io.force,
                        progress=not io.no_progress)
     except ImportError as e:
         raise CLIError(f"{e.name or e} is not installed: pip install -e '.[llm]' and "
@@ -283,8 +295,48 @@ def _finetune(args: argparse.Namespace) -> int:
         print(f"{res['status']}: accuracy {res['accuracy']:.4f} after {res['epochs']} epochs, "
               f"{res['steps']} steps, {res['forward_passes']} forward passes, "
               f"{res['wall_s']:.1f} s, peak {res['peak_mem_bytes'] / 2**20:.0f} MiB "
-              f"-> {Path(io.out) / 'results.json'}")
+              f"-> {Path(out) / 'results.json'}")
     return 0 if res["status"] == "completed" else 1
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    cfg = from_args(ExperimentConfig, args)
+    try:
+        from .experiments.spec import load_spec
+
+        specs = [load_spec(p) for p in cfg.specs]
+        if cfg.report:
+            from .experiments.report import write_report
+
+            out = write_report(specs, cfg.report, figure=cfg.figure)
+            print(f"wrote {out}")
+            return 0
+        from .experiments.runner import finished_runs, run_experiment
+
+        status = 0
+        for sweep in specs:
+            done = finished_runs(sweep.results)
+            todo = [r for r in sweep.runs if r.run_id not in done]
+            print(f"{sweep.describe()}; {len(sweep.runs) - len(todo)} finished, "
+                  f"{len(todo)} to run -> {sweep.results}", flush=True)
+            if cfg.dry_run:
+                for r in todo:
+                    s = r.settings
+                    print(f"  {r.run_id} {s['model']} {s['task']} {r.label()} seed {s['seed']} "
+                          f"lr_x {s.get('lr_x')} lr_y {s.get('lr_y')}")
+                continue
+            res = run_experiment(sweep, workers=cfg.workers, backend=cfg.backend,
+                                 address=cfg.address, progress=not cfg.no_progress,
+                                 limit=cfg.limit)
+            bad = [r for r in res if r["status"] != "completed"]
+            print(f"{sweep.name}: ran {len(res)} runs, {len(bad)} not completed", flush=True)
+            status = status or int(bool(bad))
+        return status
+    except ImportError as e:
+        raise CLIError(f"{e.name or e} is not installed: pip install -e '.[llm]' and "
+                       f"pip install --no-deps -r requirements-data.txt") from None
+    except (ValueError, OSError) as e:
+        raise option_error(e, ExperimentConfig, args=args) from None
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -519,6 +571,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _finetune(args)
         if args.command == "figures":
             return _figures(args)
+        if args.command == "experiment":
+            return _experiment(args)
         if args.command == "check-run":
             return _check_run(args)
         raise CLIError(f"unknown command {args.command!r}")

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ProblemConfig", "SimulateOutput", "CheckConfig", "TheoryConfig", "BoundOptions",
            "StepsOptions", "ComplexityOptions", "FiguresConfig", "CheckRunConfig",
-           "FinetuneOutput"]
+           "FinetuneOutput", "ExperimentConfig"]
 
 
 @dataclass(frozen=True)
@@ -183,10 +183,31 @@ class FinetuneOutput:
     """Where ``hybridconv finetune`` writes, and the one-off download."""
 
     out: str | None = option(help="run folder (results.json, checkpoint.pt)", metavar="DIR",
-                             required="unless --fetch")
+                             default_help="runs/MODEL-TASK-METHOD-sSEED")
     resume: bool = option(default=False, help="continue the run in --out")
     force: bool = option(default=False, help="overwrite a finished run in --out")
     no_progress: bool = option(default=False, help="no progress bar")
     json: bool = option(default=False, help="print results.json")
     fetch: str | None = option(help="download and cache a large task once, then stop",
                                choices=("winogrande",))
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """``hybridconv experiment``: run a declarative sweep, or report its results."""
+
+    specs: list[str] = option(default=[], help="sweep spec file(s) (TOML)", positional=True,
+                              nargs="+", metavar="SPEC.toml")
+    report: str | None = option(help="do not run: write the results of these specs' CSVs to "
+                                "FILE.md", metavar="FILE.md", default_help="run the sweep")
+    figure: str | None = option(help="with --report: also draw the fine-tuning figure from "
+                                "the CSVs", metavar="FILE.png", default_help="none")
+    limit: int | None = option("limit", nullable=True, default_help="all")
+    dry_run: bool = option(default=False, help="validate and list the runs still to do, run "
+                           "nothing")
+    workers: int = option("workers", help="processes for the runs (same results)")
+    backend: str = option("backend")
+    address: str | None = option(help="scheduler of the dask or ray cluster",
+                                 default_help="$HYBRIDCONV_ADDRESS, else a local cluster of "
+                                 "--workers")
+    no_progress: bool = option(default=False, help="no progress bar")

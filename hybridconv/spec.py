@@ -55,6 +55,7 @@ __all__ = [
     "SIM_METHODS",
     "METHODS",
     "PEFT_KINDS",
+    "BASELINES",
     "SCHEDULES",
     "FO_OPTIMIZERS",
     "FO_GRADIENTS",
@@ -233,6 +234,12 @@ METHODS = Choice(
 PEFT_KINDS = Choice(
     "peft", ("lora", "prompt", "prefix"), "lora",
     "PEFT module (through peft): LoRA, prompt tuning or prefix tuning")
+BASELINES = Choice(
+    "baseline", ("probe", "zero-shot"), None,
+    "result rows that train nothing: a linear probe on frozen features, the untrained model",
+    descriptions={"probe": "logistic regression (L-BFGS, L2 chosen on dev) on frozen features",
+                  "zero-shot": "the model's accuracy before training (prompt-based LMs)"})
+"""Baseline rows of an experiment (``hybridconv.experiments``), beside :data:`METHODS`."""
 SCHEDULES = Choice(
     "schedule", ("jacobi", "gauss-seidel"), "jacobi",
     "order of the two oracles in a hybrid step: jacobi = both at the same point (the "
@@ -277,7 +284,7 @@ COUPLINGS = Choice(
     "coupling", ("zero", "weak", "strong"), "zero",
     "cross-block coupling regimes the hypothesis strategies draw: L_xy = 0, L_xy in "
     "[1e-3, 1e-1] sqrt(m_x m_y), L_xy in [0.9, 0.99] sqrt(m_x m_y)")
-TASKS = Choice("task", ("mr", "boolq", "winogrande"), "mr",
+TASKS = Choice("task", ("mr", "boolq", "piqa", "winogrande"), "mr",
                "offline classification task (docs/finetune.md)")
 
 CHOICES: dict[str, Choice] = {c.name: c for c in (
@@ -378,6 +385,7 @@ _OPTION_ROWS: tuple[Quantity, ...] = (
     Quantity("fraction_y", "eta_y as a fraction of the largest step size the conditions "
              "admit", lower=0.0, strict=True, upper=1.0, default=1.0),
     Quantity("ratio", "eta_y / eta_x", lower=0.0, strict=True, default=1.0),
+    Quantity("limit", "run at most this many of the unfinished runs", lower=1, integer=True),
     Quantity("batch_size", "examples per step", lower=1, integer=True, default=16),
     Quantity("eval_batch_size", "examples per forward pass of the evaluation", lower=1,
              integer=True, default=64),

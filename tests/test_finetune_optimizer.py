@@ -470,6 +470,24 @@ def test_gauss_seidel_takes_the_zo_estimate_at_the_updated_y(difference):
     assert opt.forward_passes == 3  # central: 1 + 2q; forward: 2 + q
 
 
+@pytest.mark.parametrize("difference", ["central", "forward"])
+def test_gauss_seidel_back_propagates_once(difference):
+    """Only the clean FO pass runs with gradients: the ZO passes after the FO update are
+    no-grad (a central step once back-propagated its first perturbed pass too)."""
+    m = _Coupled()
+    groups = [{"kind": "zo", "params": [m.x]}, {"kind": "fo", "params": [m.y]}]
+    opt = HybridZOFO(groups, lr_x=1e-2, lr_y=1e-1, mu=1e-3, difference=difference,
+                     schedule="gauss-seidel", seed=5)
+    grad = []
+
+    def closure():
+        grad.append(torch.is_grad_enabled())
+        return m()
+
+    opt.step(closure)
+    assert grad == [True, False, False]  # central: clean, +mu, -mu; forward: clean, f(x, y1), +mu
+
+
 def test_jacobi_takes_both_oracles_at_the_same_point():
     m = _Coupled()
     x0, y0 = m.x.detach().clone(), m.y.detach().clone()

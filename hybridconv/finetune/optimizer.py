@@ -333,7 +333,8 @@ class HybridZOFO(torch.optim.Optimizer):
                 last = fuse and k == q - 1
                 self._set_offset(seed, k, mu, 0.0)
                 cur = mu
-                shared = bool(fo) and f0 is None and k == 0  # central + shared only
+                shared = bool(fo) and f0 is None and clean is None and k == 0  # central +
+                # shared only (under gauss-seidel the FO pass came first: no backward here)
                 fp = self._call(closure, grad=shared)
                 if central:
                     self._set_offset(seed, k, -mu, mu)
