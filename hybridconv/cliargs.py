@@ -232,7 +232,7 @@ def help_text(opt: Option) -> str:
     text = opt.help
     if opt.required:
         text += f" (required {opt.required})" if opt.required != "yes" else " (required)"
-    elif opt.kind != "bool":
+    elif opt.kind != "bool" and "(default" not in text:
         if opt.default is None or opt.default == []:
             text += f" (default: {opt.default_help or 'none'})"
         else:

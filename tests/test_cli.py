@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -209,8 +210,12 @@ def test_finetune_json_status_and_errors(fake_finetune, monkeypatch, capsys, tmp
     assert code == 0 and json.loads(text) == RESULT
     monkeypatch.setattr(trainer, "finetune", lambda *a, **k: {**RESULT, "status": "diverged"})
     assert run(capsys, "finetune", "--out", out)[0] == 1
-    code, text, err = run(capsys, "finetune")
-    assert (code, text, err) == (2, "", "hybridconv: error: --out DIR is required\n")
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    monkeypatch.setattr(trainer, "finetune", lambda cfg, out, **k: calls.append(out) or RESULT)
+    assert run(capsys, "finetune", "--model", "random:minilm", "--seed", "3",
+               "--method", "fo")[0] == 0
+    assert calls == [str(Path("runs") / "random-minilm-mr-fo-s3")]
 
     def bad(*a, **k):
         raise ValueError("epochs must be >= 3 (the resumed run's), got 2\nmore")
