@@ -73,10 +73,17 @@ def snapshot(dest: Path, root: Path = ROOT) -> Path:
     return dest
 
 
-def run_module(module: str, *, max_children: int, root: Path = ROOT) -> int:
-    """``mutmut run`` on one module's mutants; returns mutmut's exit status."""
-    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children),
-           f"{dotted(module)}.*"]
+def run_module(module: str, *, max_children: int, root: Path = ROOT,
+               survivors_only: bool = False) -> int:
+    """``mutmut run`` on one module's mutants (``survivors_only``: those that survived the
+    cached run, after tests were added); returns mutmut's exit status."""
+    names = [f"{dotted(module)}.*"]
+    if survivors_only:
+        names = [r["mutant"] for r in results(root) if r["module"] == module
+                 and r["status"] in ("survived", "no tests", "suspicious")]
+        if not names:
+            return 0
+    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *names]
     print("$ " + " ".join(cmd), flush=True)
     return subprocess.call(cmd, cwd=root)
 
@@ -142,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", action="store_true", help="only the tables, from the cache")
     ap.add_argument("--csv", default=str(ROOT / "docs" / "mutation-testing.csv"),
                     help="where to write the per-mutant statuses")
+    ap.add_argument("--survivors", action="store_true", help="retest only the survivors of "
+                    "the cached run (mutmut keeps a survivor's verdict until asked)")
     ap.add_argument("--snapshot", metavar="DIR", help="run in a copy of the working tree in "
                     "DIR (kept between runs with its cache), so the tree may change meanwhile")
     args = ap.parse_args(argv)
@@ -154,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report:
         os.nice(10) if os.nice(0) < 10 else None
         for module in chosen:
-            code = run_module(module, max_children=args.max_children, root=root)
+            code = run_module(module, max_children=args.max_children, root=root,
+                              survivors_only=args.survivors)
             checked = [r for r in results(root) if r["module"] == module
                        and r["status"] != "not checked"]
             if code not in (0, 1) or not checked:  # mutmut returns 1 when mutants survive
