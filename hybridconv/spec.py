@@ -326,6 +326,8 @@ _OPTION_ROWS: tuple[Quantity, ...] = (
              upper=2**63 - 1, default=0),
     Quantity("workers", "processes for independent jobs (results do not depend on it)",
              lower=1, integer=True, default=1),
+    Quantity("threads", "threads of one simulation, over fixed blocks of trials (results do "
+             "not depend on it)", lower=1, integer=True),
     Quantity("confidence", "confidence level of a statistical verdict", lower=0.0,
              strict=True, upper=1.0, upper_strict=True, default=0.99),
     Quantity("budget", "instances an adversarial search simulates", lower=1, integer=True,

@@ -136,7 +136,8 @@ class TorchDirections(DirectionSource):
 
 
 class NumpyStreamDirections(DirectionSource):
-    """The simulator's direction stream: ``default_rng([seed, 7002])``, one draw of shape
+    """The simulator's direction stream of a one-trial run: trial block 0's generator
+    (``hybridconv.sim.runner.block_rng(seed, DIRECTION_STREAM, 0)``), one draw of shape
     (1, q, D) per step, split over the parameters in order (as ``hybridconv.sim`` draws it for
     one trial). Steps must be requested in order; the current step's draw is cached so that
     perturb, restore and update see the same u. Not resumable; for tests and comparisons.
@@ -144,10 +145,10 @@ class NumpyStreamDirections(DirectionSource):
 
     def __init__(self, seed: int, q: int, kind: str = "gaussian"):
         from ..sim.estimators import sample_directions
-        from ..sim.runner import DIRECTION_STREAM
+        from ..sim.runner import DIRECTION_STREAM, block_rng
 
         self.kind, self.q = kind, q
-        self._rng = np.random.default_rng([seed, DIRECTION_STREAM])
+        self._rng = block_rng(seed, DIRECTION_STREAM, 0)
         self._sample = sample_directions
         self._key: int | None = None
         self._u: np.ndarray | None = None
