@@ -12,7 +12,7 @@
                         [--lr-x --lr-y --mu --q --seed ...] [--resume | --force] [--json]
                         [--diagnostics-every K --diagnostics-examples N]
     hybridconv check-run RUN_DIR [--sweep DIR ...] [--metric test_loss|accuracy] [--json]
-    hybridconv figures [--quick] [--only NAME] [--replot] [--workers N] [--out DIR]
+    hybridconv figures [--quick] [--only NAME] [--replot] [--workers N] [--out DIR] [--no-cache]
 
 Errors (unknown or missing symbols, values out of range, unknown options) print one line on
 stderr and exit with status 2.
@@ -247,6 +247,9 @@ def _add_figures(sub) -> None:
     _add_engine(fg, "the independent runs of a figure")
     fg.add_argument("--out", help="output folder (default paper_figures, or "
                     "paper_figures/quick with --quick)")
+    fg.add_argument("--no-cache", action="store_true",
+                    help="compute the fine-tuning runs again instead of reusing those cached "
+                    "(OUT/cache) by an earlier build with the same settings and code")
     fg.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -263,7 +266,7 @@ def _figures(args: argparse.Namespace) -> int:
     try:
         built = build(args.only, quick=args.quick, replot=args.replot, workers=args.workers,
                       out=args.out, progress=not args.no_progress, command=" ".join(parts),
-                      backend=args.backend, address=args.address)
+                      backend=args.backend, address=args.address, cache=not args.no_cache)
     except ValueError as e:
         raise CLIError(str(e)) from None
     except FinetuneRunError as e:  # a fine-tuning run failed (missing [llm] extra or data)
@@ -272,6 +275,9 @@ def _figures(args: argparse.Namespace) -> int:
     for name, entry in built.items():
         secs = entry["replot_seconds"] if args.replot else entry["compute_seconds"]
         note = " (replaced earlier files)" if entry["replaced"] else ""
+        if "runs" in entry and not args.replot:
+            note += (f" ({entry['runs']['reused']} cached runs reused, "
+                     f"{entry['runs']['computed']} computed)")
         print(f"{name}: {out / (name + '.png')} in {secs:.1f} s{note}")
     print(f"manifest: {out / 'MANIFEST.json'}")
     return 0

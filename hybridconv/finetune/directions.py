@@ -9,7 +9,9 @@ Malladi et al. 2023, Algorithm 1). All three kinds satisfy E[u u^T] = I, as in
 - ``gaussian``: u ~ N(0, I_D);
 - ``sphere``: uniform on the sphere of radius sqrt(D) of the whole block (D = total size),
   obtained by rescaling a Gaussian draw; the norm costs one extra generation pass;
-- ``rademacher``: independent signs +-1.
+- ``rademacher``: independent signs +-1, drawn as bits: one random byte gives eight signs
+  (bit j of byte i is sign 8 i + j, 1 for +1), eight times fewer generator calls than a draw
+  per sign and a fifth of a Gaussian draw's time.
 
 :class:`TorchDirections` draws from a private ``torch.Generator`` seeded by (seed, k): the
 global random state (dropout, data order) is never touched. :class:`NumpyStreamDirections`
@@ -103,12 +105,30 @@ class TorchDirections(DirectionSource):
         if kind not in DIRECTIONS:
             raise ValueError(f"directions must be one of {DIRECTIONS}, got {kind!r}")
         self.kind = kind
+        self._scales: dict[tuple, float] = {}
+        self._tables: dict[tuple, torch.Tensor] = {}
+
+    def _signs(self, out: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Fill ``out`` with signs from random bytes (eight per byte, low bit first)."""
+        n = out.numel()
+        key = (out.dtype, out.device)
+        table = self._tables.get(key)
+        if table is None:  # row b: the eight signs of byte b
+            bits = (torch.arange(256).unsqueeze(-1) >> torch.arange(8)) & 1
+            table = self._tables[key] = (bits * 2 - 1).to(dtype=out.dtype, device=out.device)
+        raw = torch.empty((n + 7) // 8, dtype=torch.uint8, device=out.device)
+        idx = raw.random_(0, 256, generator=g).long()
+        if n % 8 == 0:
+            torch.index_select(table, 0, idx, out=out.view(-1, 8))
+        else:
+            out.copy_(table.index_select(0, idx).view(-1)[:n])
+        return out
 
     def piece(self, seed, k, i, c, out):
         g = torch.Generator(device=out.device)
         g.manual_seed(direction_seed(seed, k, i, c))
         if self.kind == "rademacher":
-            return out.random_(0, 2, generator=g).mul_(2).sub_(1)
+            return self._signs(out, g)
         return out.normal_(generator=g)
 
     def _fill(self, seed: int, k: int, i: int, flat: torch.Tensor) -> torch.Tensor:
@@ -117,15 +137,23 @@ class TorchDirections(DirectionSource):
         return flat
 
     def scale(self, seed, k, params, dtype=None):
+        """1, or for the sphere sqrt(D) / ||u||: one extra generation pass, done once per
+        direction of a step (the perturb, move and update passes reuse it)."""
         if self.kind != "sphere":
             return 1.0
+        key = (seed, k, dtype, tuple((p.numel(), p.dtype, str(p.device)) for p in params))
+        if key in self._scales:
+            return self._scales[key]
+        if self._scales and next(iter(self._scales))[0] != seed:
+            self._scales.clear()  # a new step: the old step's scales are done with
         sq = 0.0
         for i, p in enumerate(params):
             buf = torch.empty(min(CHUNK, p.numel()), device=p.device, dtype=dtype or p.dtype)
             for c, a, b in pieces(p.numel()):
                 sq += float(self.piece(seed, k, i, c, buf[:b - a]).double().pow(2).sum())
         D = sum(p.numel() for p in params)
-        return math.sqrt(D / sq) if sq > 0 else 1.0
+        self._scales[key] = math.sqrt(D / sq) if sq > 0 else 1.0
+        return self._scales[key]
 
     def generate(self, seed, k, params, dtype=None):
         c = self.scale(seed, k, params, dtype)

@@ -157,17 +157,30 @@ def build_optimizer(cfg: FinetuneConfig, loaded) -> HybridZOFO:
                       seed=cfg.seed, module=model)
 
 
+def eval_batches(loaded, task, examples, cfg: FinetuneConfig) -> list[dict[str, torch.Tensor]]:
+    """``examples`` encoded once for every evaluation of a run: sorted by token count (stable)
+    and cut into batches of ``eval_batch_size``, each padded to its own longest example, so
+    that padding costs almost nothing; the sums over the set do not depend on the order."""
+    lengths = [int(loaded.encode(task, [e], cfg.max_length)["attention_mask"].sum())
+               for e in examples]
+    order = sorted(range(len(examples)), key=lengths.__getitem__)
+    return [_to(loaded.encode(task, [examples[j] for j in order[i:i + cfg.eval_batch_size]],
+                              cfg.max_length), cfg.device)
+            for i in range(0, len(order), cfg.eval_batch_size)]
+
+
 @torch.no_grad()
-def evaluate(loaded, task, examples, cfg: FinetuneConfig) -> dict[str, float]:
-    """Accuracy and mean loss on ``examples`` (eval mode, no gradient)."""
+def evaluate(loaded, task, examples, cfg: FinetuneConfig,
+             batches: list[dict[str, torch.Tensor]] | None = None) -> dict[str, float]:
+    """Accuracy and mean loss on ``examples`` (eval mode, no gradient), from ``batches``
+    (:func:`eval_batches` of the same examples, computed here when not given)."""
     model = loaded.model
     mode = model.training
     model.eval()
     correct, total_loss = 0, 0.0
     try:
-        for i in range(0, len(examples), cfg.eval_batch_size):
-            chunk = examples[i:i + cfg.eval_batch_size]
-            batch = _to(loaded.encode(task, chunk, cfg.max_length), cfg.device)
+        for batch in batches if batches is not None else eval_batches(loaded, task, examples,
+                                                                      cfg):
             scores = loaded.scores(batch)
             total_loss += float(torch.nn.functional.cross_entropy(
                 scores, batch["labels"], reduction="sum"))
@@ -387,9 +400,10 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = Fals
                  "train_examples": len(task.train), "points": diagnostics},
                 indent=2) + "\n")
 
+    test_batches = eval_batches(loaded, task, task.test, cfg)
     if not curve:
         curve.append({"epoch": 0, "step": 0, "train_loss": None, "forward_passes": 0,
-                      "wall_s": 0.0, **evaluate(loaded, task, task.test, cfg)})
+                      "wall_s": 0.0, **evaluate(loaded, task, task.test, cfg, test_batches)})
     measure(start_epoch)
 
     def forward(b: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -435,7 +449,7 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = Fals
         curve.append({"epoch": epoch + 1, "step": opt.steps,
                       "train_loss": sum(losses) / len(losses),
                       "forward_passes": opt.forward_passes, "wall_s": wall,
-                      **evaluate(loaded, task, task.test, cfg)})
+                      **evaluate(loaded, task, task.test, cfg, test_batches)})
         save(wall)  # the epoch's training is safe before the diagnostics run
         if cfg.diagnostics_every:
             measure(epoch + 1)

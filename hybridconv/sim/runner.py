@@ -187,6 +187,19 @@ def default_threads(trials: int) -> int:
     return max(1, min(cpus, len(blocks(trials))))
 
 
+_CONTROLLER: list = []
+
+
+def _blas():
+    """threadpoolctl's controller of the BLAS libraries loaded (found once: the search
+    costs milliseconds, a limit through it microseconds)."""
+    if not _CONTROLLER:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER.append(ThreadpoolController().select(user_api="blas"))
+    return _CONTROLLER[0]
+
+
 class _Records:
     """The run's records, (T + 1, K) arrays; each block writes its own columns."""
 
@@ -321,10 +334,8 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
     def run(b: int) -> None:
         _run_block(problem, config, b, *parts[b], x0, y0, rates, rec, stop, tick)
 
-    from threadpoolctl import threadpool_limits
-
     try:
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _blas().limit(limits=1, user_api="blas"):
             if threads == 1 or len(parts) == 1:
                 for b in range(len(parts)):
                     run(b)
