@@ -28,12 +28,15 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
+from . import spec
+
 __all__ = ["BACKENDS", "run_jobs", "run_fresh", "check_workers", "check_backend", "defaults",
            "cpus", "threads_per_worker"]
 
 R = TypeVar("R")
 
-BACKENDS = ("local", "dask", "ray")
+BACKENDS = spec.BACKENDS.values
+"""A view of :data:`hybridconv.spec.BACKENDS`."""
 
 _DEFAULTS: dict[str, str | None] = {"backend": "local", "address": None}
 
@@ -66,16 +69,12 @@ def threads_per_worker(workers: int) -> int:
 
 def check_workers(workers: object) -> int:
     """Validate a worker count: an integer >= 1."""
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
-    return workers
+    return spec.validate("workers", workers)
 
 
 def check_backend(backend: object) -> str:
     """Validate a backend name: one of :data:`BACKENDS`."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return backend  # type: ignore[return-value]
+    return spec.validate("backend", backend)
 
 
 @contextlib.contextmanager

@@ -18,8 +18,9 @@ fine-tuner's ``lr_x`` / ``lr_y`` are the same quantities under the names torch u
 both spellings are accepted: ``ALIASES``), the ZO dimension is ``d_x`` (CLI ``--d-x``), the
 sampling scheme is ``sampling``.
 
-:func:`validate` is the one check: ``validate("mu", 0.0)`` raises ``ValueError("mu must be a
-finite real number > 0, got 0.0")``; ``validate("directions", "normal")`` names the allowed
+:func:`validate` is the one check: ``validate("mu", 0.0, positive=True)`` raises
+``ValueError("mu must be a finite real number > 0, got 0.0")`` (the theory's rule is mu >= 0,
+a run's is mu > 0: one flag, stated here); ``validate("directions", "normal")`` names the allowed
 values. Adding a choice (a new direction distribution, say) is one row here plus its
 implementation per backend: see docs/vocabulary.md.
 
@@ -35,6 +36,7 @@ ValueError: eta_x must be a finite real number > 0, got -1.0
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -53,6 +55,7 @@ __all__ = [
     "SIM_METHODS",
     "METHODS",
     "PEFT_KINDS",
+    "BASELINES",
     "SCHEDULES",
     "FO_OPTIMIZERS",
     "FO_GRADIENTS",
@@ -62,6 +65,12 @@ __all__ = [
     "DTYPES",
     "AUTOCASTS",
     "BACKENDS",
+    "WEIGHTS",
+    "METRICS",
+    "TASKS",
+    "COUPLINGS",
+    "option",
+    "validate_fields",
     "choices",
     "choice",
     "quantity",
@@ -84,6 +93,8 @@ class Choice:
             (``deprecated=True``) warns with ``DeprecationWarning`` when used.
         deprecated: whether using an alias warns.
         descriptions: value -> one line, for docs and ``--help``.
+        properties: value -> facts other modules read (for directions: the moments the
+            theory's constants come from, as expressions in ``d``).
     """
 
     name: str
@@ -93,6 +104,7 @@ class Choice:
     aliases: dict[str, str] = field(default_factory=dict)
     deprecated: bool = True
     descriptions: dict[str, str] = field(default_factory=dict)
+    properties: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def allowed(self) -> str:
         return "one of " + ", ".join(self.values)
@@ -179,12 +191,20 @@ class Quantity:
 
 # --- choice lists ----------------------------------------------------------------------------
 
+_FIXED_NORM = {"E_au2_u2": "d", "E_u6": "d**3", "E_u3_bound": "d**(3/2)"}
 DIRECTIONS = Choice(
     "directions", ("gaussian", "sphere", "rademacher"), "gaussian",
     "ZO direction distribution (E u u^T = I for all three)",
     descriptions={"gaussian": "u ~ N(0, I_d)",
                   "sphere": "uniform on the sphere of radius sqrt(d)",
-                  "rademacher": "independent +-1 coordinates"})
+                  "rademacher": "independent +-1 coordinates"},
+    properties={"gaussian": {"E_au2_u2": "d + 2", "E_u6": "d*(d + 2)*(d + 4)",
+                             "E_u3_bound": "(d + 3)**(3/2)"},
+                "sphere": _FIXED_NORM, "rademacher": _FIXED_NORM})
+"""Each distribution's moments (``a`` a unit vector, ``d`` the dimension): E<a,u>^2 ||u||^2,
+E||u||^6 and E||u||^3 or an upper bound of it (the Gaussian's: [NS17] Lemma 1,
+E||u||^p <= (d + p)^{p/2}); ``hybridconv.theory.assumptions.ZOEstimator`` builds the
+estimator's constants from them. Adding a distribution: docs/vocabulary.md."""
 DIFFERENCES = Choice(
     "difference", ("central", "forward"), "central",
     "ZO finite difference: [f(x+mu u) - f(x-mu u)]/(2 mu) or [f(x+mu u) - f(x)]/mu")
@@ -214,6 +234,12 @@ METHODS = Choice(
 PEFT_KINDS = Choice(
     "peft", ("lora", "prompt", "prefix"), "lora",
     "PEFT module (through peft): LoRA, prompt tuning or prefix tuning")
+BASELINES = Choice(
+    "baseline", ("probe", "zero-shot"), None,
+    "result rows that train nothing: a linear probe on frozen features, the untrained model",
+    descriptions={"probe": "logistic regression (L-BFGS, L2 chosen on dev) on frozen features",
+                  "zero-shot": "the model's accuracy before training (prompt-based LMs)"})
+"""Baseline rows of an experiment (``hybridconv.experiments``), beside :data:`METHODS`."""
 SCHEDULES = Choice(
     "schedule", ("jacobi", "gauss-seidel"), "jacobi",
     "order of the two oracles in a hybrid step: jacobi = both at the same point (the "
@@ -243,10 +269,28 @@ AUTOCASTS = Choice("autocast", ("none", "bfloat16", "float16"), "none",
                    "run forward passes under torch.autocast in this dtype")
 BACKENDS = Choice("backend", ("local", "dask", "ray"), "local",
                   "engine of independent jobs: joblib processes here, or a dask or ray cluster")
+WEIGHTS = Choice(
+    "weights", ("unit", "natural"), "unit",
+    "block weights of the bound that 'theory steps' minimizes: unit = min E||grad F||^2; "
+    "natural = each block's ||grad_b F||^2 weighted by 1/(its effective smoothness)",
+    aliases={"full": "unit", "scaled": "natural"})
+"""Not a ``measure``: the two spellings of 'theory steps --measure full|scaled' were easy to
+confuse with 'check --measure min|weighted' (what a check compares with the bound); they are
+deprecated aliases of ``unit`` / ``natural``."""
+METRICS = Choice("metric", ("test_loss", "accuracy"), "test_loss",
+                 "what a learning-rate sweep's best ratio optimizes (lowest test loss or "
+                 "highest accuracy, mean over seeds)")
+COUPLINGS = Choice(
+    "coupling", ("zero", "weak", "strong"), "zero",
+    "cross-block coupling regimes the hypothesis strategies draw: L_xy = 0, L_xy in "
+    "[1e-3, 1e-1] sqrt(m_x m_y), L_xy in [0.9, 0.99] sqrt(m_x m_y)")
+TASKS = Choice("task", ("mr", "boolq", "piqa", "winogrande"), "mr",
+               "offline classification task (docs/finetune.md)")
 
 CHOICES: dict[str, Choice] = {c.name: c for c in (
     DIRECTIONS, DIFFERENCES, SAMPLINGS, PEFT_KINDS, SCHEDULES, FO_OPTIMIZERS, FO_GRADIENTS,
-    ASSUMPTIONS, FAMILIES, MEASURES, DTYPES, AUTOCASTS, BACKENDS)}
+    ASSUMPTIONS, FAMILIES, MEASURES, DTYPES, AUTOCASTS, BACKENDS, WEIGHTS, METRICS, TASKS,
+    COUPLINGS)}
 """Name -> :class:`Choice`. ``method`` is not here: the simulator's and the fine-tuner's
 method lists differ (:data:`SIM_METHODS`, :data:`METHODS`); pass the list explicitly."""
 
@@ -301,8 +345,9 @@ _SYMBOL_ROWS: tuple[Quantity, ...] = (
          group="hyper", latex=r"\eta_y", default=1e-2),
     _sym("eta", "one shared learning rate (eta_x = eta_y = eta)", strict=True, group="hyper",
          latex=r"\eta"),
-    _sym("mu", "smoothing radius of the ZO estimator (0 only in the theory: the "
-         "exact-gradient limit)", strict=False, group="hyper", latex=r"\mu", default=1e-3),
+    _sym("mu", "smoothing radius of the ZO estimator (the theory allows mu >= 0, 0 being "
+         "the exact-gradient limit; a run needs mu > 0)",
+         strict=False, group="hyper", latex=r"\mu", default=1e-3),
     _sym("q", "number of random directions per ZO step", lower=1, strict=False, integer=True,
          group="hyper", default=1),
     _sym("n", "number of components f_i (steps per epoch)", lower=1, strict=False,
@@ -322,18 +367,31 @@ _OPTION_ROWS: tuple[Quantity, ...] = (
     Quantity("trials", "independent trials K run side by side", lower=1, integer=True,
              default=100),
     Quantity("epochs", "number of epochs (the theory's T)", lower=1, integer=True, default=10),
+    Quantity("epoch", "an epoch index (0 = the first)", lower=0, integer=True, default=0),
     Quantity("seed", "random seed (every random draw derives from it)", lower=0, integer=True,
              upper=2**63 - 1, default=0),
     Quantity("workers", "processes for independent jobs (results do not depend on it)",
              lower=1, integer=True, default=1),
-    Quantity("threads", "threads of one simulation, over fixed blocks of trials (results do "
-             "not depend on it)", lower=1, integer=True),
+    Quantity("threads", "worker threads of one run: a simulation's blocks of trials, or the "
+             "regeneration of a ZO direction (results do not depend on it)", lower=1,
+             integer=True),
     Quantity("confidence", "confidence level of a statistical verdict", lower=0.0,
              strict=True, upper=1.0, upper_strict=True, default=0.99),
+    Quantity("instances", "checks done at once (the confidence is split over them)", lower=1,
+             integer=True, default=1),
     Quantity("budget", "instances an adversarial search simulates", lower=1, integer=True,
              default=60),
+    Quantity("fraction_x", "eta_x as a fraction of the largest step size the conditions "
+             "admit", lower=0.0, strict=True, upper=1.0, default=1.0),
+    Quantity("fraction_y", "eta_y as a fraction of the largest step size the conditions "
+             "admit", lower=0.0, strict=True, upper=1.0, default=1.0),
+    Quantity("ratio", "eta_y / eta_x", lower=0.0, strict=True, default=1.0),
+    Quantity("limit", "run at most this many of the unfinished runs", lower=1, integer=True),
     Quantity("batch_size", "examples per step", lower=1, integer=True, default=16),
-    Quantity("k_shot", "training examples per class", lower=1, integer=True),
+    Quantity("eval_batch_size", "examples per forward pass of the evaluation", lower=1,
+             integer=True, default=64),
+    Quantity("k_shot", "training examples per class", lower=1, integer=True, default=16),
+    Quantity("test_size", "test examples (at most)", lower=1, integer=True, default=1000),
     Quantity("lora_r", "LoRA rank", lower=1, integer=True, default=8),
     Quantity("lora_alpha", "LoRA scaling alpha (scale alpha / r)", lower=1, integer=True,
              default=16),
@@ -341,6 +399,17 @@ _OPTION_ROWS: tuple[Quantity, ...] = (
              integer=True, default=10),
     Quantity("max_length", "tokens per example (longer ones are truncated)", lower=8,
              integer=True, default=64),
+    Quantity("weight_decay", "weight decay of the FO block", lower=0.0, default=0.0),
+    Quantity("beta", "an Adam decay rate (betas[0], betas[1])", lower=0.0, upper=1.0,
+             upper_strict=True),
+    Quantity("adam_eps", "Adam's epsilon (added to the denominator)", lower=0.0, strict=True,
+             default=1e-8),
+    Quantity("diagnostics_every", "measure the local constants every K epochs (0: off)",
+             lower=0, integer=True, default=0),
+    Quantity("diagnostics_examples", "size of the fixed training subset of the diagnostics",
+             lower=2, integer=True, default=32),
+    Quantity("diagnostics_probes", "Hutchinson probes for tr(H_xx)", lower=2, integer=True,
+             default=8),
 )
 
 QUANTITIES: dict[str, Quantity] = {q.name: q for q in _SYMBOL_ROWS + _OPTION_ROWS}
@@ -410,3 +479,94 @@ def validate(name: str, value: Any, *, label: str | None = None,
 def validate_many(values: dict[str, Any]) -> dict[str, Any]:
     """:func:`validate` on every item of a mapping (keys kept as given)."""
     return {k: validate(k, v) for k, v in values.items()}
+
+
+# --- configuration fields --------------------------------------------------------------------
+
+_FROM_SPEC: Any = object()
+
+
+def option(row: str | None = None, *, default: Any = _FROM_SPEC, among: Choice | None = None,
+           help: str | None = None, positive: bool = False, nullable: bool = False,
+           reason: str | None = None, flags: tuple[str, ...] = (),
+           deprecated_flags: tuple[str, ...] = (), cli: bool = True,
+           metavar: str | None = None, default_help: str | None = None,
+           schedule: bool = False, required: str | None = None,
+           choices: tuple[str, ...] | None = None, positional: bool = False,
+           nargs: str | None = None, append: bool = False,
+           none_value: str | None = None) -> Any:
+    """A dataclass field whose domain, default and help come from the vocabulary row ``row``.
+
+    The configs (``SimConfig``, ``FinetuneConfig``, the CLI verbs' configs) declare their
+    fields with it, :func:`validate_fields` checks an instance, and ``hybridconv.cli``
+    generates every option from the same metadata, so keyword arguments, options, defaults and
+    help texts cannot drift apart.
+
+    Args:
+        row: the vocabulary row (a choice list or a quantity); ``None`` for a plain field
+            (a path, a switch), which then needs ``help``.
+        default: overrides the row's default; a different value needs ``reason`` (shown in
+            ``--help``; ``tests/test_vocabulary.py`` checks this).
+        among: the choice list when the row's name has several (``method``).
+        help: overrides the row's help text.
+        positive: exclude 0 from the row's domain (``mu`` in a run).
+        nullable: ``None`` is allowed (meaning: see ``default_help``).
+        flags: more option strings (``("--lr-x",)``), accepted as equals.
+        deprecated_flags: old option strings, accepted with a warning.
+        cli: whether the CLI has an option for it.
+        metavar, default_help: how ``--help`` shows the value and a ``None`` default.
+        schedule: a callable (epoch -> value) is allowed besides a number.
+        required: when a plain field is required, the condition in words (shown in ``--help``).
+        choices, positional, nargs, append: for plain fields, as ``argparse`` has them.
+        none_value: the command-line word that means ``None`` (``--k-shot 0``).
+    """
+    meta_row = among.name if among is not None else row
+    spec_default: Any = None
+    spec_help = help
+    if among is not None:
+        spec_default, spec_help = among.default, help or among.help
+    elif row is not None:
+        key = canonical(row)
+        if key in CHOICES:
+            spec_default, spec_help = CHOICES[key].default, help or CHOICES[key].help
+        elif key in QUANTITIES:
+            spec_default = QUANTITIES[key].default
+            spec_help = help or QUANTITIES[key].description
+        else:
+            raise ValueError(f"unknown vocabulary row {row!r}")
+    if spec_help is None:
+        raise ValueError("a plain option needs help text")
+    if default is _FROM_SPEC:
+        default = spec_default
+    elif row is not None and spec_default is not None and default != spec_default \
+            and not reason:
+        raise ValueError(f"option {row!r}: default {default!r} differs from the vocabulary's "
+                         f"{spec_default!r}; give the reason")
+    meta = {"row": meta_row, "among": among, "help": spec_help, "positive": positive,
+            "nullable": nullable or default is None, "reason": reason, "flags": tuple(flags),
+            "deprecated_flags": tuple(deprecated_flags), "cli": cli, "metavar": metavar,
+            "default_help": default_help, "schedule": schedule, "required": required,
+            "choices": choices, "positional": positional, "nargs": nargs, "append": append,
+            "none_value": none_value}
+    if isinstance(default, list | dict | set):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def validate_fields(obj: Any) -> None:
+    """Check every field of a dataclass instance declared with :func:`option` (one
+    :func:`validate` call per field, labelled with the field's name) and store the normalized
+    value (``int`` for integer quantities, the canonical spelling of a choice)."""
+    for f in dataclasses.fields(obj):
+        meta = f.metadata
+        if not meta.get("row"):
+            continue
+        value = getattr(obj, f.name)
+        if value is None and meta["nullable"]:
+            continue
+        if meta["schedule"] and callable(value):
+            continue
+        new = validate(meta["row"], value, label=f.name, among=meta["among"],
+                       positive=meta["positive"])
+        if new is not value:
+            object.__setattr__(obj, f.name, new)

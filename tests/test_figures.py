@@ -358,4 +358,4 @@ def test_finetuning_figure_reports_a_failed_run(monkeypatch):
     mod = figure_module("finetuning")
     with pytest.raises(RuntimeError, match="fine-tuning hybrid .* failed"):
         mod.run_job("hybrid", 0, {"k_shot": 4, "batch_size": 4, "epochs": 1,
-                                  "test_size": 8, "max_length": 16, "model": "nonexistent"}, 1)
+                                  "test_size": 8, "max_length": 16, "model": "nonexistent"})

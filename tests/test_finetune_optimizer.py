@@ -470,6 +470,24 @@ def test_gauss_seidel_takes_the_zo_estimate_at_the_updated_y(difference):
     assert opt.forward_passes == 3  # central: 1 + 2q; forward: 2 + q
 
 
+@pytest.mark.parametrize("difference", ["central", "forward"])
+def test_gauss_seidel_back_propagates_once(difference):
+    """Only the clean FO pass runs with gradients: the ZO passes after the FO update are
+    no-grad (a central step once back-propagated its first perturbed pass too)."""
+    m = _Coupled()
+    groups = [{"kind": "zo", "params": [m.x]}, {"kind": "fo", "params": [m.y]}]
+    opt = HybridZOFO(groups, lr_x=1e-2, lr_y=1e-1, mu=1e-3, difference=difference,
+                     schedule="gauss-seidel", seed=5)
+    grad = []
+
+    def closure():
+        grad.append(torch.is_grad_enabled())
+        return m()
+
+    opt.step(closure)
+    assert grad == [True, False, False]  # central: clean, +mu, -mu; forward: clean, f(x, y1), +mu
+
+
 def test_jacobi_takes_both_oracles_at_the_same_point():
     m = _Coupled()
     x0, y0 = m.x.detach().clone(), m.y.detach().clone()
@@ -509,3 +527,52 @@ def test_gauss_seidel_refuses_the_shared_gradient():
         HybridZOFO(groups, schedule="gauss-seidel", fo_gradient="shared")
     with pytest.raises(ValueError, match="schedule must be one of jacobi, gauss-seidel"):
         HybridZOFO(groups, schedule="seidel")
+
+
+@pytest.mark.parametrize("fo_optimizer", ["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_the_fo_block_steps_as_torch_optim_does(fo_optimizer, weight_decay):
+    """Step by step in float64, the FO half of HybridZOFO equals torch.optim.SGD / Adam /
+    AdamW on the same batches (bias corrections, betas, eps and both decays included)."""
+    net = Net(torch.float64, seed=3).eval()
+    ref = copy.deepcopy(net)
+    lr, betas, eps = 5e-2, (0.8, 0.95), 1e-6
+    opt = HybridZOFO([{"params": list(net.parameters()), "kind": "fo",
+                       "weight_decay": weight_decay}], lr_y=lr, fo_optimizer=fo_optimizer,
+                     betas=betas, eps=eps, module=net)
+    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    extra = {} if fo_optimizer == "sgd" else {"betas": betas, "eps": eps}
+    ref_opt = cls[fo_optimizer](ref.parameters(), lr=lr, weight_decay=weight_decay, **extra)
+    X, Y = _data(7)
+    X = X.double()
+    for i in range(6):
+        b = slice(4 * (i % 4), 4 * (i % 4) + 4)
+        opt.step(lambda b=b: torch.nn.functional.cross_entropy(net(X[b]), Y[b]))
+        ref_opt.zero_grad()
+        torch.nn.functional.cross_entropy(ref(X[b]), Y[b]).backward()
+        ref_opt.step()
+        for p, r in zip(net.parameters(), ref.parameters(), strict=True):
+            assert torch.equal(p, r), (fo_optimizer, weight_decay, i)
+    if fo_optimizer != "sgd":
+        ours = opt.state_dict()["state"]
+        theirs = ref_opt.state_dict()["state"]
+        for k in theirs:
+            for key in ("step", "exp_avg", "exp_avg_sq"):
+                assert torch.equal(ours[k][key], theirs[k][key])
+
+
+def test_the_fo_half_is_not_the_reference_with_other_settings():
+    """The comparison above can fail: another beta gives other weights after one step."""
+    net = Net(torch.float64, seed=3).eval()
+    ref = copy.deepcopy(net)
+    opt = HybridZOFO([{"params": list(net.parameters()), "kind": "fo"}], lr_y=5e-2,
+                     fo_optimizer="adam", betas=(0.8, 0.95), module=net)
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=5e-2, betas=(0.8, 0.9))
+    X, Y = _data(7)
+    X = X.double()
+    for _ in range(2):
+        opt.step(lambda: torch.nn.functional.cross_entropy(net(X[:4]), Y[:4]))
+        ref_opt.zero_grad()
+        torch.nn.functional.cross_entropy(ref(X[:4]), Y[:4]).backward()
+        ref_opt.step()
+    assert not torch.equal(net.head.weight, ref.head.weight)

@@ -11,7 +11,7 @@ Malladi et al. 2023, Algorithm 1). All three kinds satisfy E[u u^T] = I, as in
   obtained by rescaling a Gaussian draw; the norm costs one extra generation pass;
 - ``rademacher``: independent signs +-1, drawn as bits: one random byte gives eight signs
   (bit j of byte i is sign 8 i + j, 1 for +1), eight times fewer generator calls than a draw
-  per sign and a fifth of a Gaussian draw's time.
+  per sign and about a fifth of a Gaussian draw's time.
 
 :class:`TorchDirections` draws from a private ``torch.Generator`` seeded by (seed, k): the
 global random state (dropout, data order) is never touched. :class:`NumpyStreamDirections`
@@ -23,15 +23,60 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-__all__ = ["CHUNK", "DIRECTIONS", "DirectionSource", "TorchDirections",
-           "NumpyStreamDirections", "direction_seed", "pieces"]
+from .. import spec
 
-DIRECTIONS = ("gaussian", "sphere", "rademacher")
+__all__ = ["CHUNK", "DIRECTIONS", "SAMPLERS", "TorchSampler", "DirectionSource",
+           "TorchDirections", "NumpyStreamDirections", "direction_seed", "pieces"]
+
+DIRECTIONS = spec.DIRECTIONS.values
+"""A view of :data:`hybridconv.spec.DIRECTIONS`."""
+
+
+class TorchSampler(NamedTuple):
+    """How :class:`TorchDirections` draws one distribution: ``fill(out, generator)`` fills a
+    flat piece in place; ``normalize``: the whole direction is then rescaled to the norm
+    sqrt(D) of the block (D its size), as the sphere needs."""
+
+    fill: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+    normalize: bool = False
+
+
+def _normal(out: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    return out.normal_(generator=g)
+
+
+_SIGN_TABLES: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _signs(out: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Signs from random bytes: row b of a (256, 8) table holds the eight signs of byte b."""
+    n = out.numel()
+    key = (out.dtype, out.device)
+    table = _SIGN_TABLES.get(key)
+    if table is None:
+        bits = (torch.arange(256).unsqueeze(-1) >> torch.arange(8)) & 1
+        table = _SIGN_TABLES.setdefault(key, (bits * 2 - 1).to(dtype=out.dtype,
+                                                                   device=out.device))
+    raw = torch.empty((n + 7) // 8, dtype=torch.uint8, device=out.device)
+    idx = raw.random_(0, 256, generator=g).long()
+    if n % 8 == 0:
+        torch.index_select(table, 0, idx, out=out.view(-1, 8))
+    else:
+        out.copy_(table.index_select(0, idx).view(-1)[:n])
+    return out
+
+
+SAMPLERS: dict[str, TorchSampler] = {
+    "gaussian": TorchSampler(_normal), "sphere": TorchSampler(_normal, normalize=True),
+    "rademacher": TorchSampler(_signs)}
+"""The torch sampler of each direction distribution of :data:`hybridconv.spec.DIRECTIONS`
+(one entry per row; docs/vocabulary.md shows how to add one)."""
 
 _GOLDEN = 0x9E3779B97F4A7C15
 _MASK = (1 << 63) - 1
@@ -102,34 +147,14 @@ class TorchDirections(DirectionSource):
     parallel = True
 
     def __init__(self, kind: str = "gaussian"):
-        if kind not in DIRECTIONS:
-            raise ValueError(f"directions must be one of {DIRECTIONS}, got {kind!r}")
-        self.kind = kind
+        self.kind = spec.validate("directions", kind)
+        self._sampler = SAMPLERS[self.kind]
         self._scales: dict[tuple, float] = {}
-        self._tables: dict[tuple, torch.Tensor] = {}
-
-    def _signs(self, out: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """Fill ``out`` with signs from random bytes (eight per byte, low bit first)."""
-        n = out.numel()
-        key = (out.dtype, out.device)
-        table = self._tables.get(key)
-        if table is None:  # row b: the eight signs of byte b
-            bits = (torch.arange(256).unsqueeze(-1) >> torch.arange(8)) & 1
-            table = self._tables[key] = (bits * 2 - 1).to(dtype=out.dtype, device=out.device)
-        raw = torch.empty((n + 7) // 8, dtype=torch.uint8, device=out.device)
-        idx = raw.random_(0, 256, generator=g).long()
-        if n % 8 == 0:
-            torch.index_select(table, 0, idx, out=out.view(-1, 8))
-        else:
-            out.copy_(table.index_select(0, idx).view(-1)[:n])
-        return out
 
     def piece(self, seed, k, i, c, out):
         g = torch.Generator(device=out.device)
         g.manual_seed(direction_seed(seed, k, i, c))
-        if self.kind == "rademacher":
-            return self._signs(out, g)
-        return out.normal_(generator=g)
+        return self._sampler.fill(out, g)
 
     def _fill(self, seed: int, k: int, i: int, flat: torch.Tensor) -> torch.Tensor:
         for c, a, b in pieces(flat.numel()):
@@ -137,9 +162,10 @@ class TorchDirections(DirectionSource):
         return flat
 
     def scale(self, seed, k, params, dtype=None):
-        """1, or for the sphere sqrt(D) / ||u||: one extra generation pass, done once per
-        direction of a step (the perturb, move and update passes reuse it)."""
-        if self.kind != "sphere":
+        """1, or for a normalized kind (the sphere) sqrt(D) / ||u||: one extra generation
+        pass, done once per direction of a step (the perturb, move and update passes of the
+        step reuse it)."""
+        if not self._sampler.normalize:
             return 1.0
         key = (seed, k, dtype, tuple((p.numel(), p.dtype, str(p.device)) for p in params))
         if key in self._scales:
@@ -175,7 +201,7 @@ class NumpyStreamDirections(DirectionSource):
         from ..sim.estimators import sample_directions
         from ..sim.runner import DIRECTION_STREAM, block_rng
 
-        self.kind, self.q = kind, q
+        self.kind, self.q = spec.validate("directions", kind), q
         self._rng = block_rng(seed, DIRECTION_STREAM, 0)
         self._sample = sample_directions
         self._key: int | None = None

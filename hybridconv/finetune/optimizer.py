@@ -51,26 +51,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from torch.optim.adam import adam as _adam
+from torch.optim.adamw import adamw as _adamw
+from torch.optim.sgd import sgd as _sgd
 
 from .. import spec
-from .directions import CHUNK, DIRECTIONS, DirectionSource, TorchDirections, pieces
+from .directions import CHUNK, DirectionSource, TorchDirections, pieces
 
 __all__ = ["HybridZOFO", "ZOLog", "replay", "DIFFERENCES", "FO_OPTIMIZERS", "FO_GRADIENTS"]
 
-DIFFERENCES = ("central", "forward")
-FO_OPTIMIZERS = ("sgd", "adam", "adamw")
-FO_GRADIENTS = ("clean", "shared")
+DIFFERENCES = spec.DIFFERENCES.values
+FO_OPTIMIZERS = spec.FO_OPTIMIZERS.values
+FO_GRADIENTS = spec.FO_GRADIENTS.values
+"""Views of the vocabulary's choice lists (:mod:`hybridconv.spec`)."""
 _HALF = (torch.float16, torch.bfloat16)
-
-
-def _positive(name: str, value: object, *, integer: bool = False, allow_zero: bool = False):
-    ok = isinstance(value, int) if integer else isinstance(value, int | float)
-    if isinstance(value, bool) or not ok or not math.isfinite(float(value)) \
-            or value < 0 or (value == 0 and not allow_zero):
-        kind = "an integer" if integer else "a finite number"
-        raise ValueError(f"{name} must be {kind} {'>= 0' if allow_zero else '> 0'}, "
-                         f"got {value!r}")
-    return value
 
 
 @dataclass
@@ -142,32 +136,28 @@ class HybridZOFO(torch.optim.Optimizer):
                  master_weights: bool | None = None, module: torch.nn.Module | None = None,
                  threads: int | None = None, distributed: bool | None = None,
                  process_group: Any = None):
-        _positive("lr_x", lr_x)
-        _positive("lr_y", lr_y)
-        _positive("mu", mu)
-        _positive("q", q, integer=True)
-        _positive("eps", eps)
-        _positive("weight_decay", weight_decay, allow_zero=True)
-        _positive("seed", seed, integer=True, allow_zero=True)
-        if difference not in DIFFERENCES:
-            raise ValueError(f"difference must be one of {DIFFERENCES}, got {difference!r}")
-        if fo_optimizer not in FO_OPTIMIZERS:
-            raise ValueError(f"fo_optimizer must be one of {FO_OPTIMIZERS}, "
-                             f"got {fo_optimizer!r}")
-        if fo_gradient not in FO_GRADIENTS:
-            raise ValueError(f"fo_gradient must be one of {FO_GRADIENTS}, got {fo_gradient!r}")
+        lr_x = spec.validate("eta_x", lr_x, label="lr_x")
+        lr_y = spec.validate("eta_y", lr_y, label="lr_y")
+        mu = spec.validate("mu", mu, positive=True)
+        q = spec.validate("q", q)
+        eps = spec.validate("adam_eps", eps, label="eps")
+        weight_decay = spec.validate("weight_decay", weight_decay)
+        seed = spec.validate("seed", seed)
+        difference = spec.validate("difference", difference)
+        fo_optimizer = spec.validate("fo_optimizer", fo_optimizer)
+        fo_gradient = spec.validate("fo_gradient", fo_gradient)
         schedule = spec.validate("schedule", schedule)
         if schedule == "gauss-seidel" and fo_gradient == "shared":
             raise ValueError("fo_gradient='shared' needs schedule='jacobi': under "
                              "gauss-seidel the ZO passes come after the FO update")
-        if not (isinstance(betas, tuple | list) and len(betas) == 2
-                and all(0 <= b < 1 for b in betas)):
+        if not (isinstance(betas, tuple | list) and len(betas) == 2):
             raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+        betas = tuple(spec.validate("beta", b, label=f"betas[{i}]") for i, b in enumerate(betas))
         if isinstance(directions, str):
             directions = TorchDirections(directions)
         elif not isinstance(directions, DirectionSource):
-            raise ValueError(f"directions must be one of {DIRECTIONS} or a DirectionSource, "
-                             f"got {directions!r}")
+            raise ValueError(f"directions must be {spec.DIRECTIONS.allowed()} or a "
+                             f"DirectionSource, got {directions!r}")
         groups = list(params)
         if not groups or not all(isinstance(g, dict) for g in groups):
             raise ValueError("params must be a non-empty list of parameter groups (dicts with "
@@ -177,7 +167,8 @@ class HybridZOFO(torch.optim.Optimizer):
             if kind not in ("zo", "fo"):
                 raise ValueError(f"every parameter group needs kind 'zo' or 'fo', got {kind!r}")
             g.setdefault("lr", lr_x if kind == "zo" else lr_y)
-            _positive(f"lr of a {kind!r} group", g["lr"])
+            g["lr"] = spec.validate("eta_x" if kind == "zo" else "eta_y", g["lr"],
+                                    label=f"lr of a {kind!r} group")
             if kind == "zo" and g.get("weight_decay", 0.0):
                 raise ValueError("weight_decay applies to 'fo' groups only")
         defaults = dict(lr=lr_y, weight_decay=weight_decay, fo_optimizer=fo_optimizer,
@@ -193,7 +184,7 @@ class HybridZOFO(torch.optim.Optimizer):
         self._moves: list[tuple[int, float, float]] = []
         zo = self.zo_params()
         if threads is not None:
-            _positive("threads", threads, integer=True)
+            threads = spec.validate("threads", threads)
         self.threads = threads or default_threads(zo)
         if any(not p.is_contiguous() for p in zo):
             raise ValueError("ZO parameters must be contiguous tensors")
@@ -342,7 +333,8 @@ class HybridZOFO(torch.optim.Optimizer):
                 last = fuse and k == q - 1
                 self._set_offset(seed, k, mu, 0.0)
                 cur = mu
-                shared = bool(fo) and f0 is None and k == 0  # central + shared only
+                shared = bool(fo) and f0 is None and clean is None and k == 0  # central +
+                # shared only (under gauss-seidel the FO pass came first: no backward here)
                 fp = self._call(closure, grad=shared)
                 if central:
                     self._set_offset(seed, k, -mu, mu)
@@ -415,35 +407,39 @@ class HybridZOFO(torch.optim.Optimizer):
 
     @torch.no_grad()
     def _fo_update(self) -> None:
+        """y <- the FO rule's update of the ``fo`` groups, by torch's own functional
+        optimizers (``torch.optim.sgd.sgd``, ``torch.optim.adam.adam``,
+        ``torch.optim.adamw.adamw``: what ``torch.optim.SGD`` / ``Adam`` / ``AdamW`` call in
+        ``step()``), with the same state layout (``step``, ``exp_avg``, ``exp_avg_sq``), so an
+        FO block steps exactly as it would under those classes (``tests/
+        test_finetune_optimizer.py`` compares them step by step in float64).
+
+        sgd: y <- y - eta_y (g + wd y); adam: Kingma & Ba (2015), Algorithm 1, with L2 weight
+        decay added to g; adamw: Loshchilov & Hutter (2019), decoupled decay y <- y (1 - eta_y
+        wd) before the Adam step."""
         for g in self.param_groups:
             if g["kind"] != "fo":
                 continue
-            lr, wd, algo = g["lr"], g["weight_decay"], g["fo_optimizer"]
-            for p in g["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                if algo == "sgd":
-                    if wd:
-                        grad = grad.add(p, alpha=wd)
-                    p.add_(grad, alpha=-lr)
-                    continue
-                b1, b2 = g["betas"]
-                st = self.state[p]
-                if not st:
-                    st["step"] = torch.zeros((), dtype=torch.float32)
+            params = [p for p in g["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if g["fo_optimizer"] == "sgd":
+                _sgd(params, grads, [None] * len(params), weight_decay=g["weight_decay"],
+                     momentum=0.0, lr=g["lr"], dampening=0.0, nesterov=False, maximize=False)
+                continue
+            states = [self.state[p] for p in params]
+            for p, st in zip(params, states, strict=True):
+                if not st:  # as torch.optim.Adam initializes it (CPU, not capturable)
+                    st["step"] = torch.tensor(0.0, dtype=torch.float32)
                     st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                st["step"] += 1
-                t = float(st["step"])
-                if algo == "adamw":
-                    p.mul_(1 - lr * wd)
-                elif wd:
-                    grad = grad.add(p, alpha=wd)
-                st["exp_avg"].lerp_(grad, 1 - b1)
-                st["exp_avg_sq"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
-                denom = (st["exp_avg_sq"].sqrt() / math.sqrt(1 - b2 ** t)).add_(g["eps"])
-                p.addcdiv_(st["exp_avg"], denom, value=-lr / (1 - b1 ** t))
+            rule = _adam if g["fo_optimizer"] == "adam" else _adamw
+            b1, b2 = g["betas"]
+            rule(params, grads, [st["exp_avg"] for st in states],
+                 [st["exp_avg_sq"] for st in states], [], [st["step"] for st in states],
+                 amsgrad=False, beta1=b1, beta2=b2, lr=g["lr"], weight_decay=g["weight_decay"],
+                 eps=g["eps"], maximize=False)
 
     # --- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -13,34 +13,47 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["DIRECTIONS", "DIFFERENCES", "sample_directions", "zo_estimate"]
+from .. import spec
 
-DIRECTIONS = ("gaussian", "sphere", "rademacher")
-DIFFERENCES = ("central", "forward")
+__all__ = ["DIRECTIONS", "DIFFERENCES", "SAMPLERS", "sample_directions", "zo_estimate"]
+
+DIRECTIONS = spec.DIRECTIONS.values
+DIFFERENCES = spec.DIFFERENCES.values
+"""Views of :data:`hybridconv.spec.DIRECTIONS` and :data:`hybridconv.spec.DIFFERENCES`."""
+
+
+def _gaussian(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return rng.standard_normal(shape)
+
+
+def _sphere(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    g = rng.standard_normal(shape)
+    norm = np.sqrt(np.einsum("...i,...i->...", g, g))[..., None]
+    g *= np.sqrt(shape[-1]) / np.where(norm > 0, norm, 1.0)
+    return g
+
+
+def _rademacher(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Signs from random *bits*: ``ceil(d / 8)`` random bytes per direction, unpacked low bit
+    first (1 -> +1), 64 times fewer random bits than a float draw per coordinate."""
+    d = shape[-1]
+    raw = rng.integers(0, 256, size=(*shape[:-1], (d + 7) // 8), dtype=np.uint8)
+    u = np.unpackbits(raw, axis=-1, count=d, bitorder="little").astype(np.float64)
+    u *= 2.0
+    u -= 1.0
+    return u
+
+
+SAMPLERS: dict[str, Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]] = {
+    "gaussian": _gaussian, "sphere": _sphere, "rademacher": _rademacher}
+"""The numpy sampler of each direction distribution of :data:`hybridconv.spec.DIRECTIONS`
+(one entry per row; docs/vocabulary.md shows how to add one)."""
 
 
 def sample_directions(rng: np.random.Generator, shape: tuple[int, ...], kind: str) -> np.ndarray:
-    """Directions of shape (..., d): E u u^T = I for all three kinds.
-
-    Gaussian: numpy's ziggurat. Sphere: a Gaussian draw rescaled to norm sqrt(d). Rademacher:
-    signs from random *bits* (``ceil(d / 8)`` random bytes per direction, unpacked little-end
-    first), 64 times fewer random bits than a float draw per coordinate.
-    """
-    if kind == "gaussian":
-        return rng.standard_normal(shape)
-    if kind == "sphere":
-        g = rng.standard_normal(shape)
-        norm = np.sqrt(np.einsum("...i,...i->...", g, g))[..., None]
-        g *= np.sqrt(shape[-1]) / np.where(norm > 0, norm, 1.0)
-        return g
-    if kind == "rademacher":
-        d = shape[-1]
-        raw = rng.integers(0, 256, size=(*shape[:-1], (d + 7) // 8), dtype=np.uint8)
-        u = np.unpackbits(raw, axis=-1, count=d, bitorder="little").astype(np.float64)
-        u *= 2.0
-        u -= 1.0
-        return u
-    raise ValueError(f"directions must be one of {DIRECTIONS}, got {kind!r}")
+    """Directions of shape (..., d): E u u^T = I for all three kinds."""
+    fn = SAMPLERS.get(kind)  # the hot path: one lookup; the vocabulary names a bad kind
+    return (fn or SAMPLERS[spec.validate("directions", kind)])(rng, shape)
 
 
 def zo_estimate(

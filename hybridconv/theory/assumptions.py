@@ -16,10 +16,12 @@ References:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import sympy as sp
 
+from .. import spec as vocab
 from .symbols import sym
 
 __all__ = [
@@ -32,8 +34,9 @@ __all__ = [
     "DIFFERENCES",
 ]
 
-DIRECTIONS = ("gaussian", "sphere", "rademacher")
-DIFFERENCES = ("central", "forward")
+DIRECTIONS = vocab.DIRECTIONS.values
+DIFFERENCES = vocab.DIFFERENCES.values
+"""Views of :data:`hybridconv.spec.DIRECTIONS` and :data:`hybridconv.spec.DIFFERENCES`."""
 
 
 @dataclass(frozen=True)
@@ -173,10 +176,8 @@ class ZOEstimator:
     name: str = "H4"
 
     def __post_init__(self) -> None:
-        if self.directions not in DIRECTIONS:
-            raise ValueError(f"directions must be one of {DIRECTIONS}, got {self.directions!r}")
-        if self.difference not in DIFFERENCES:
-            raise ValueError(f"difference must be one of {DIFFERENCES}, got {self.difference!r}")
+        vocab.validate("directions", self.directions)
+        vocab.validate("difference", self.difference)
 
     @property
     def statement(self) -> str:
@@ -187,32 +188,33 @@ class ZOEstimator:
         )
 
     def c1(self) -> sp.Expr:
-        d = sym("d_x")
-        return 2 * (d + 2) if self.directions == "gaussian" else 2 * d
+        """2 E<a,u>^2 ||u||^2: 2 (d + 2) for Gaussian directions, 2 d for fixed-norm ones."""
+        return 2 * self.moments()["E_au2_u2"]
 
     def c2(self) -> sp.Expr:
-        d = sym("d_x")
-        if self.directions == "gaussian":
-            return d * (d + 2) * (d + 4) / 2
-        return d**3 / 2
+        """E||u||^6 / 2: d (d + 2) (d + 4) / 2 (Gaussian), d^3 / 2 (fixed norm)."""
+        return self.moments()["E_u6"] / 2
 
     def cb(self) -> sp.Expr:
-        d = sym("d_x")
-        if self.directions == "gaussian":
-            return (d + 3) ** sp.Rational(3, 2) / 2
-        return d ** sp.Rational(3, 2) / 2
+        """E||u||^3 / 2 or its bound: (d + 3)^{3/2} / 2 (Gaussian), d^{3/2} / 2 (fixed norm)."""
+        return self.moments()["E_u3_bound"] / 2
 
     def moments(self) -> dict[str, sp.Expr]:
         """Exact direction moments the constants come from (a a unit vector).
 
         ``E<a,u>^2||u||^2`` and ``E||u||^6`` and ``E||u||^3`` (or an upper bound for the
-        Gaussian third moment, [NS17] Lemma 1: E||u||^p <= (d + p)^{p/2} for p >= 2).
+        Gaussian third moment, [NS17] Lemma 1: E||u||^p <= (d + p)^{p/2} for p >= 2). They
+        are the vocabulary row's (:data:`hybridconv.spec.DIRECTIONS` ``.properties``), in
+        ``d = d_x``.
         """
-        d = sym("d_x")
-        if self.directions == "gaussian":
-            return {"E_au2_u2": d + 2, "E_u6": d * (d + 2) * (d + 4),
-                    "E_u3_bound": (d + 3) ** sp.Rational(3, 2)}
-        return {"E_au2_u2": d, "E_u6": d**3, "E_u3_bound": d ** sp.Rational(3, 2)}
+        return dict(_moments(self.directions))
+
+
+@functools.cache
+def _moments(directions: str) -> tuple[tuple[str, sp.Expr], ...]:
+    d = sym("d_x")
+    rows = vocab.DIRECTIONS.properties[directions]
+    return tuple((k, sp.sympify(v, locals={"d": d})) for k, v in rows.items())
 
 
 @dataclass(frozen=True)
