@@ -30,8 +30,7 @@ from typing import TypeVar
 
 from . import spec
 
-__all__ = ["BACKENDS", "run_jobs", "run_fresh", "check_workers", "check_backend", "defaults",
-           "cpus", "threads_per_worker"]
+__all__ = ["BACKENDS", "run_jobs", "check_workers", "check_backend", "defaults", "cpus"]
 
 R = TypeVar("R")
 
@@ -60,11 +59,6 @@ def cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-def threads_per_worker(workers: int) -> int:
-    """Threads each of ``workers`` jobs side by side gets: cpus // workers, at least 1."""
-    return max(1, cpus() // check_workers(workers))
 
 
 def check_workers(workers: object) -> int:
@@ -177,52 +171,3 @@ def run_jobs(fn: Callable[..., R], jobs: Sequence[Mapping[str, object]], *, work
         if bar is not None:
             bar.close()
 
-
-def run_fresh(fn: Callable[..., R], jobs: Sequence[Mapping[str, object]], *, workers: int = 1,
-              preload: Sequence[str] = (), setup: Callable[[], None] | None = None,
-              progress: bool = False, desc: str = "",
-              on_result: Callable[[int, R], None] | None = None) -> list[R]:
-    """``[fn(**job) for job in jobs]``, every job in a fresh process of its own, ``workers``
-    at a time, on this machine.
-
-    The processes are forked from a ``multiprocessing`` fork server that has imported the
-    modules ``preload`` (torch, transformers, ...) once, so a job pays neither the imports
-    nor another job's memory: what it measures of its process (peak RSS) is its own, as
-    with a new interpreter, without the seconds of start-up (``spawn`` where the platform
-    has no fork server). ``setup()`` runs first in every such process. Results come back in
-    the order of ``jobs``, ``on_result(i, result)`` as each arrives; a failing job raises in
-    this process and stops the others.
-    """
-    import multiprocessing as mp
-
-    check_workers(workers)
-    if not jobs:
-        return []
-    try:
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(list(preload))
-    except ValueError:  # no fork server on this platform
-        ctx = mp.get_context("spawn")
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(jobs), desc=desc, unit="run", leave=False)
-    out: list[R] = []
-    try:
-        with ctx.Pool(min(workers, len(jobs)), initializer=setup, maxtasksperchild=1) as pool:
-            for r in pool.imap(_call, [(fn, dict(job)) for job in jobs], chunksize=1):
-                out.append(r)
-                if on_result is not None:
-                    on_result(len(out) - 1, r)
-                if bar is not None:
-                    bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-    return out
-
-
-def _call(item: tuple[Callable[..., R], dict]) -> R:
-    fn, job = item
-    return fn(**job)

@@ -58,35 +58,27 @@ def tiny_model(path: Path) -> str:
     return save_tiny_model(path)
 
 
-def run_job(config: dict, threads: int) -> dict[str, str]:
-    """One fine-tuning run, ``FinetuneConfig(**config)``, in this process with ``threads``
-    torch threads; returns its folder's files (config, results, steps, diagnostics) as text.
-    ``model = "tiny"`` builds the seeded tiny model (:func:`tiny_model`) for the run."""
-    import torch
-
+def run_job(config: dict) -> dict[str, str]:
+    """One fine-tuning run, ``FinetuneConfig(**config)``, in this process (on a figure worker:
+    cpus / workers torch threads, as joblib's workers set ``OMP_NUM_THREADS``); returns its
+    folder's files (config, results, steps, diagnostics) as text. ``model = "tiny"`` builds
+    the seeded tiny model (:func:`tiny_model`) for the run."""
     from ..finetune.trainer import FinetuneConfig, finetune
 
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with tempfile.TemporaryDirectory(prefix="hybridconv-realruns-") as tmp:
-            tmp = Path(tmp)
-            cfg = dict(config)
-            if cfg["model"] == "tiny":
-                cfg["model"] = tiny_model(tmp / "tiny")
-            finetune(FinetuneConfig(**cfg), tmp / "run", progress=False)
-            return {p.name: p.read_text() for p in sorted((tmp / "run").iterdir())
-                    if p.suffix in (".json", ".csv")}
-    finally:
-        torch.set_num_threads(old)
+    with tempfile.TemporaryDirectory(prefix="hybridconv-realruns-") as tmp:
+        tmp = Path(tmp)
+        cfg = dict(config)
+        if cfg["model"] == "tiny":
+            cfg["model"] = tiny_model(tmp / "tiny")
+        finetune(FinetuneConfig(**cfg), tmp / "run", progress=False)
+        return {p.name: p.read_text() for p in sorted((tmp / "run").iterdir())
+                if p.suffix in (".json", ".csv")}
 
 
 def compute(*, quick: bool = False, workers: int = 1, progress: bool = False) -> pd.DataFrame:
     """Rows of kind ``point`` (the diagnosed run), ``sweep`` (one per ratio) and ``summary``
-    (one row: the check's findings). The runs go ``workers`` side by side (cpus / workers
-    torch threads each); runs cached by an earlier build with the same settings and code are
-    reused (:mod:`.runcache`)."""
-    from ..parallel import threads_per_worker
+    (one row: the check's findings). The runs go ``workers`` side by side; runs cached by an
+    earlier build with the same settings and code are reused (:mod:`.runcache`)."""
     from ..validate.realrun import check_run, sweep_summary
     from .runcache import run_cached
 
@@ -95,14 +87,12 @@ def compute(*, quick: bool = False, workers: int = 1, progress: bool = False) ->
               "batch_size": s["batch_size"], "epochs": s["epochs"],
               "test_size": s["test_size"], "max_length": s["max_length"],
               "lr_y": s["lr_y"], "mu": 1e-3}
-    threads = threads_per_worker(workers)
     diag = {**common, "lr_x": s["diag_lr_x"], "seed": 0,
             "diagnostics_every": s["diagnostics_every"],
             "diagnostics_examples": s["diagnostics_examples"],
             "diagnostics_probes": s["diagnostics_probes"]}
-    jobs = [{"config": diag, "threads": threads}] + [
-        {"config": {**common, "lr_x": lr_x, "seed": seed}, "threads": threads}
-        for lr_x in s["lr_x"] for seed in s["seeds"]]
+    jobs = [{"config": diag}] + [{"config": {**common, "lr_x": lr_x, "seed": seed}}
+                                 for lr_x in s["lr_x"] for seed in s["seeds"]]
     res = run_cached(run_job, jobs, workers=workers, progress=progress, desc=NAME)
     with tempfile.TemporaryDirectory(prefix="hybridconv-realruns-") as tmp:
         dirs = []

@@ -1,6 +1,6 @@
 """The figures' expensive runs, cached by the hash of their configuration and code.
 
-A figure that fine-tunes (``finetuning``, ``realruns``) hands its runs to :func:`run_cached`
+A figure that fine-tunes (``realruns``) hands its runs to :func:`run_cached`
 instead of :func:`hybridconv.parallel.run_jobs`. Each run is keyed by the SHA-256 of a
 canonical JSON of
 
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import jsonable, write_text_atomic
-from ..parallel import run_fresh, run_jobs
+from ..parallel import run_jobs
 
 __all__ = ["use", "run_cached", "run_key", "code_fingerprint"]
 
@@ -104,20 +104,12 @@ def _path(key: str) -> Path:
 
 
 def run_cached(fn: Callable[..., Any], jobs: Sequence[Mapping[str, Any]], *, workers: int = 1,
-               progress: bool = False, desc: str = "",
-               fresh: Sequence[str] | None = None,
-               setup: Callable[[], None] | None = None) -> list[Any]:
+               progress: bool = False, desc: str = "") -> list[Any]:
     """``[fn(**job) for job in jobs]``, reading cached results and computing the rest on
-    ``workers`` processes (:func:`hybridconv.parallel.run_jobs`; with ``fresh``, a list of
-    modules to preload, every run in a fresh process of its own:
-    :func:`hybridconv.parallel.run_fresh`, which runs ``setup()`` first in each). Each
-    computed result is
+    ``workers`` processes (:func:`hybridconv.parallel.run_jobs`). Each computed result is
     stored as soon as it is in (a failed run stores nothing; the runs before it stay), and
     returned as it will be read back (JSON data; NaN kept)."""
     def run(todo: Sequence[Mapping[str, Any]], on_result=None) -> list[Any]:
-        if fresh is not None:
-            return run_fresh(fn, todo, workers=workers, preload=fresh, setup=setup,
-                             progress=progress, desc=desc, on_result=on_result)
         return run_jobs(fn, todo, workers=workers, progress=progress, desc=desc,
                         on_result=on_result)
 

@@ -154,10 +154,9 @@ def blocks(trials: int) -> list[tuple[int, int]]:
 def default_threads(trials: int) -> int:
     """Threads a simulation uses by default: one per usable CPU (``OMP_NUM_THREADS`` caps it,
     as joblib's workers set it), at most one per trial block."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
+    from ..parallel import cpus as usable
+
+    cpus = usable()
     cap = os.environ.get("OMP_NUM_THREADS", "")
     if cap.isdigit() and int(cap) >= 1:
         cpus = min(cpus, int(cap))
