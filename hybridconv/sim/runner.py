@@ -207,15 +207,13 @@ def _run_block(problem: Problem, config: SimConfig, b: int, a: int, e: int,
 
     def track_gradients() -> None:
         if grad_bound is not None:
-            with np.errstate(all="ignore"):
-                g = np.asarray(grad_bound(x, y), dtype=float)
+            g = np.asarray(grad_bound(x, y), dtype=float)
             np.fmax(running_max, np.where(diverged_at > T, g, -np.inf), out=running_max)
 
     def record(t: int) -> None:
-        with np.errstate(all="ignore"):
-            F = problem.value(x, y)
-            gx, gy = problem.grad(x, y)
-            gx2, gy2 = np.einsum("bi,bi->b", gx, gx), np.einsum("bi,bi->b", gy, gy)
+        F = problem.value(x, y)
+        gx, gy = problem.grad(x, y)
+        gx2, gy2 = np.einsum("bi,bi->b", gx, gx), np.einsum("bi,bi->b", gy, gy)
         # a finite state whose objective or gradient overflows has diverged too
         bad = (diverged_at > t) & ~(np.isfinite(F) & np.isfinite(gx2) & np.isfinite(gy2))
         diverged_at[bad] = t
@@ -238,9 +236,8 @@ def _run_block(problem: Problem, config: SimConfig, b: int, a: int, e: int,
         ex, ey = rates[t]
         order = sampler.epoch(t)
         for i in range(n):
-            with np.errstate(all="ignore"):
-                nx, ny = hybrid_step(problem, x, y, order[:, i], eta_x=ex, eta_y=ey, **step)
-                total = float(nx.sum()) + float(ny.sum())
+            nx, ny = hybrid_step(problem, x, y, order[:, i], eta_x=ex, eta_y=ey, **step)
+            total = float(nx.sum()) + float(ny.sum())
             if alive and math.isfinite(total):
                 x, y = nx, ny  # the common case: every trial alive and finite
             else:
@@ -308,7 +305,8 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
                 bar.update(1)
 
     def run(b: int) -> None:
-        _run_block(problem, config, b, *parts[b], x0, y0, rates, rec, stop, tick)
+        with np.errstate(all="ignore"):  # overflow is detected and recorded as divergence
+            _run_block(problem, config, b, *parts[b], x0, y0, rates, rec, stop, tick)
 
     try:
         with _blas().limit(limits=1, user_api="blas"):
