@@ -231,11 +231,11 @@ def _run_block(problem: Problem, config: SimConfig, b: int, a: int, e: int,
     step = dict(oracles=oracles, mu=config.mu, q=config.q, directions=config.directions,
                 difference=config.difference, rng=drng)
     for t in range(T):
-        if stop.is_set():
-            return
         ex, ey = rates[t]
         order = sampler.epoch(t)
         for i in range(n):
+            if stop.is_set():  # another block failed, or Ctrl-C: stop at once
+                return
             nx, ny = hybrid_step(problem, x, y, order[:, i], eta_x=ex, eta_y=ey, **step)
             total = float(nx.sum()) + float(ny.sum())
             if alive and math.isfinite(total):
@@ -320,7 +320,7 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
                     try:
                         for f in futures:
                             f.result()
-                    finally:  # an error or Ctrl-C: the other blocks stop at their next epoch
+                    finally:  # an error or Ctrl-C: the other blocks stop at their next step
                         stop.set()
     finally:
         if bar is not None:
