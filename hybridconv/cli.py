@@ -119,10 +119,11 @@ def _finetune_config() -> type:
 
 
 FINETUNE_OVERRIDES: dict[str, dict[str, object]] = {
-    "method": {"row": "method", "among": spec.METHODS},
-    "lr_x": {"default_help": "per method, docs/finetune.md"},
-    "lr_y": {"default_help": "per method, docs/finetune.md"},
-    "mu": {"default_help": "per method, docs/finetune.md", "positive": True},
+    # the config sees fo-lora / zo-lora as typed (they fix peft = lora)
+    "method": {"choices": spec.METHODS.values + tuple(spec.METHODS.aliases),
+               "help": spec.METHODS.help + "; fo-lora / zo-lora mean fo-peft / zo-peft with "
+               "--peft lora"},
+    "mu": {"positive": True},
     "k_shot": {"none_value": "0", "default_help": "the whole train pool",
                "help": "training examples per class (0: the whole train pool)"},
     "test_size": {"none_value": "0", "default_help": "all",
@@ -254,6 +255,8 @@ def _figures(args: argparse.Namespace) -> int:
                       backend=cfg.backend, address=cfg.address, cache=not cfg.no_cache)
     except ValueError as e:
         raise option_error(e, FiguresConfig, args=args) from None
+    except (ImportError, RuntimeError) as e:  # a fine-tuning run of a figure failed (the
+        raise CLIError(str(e).splitlines()[0] if str(e) else repr(e)) from None  # [llm] extra)
     out = Path(cfg.out) if cfg.out else default_out(cfg.quick)
     for name, entry in built.items():
         secs = entry["replot_seconds"] if cfg.replot else entry["compute_seconds"]

@@ -363,3 +363,52 @@ def test_rademacher_directions_are_drawn_as_bits():
     assert a.bit_generator.state == b.bit_generator.state
     bits = np.unpackbits(raw, axis=-1, count=11, bitorder="little")
     assert np.array_equal(u, 2.0 * bits - 1.0)
+
+
+def _manual_step(problem, x, y, idx, oracles, *, eta_x, eta_y, mu, q, directions, difference,
+                 rng):
+    """The step of THEORY.md written out from function values (x's directions first)."""
+    grads = problem.grads(x, y, idx)
+    out = []
+    for b, (block, oracle) in enumerate(zip((x, y), oracles, strict=True)):
+        if oracle == "fo":
+            out.append(grads[b])
+            continue
+        u = sample_directions(rng, (len(idx), q, block.shape[1]), directions)
+
+        def f(sign, k, b=b, u=u):
+            shifted = [x, y]
+            shifted[b] = shifted[b] + sign * mu * u[:, k]
+            return problem.values(*shifted, idx)
+
+        deltas = [(f(1.0, k) - f(-1.0, k)) / (2 * mu) if difference == "central"
+                  else (f(1.0, k) - problem.values(x, y, idx)) / mu for k in range(q)]
+        out.append(sum(d[:, None] * u[:, k] for k, d in enumerate(deltas)) / q)
+    return x - eta_x * out[0], y - eta_y * out[1]
+
+
+@pytest.mark.parametrize("oracles", [("zo", "fo"), ("fo", "zo"), ("zo", "zo"), ("fo", "fo")])
+@pytest.mark.parametrize("difference", ["central", "forward"])
+def test_the_step_is_the_two_point_estimate_on_each_block(oracles, difference):
+    """Every method's step equals the algorithm written out from f_i's values, on a problem
+    whose differences are computed from values (not a closed form)."""
+    p = make_problem("nonconvex", 5, 4, 3, seed=2, lam=0.8)
+    rng = np.random.default_rng(9)
+    x, y = rng.standard_normal((3, 4)), rng.standard_normal((3, 3))
+    idx = np.array([4, 0, 2])
+    kw = dict(eta_x=0.3, eta_y=0.07, mu=0.05, q=2, directions="rademacher",
+              difference=difference)
+    got = hybrid_step(p, x, y, idx, oracles=oracles, rng=np.random.default_rng(11), **kw)
+    want = _manual_step(p, x, y, idx, oracles, rng=np.random.default_rng(11), **kw)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-12)
+
+
+def test_block_oracles_names_the_methods():
+    from hybridconv.sim import block_oracles
+
+    assert [block_oracles(m) for m in ("hybrid", "zo", "fo", "reversed")] == [
+        ("zo", "fo"), ("zo", "zo"), ("fo", "fo"), ("fo", "zo")]
+    with pytest.raises(ValueError, match=r"^method must be one of hybrid, zo, fo, reversed, "
+                                         r"got 'sgd'$"):
+        block_oracles("sgd")

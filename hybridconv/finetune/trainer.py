@@ -44,7 +44,7 @@ import torch
 
 from .. import spec
 from .._io import write_text_atomic
-from .groups import hybrid_param_groups, is_adapter_name
+from .groups import method_param_groups
 from .memory import peak_memory, reset_peak
 from .optimizer import HybridZOFO
 from .sampler import ReshufflingSampler
@@ -198,13 +198,7 @@ def build_optimizer(cfg: FinetuneConfig, loaded) -> HybridZOFO:
     rates = cfg.resolved()
     lr_x, lr_y = rates.get("lr_x", 1.0), rates.get("lr_y", 1.0)
     model = loaded.model
-    adapter = lambda n, p: is_adapter_name(n)  # noqa: E731
-    base = lambda n, p: not is_adapter_name(n)  # noqa: E731
-    everything = lambda n, p: True  # noqa: E731
-    sel = {"fo": dict(fo=everything), "fo-peft": dict(fo=adapter, frozen=base),
-           "zo": dict(zo=everything), "zo-peft": dict(zo=adapter, frozen=base),
-           "hybrid": {}}[cfg.method]
-    groups = hybrid_param_groups(model, lr_x=lr_x, lr_y=lr_y, **sel)
+    groups = method_param_groups(model, cfg.method, lr_x=lr_x, lr_y=lr_y)
     return HybridZOFO(groups, lr_x=lr_x, lr_y=lr_y, mu=rates.get("mu", 1e-3), q=cfg.q,
                       directions=cfg.directions, difference=cfg.difference,
                       fo_optimizer=cfg.fo_optimizer, fo_gradient=cfg.fo_gradient,
