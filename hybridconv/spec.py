@@ -378,8 +378,9 @@ _OPTION_ROWS: tuple[Quantity, ...] = (
              upper=2**63 - 1, default=0),
     Quantity("workers", "processes for independent jobs (results do not depend on it)",
              lower=1, integer=True, default=1),
-    Quantity("threads", "threads that regenerate a ZO direction (results do not depend on it)",
-             lower=1, integer=True),
+    Quantity("threads", "worker threads of one run: a simulation's blocks of trials, or the "
+             "regeneration of a ZO direction (results do not depend on it)", lower=1,
+             integer=True),
     Quantity("confidence", "confidence level of a statistical verdict", lower=0.0,
              strict=True, upper=1.0, upper_strict=True, default=0.99),
     Quantity("instances", "checks done at once (the confidence is split over them)", lower=1,

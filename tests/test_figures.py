@@ -319,6 +319,24 @@ def test_cli_figures(tiny, tmp_path, capsys):
     assert main(["figures", "--workers", "0", "--out", str(out)]) == 2
 
 
+def test_tightness_figure_plots_a_table():
+    """The plot from a table of tightness_table's shape (the search itself: tests/
+    test_tightness.py; the whole compute: the slow test below)."""
+    from hybridconv.validate.tightness import FAMILIES, REGIMES
+
+    mod = figure_module("tightness")
+    rows = [{"family": f, "regime": r, "max_ratio": 10.0 ** -(i + j + 1),
+             "ci_lower": 10.0 ** -(i + j + 2), "ci_upper": 10.0 ** -(i + j + 0.5)}
+            for i, f in enumerate(FAMILIES) for j, r in enumerate(REGIMES)]
+    rows[0].update(max_ratio=float("nan"), ci_lower=float("nan"), ci_upper=float("nan"))
+    fig = mod.plot(pd.DataFrame(rows))
+    assert len(fig.axes) >= 1
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+@pytest.mark.slow
 def test_tightness_figure(tiny, tmp_path):
     mod = figure_module("tightness")
     df = mod.compute(quick=True)

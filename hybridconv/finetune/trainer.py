@@ -44,7 +44,7 @@ import torch
 
 from .. import spec
 from .._io import write_text_atomic
-from .groups import hybrid_param_groups, is_adapter_name
+from .groups import method_param_groups
 from .memory import peak_memory, reset_peak
 from .optimizer import HybridZOFO
 from .sampler import ReshufflingSampler
@@ -210,30 +210,37 @@ def build_optimizer(cfg: FinetuneConfig, loaded) -> HybridZOFO:
     rates = cfg.resolved()
     lr_x, lr_y = rates.get("lr_x", 1.0), rates.get("lr_y", 1.0)
     model = loaded.model
-    adapter = lambda n, p: is_adapter_name(n)  # noqa: E731
-    base = lambda n, p: not is_adapter_name(n)  # noqa: E731
-    everything = lambda n, p: True  # noqa: E731
-    sel = {"fo": dict(fo=everything), "fo-peft": dict(fo=adapter, frozen=base),
-           "zo": dict(zo=everything), "zo-peft": dict(zo=adapter, frozen=base),
-           "hybrid": {}}[cfg.method]
-    groups = hybrid_param_groups(model, lr_x=lr_x, lr_y=lr_y, **sel)
+    groups = method_param_groups(model, cfg.method, lr_x=lr_x, lr_y=lr_y)
     return HybridZOFO(groups, lr_x=lr_x, lr_y=lr_y, mu=rates.get("mu", 1e-3), q=cfg.q,
                       directions=cfg.directions, difference=cfg.difference,
                       fo_optimizer=cfg.fo_optimizer, fo_gradient=cfg.fo_gradient,
                       schedule=cfg.schedule, seed=cfg.seed, module=model)
 
 
+def eval_batches(loaded, task, examples, cfg: FinetuneConfig) -> list[dict[str, torch.Tensor]]:
+    """``examples`` encoded once for every evaluation of a run: sorted by token count (stable)
+    and cut into batches of ``eval_batch_size``, each padded to its own longest example, so
+    that padding costs almost nothing; the sums over the set do not depend on the order."""
+    lengths = [int(loaded.encode(task, [e], cfg.max_length)["attention_mask"].sum())
+               for e in examples]
+    order = sorted(range(len(examples)), key=lengths.__getitem__)
+    return [_to(loaded.encode(task, [examples[j] for j in order[i:i + cfg.eval_batch_size]],
+                              cfg.max_length), cfg.device)
+            for i in range(0, len(order), cfg.eval_batch_size)]
+
+
 @torch.no_grad()
-def evaluate(loaded, task, examples, cfg: FinetuneConfig) -> dict[str, float]:
-    """Accuracy and mean loss on ``examples`` (eval mode, no gradient)."""
+def evaluate(loaded, task, examples, cfg: FinetuneConfig,
+             batches: list[dict[str, torch.Tensor]] | None = None) -> dict[str, float]:
+    """Accuracy and mean loss on ``examples`` (eval mode, no gradient), from ``batches``
+    (:func:`eval_batches` of the same examples, computed here when not given)."""
     model = loaded.model
     mode = model.training
     model.eval()
     correct, total_loss = 0, 0.0
     try:
-        for i in range(0, len(examples), cfg.eval_batch_size):
-            chunk = examples[i:i + cfg.eval_batch_size]
-            batch = _to(loaded.encode(task, chunk, cfg.max_length), cfg.device)
+        for batch in batches if batches is not None else eval_batches(loaded, task, examples,
+                                                                      cfg):
             scores = loaded.scores(batch)
             total_loss += float(torch.nn.functional.cross_entropy(
                 scores, batch["labels"], reduction="sum"))
@@ -334,6 +341,7 @@ class _Run:
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
     wall: float = 0.0
     held: dict[str, Any] = field(default_factory=dict)
+    eval_sets: dict[str, list] = field(default_factory=dict)  # encoded once per run
 
     @property
     def results_path(self) -> Path:
@@ -413,8 +421,14 @@ def _hold(run: _Run) -> None:
 def _point(run: _Run, epoch: int, train_loss: float | None) -> dict[str, Any]:
     """One evaluation point of the curve: test and dev accuracy and loss."""
     cfg, task = run.cfg, run.task
-    test = evaluate(run.loaded, task, task.test, cfg)
-    dev = evaluate(run.loaded, task, task.dev, cfg) if task.dev else {}
+
+    def on(name: str, examples: list) -> dict[str, float]:
+        if name not in run.eval_sets:
+            run.eval_sets[name] = eval_batches(run.loaded, task, examples, cfg)
+        return evaluate(run.loaded, task, examples, cfg, run.eval_sets[name])
+
+    test = on("test", task.test)
+    dev = on("dev", task.dev) if task.dev else {}
     return {"epoch": epoch, "step": run.opt.steps, "train_loss": train_loss,
             "forward_passes": run.opt.forward_passes, "wall_s": run.wall, **test,
             **({"dev_accuracy": dev["accuracy"], "dev_loss": dev["test_loss"]} if dev else {})}
