@@ -27,6 +27,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .. import spec as vocabulary
@@ -38,6 +39,8 @@ __all__ = ["load_results", "final_rows", "select_rates", "summary", "paired",
 
 KEYS = ("model", "task", "label")
 RATES = ("lr_x", "lr_y", "mu")
+DIVERGED = 1.5
+"""A final training loss above this multiple of the untrained dev loss counts as diverged."""
 
 
 def load_results(specs: list[ExperimentSpec]) -> pd.DataFrame:
@@ -65,19 +68,38 @@ def _rate_key(row: pd.Series) -> str:
     return " ".join(f"{k}={row[k]:g}" for k in RATES if k in row and pd.notna(row[k]))
 
 
-def select_rates(final: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, task, label) the rate setting with the best mean final dev accuracy
-    (ties: the first in sorted order); returns the final rows of that setting only."""
+def select_rates(final: pd.DataFrame, df: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per (model, task, label) the rate setting with the best mean final dev accuracy;
+    returns the final rows of that setting only.
+
+    The rule behind the defaults (docs/finetune.md): settings that diverged are out (a final
+    training loss that is not finite or above ``DIVERGED`` times the untrained model's dev
+    loss, read from the run's epoch-0 row of ``df``); ties in dev accuracy (100 examples: one
+    example is 0.01) go to the lower mean final training loss, then to the first in sorted
+    order. Only training and dev data enter the choice, never the test set.
+    """
     if final.empty:
         return final
     final = final.copy()
     final["rates"] = final.apply(_rate_key, axis=1)
-    dev = final.groupby([*KEYS, "rates"], dropna=False)["dev_accuracy"].mean().reset_index()
+    train = pd.to_numeric(final.get("train_loss"), errors="coerce")
+    start = pd.Series(float("nan"), index=final.index)
+    if df is not None and not df.empty and "dev_loss" in df:
+        first = df[df["epoch"] == 0].groupby("run_id")["dev_loss"].first()
+        start = final["run_id"].map(first).astype(float)
+    diverged = (train.notna() & ~np.isfinite(train)) | (train > DIVERGED * start)
+    final["diverged"] = diverged.fillna(False).astype(bool)
+    g = final.groupby([*KEYS, "rates"], dropna=False)
+    dev = g.agg(dev_accuracy=("dev_accuracy", "mean"),
+                train_loss=("train_loss", "mean"),
+                diverged=("diverged", "any")).reset_index()
     dev["dev_accuracy"] = dev["dev_accuracy"].fillna(-1.0)
-    best = dev.sort_values([*KEYS, "dev_accuracy", "rates"],
-                           ascending=[True, True, True, False, True])
+    dev.loc[dev["diverged"], "dev_accuracy"] = -2.0
+    dev["train_loss"] = dev["train_loss"].fillna(np.inf)
+    best = dev.sort_values([*KEYS, "dev_accuracy", "train_loss", "rates"],
+                           ascending=[True, True, True, False, True, True])
     best = best.groupby(list(KEYS), dropna=False).head(1)[[*KEYS, "rates"]]
-    return final.merge(best, on=[*KEYS, "rates"])
+    return final.merge(best, on=[*KEYS, "rates"]).drop(columns="diverged")
 
 
 def summary(chosen: pd.DataFrame) -> pd.DataFrame:
@@ -216,7 +238,7 @@ def write_report(specs: list[ExperimentSpec], out: str | Path, *,
         fin = fin.sort_values(["model", "task", "label", "lr_x", "lr_y"])
         return write_text_atomic(out, fin[cols + ["best_dev_accuracy"]].to_csv(index=False))
     final = final_rows(df)
-    chosen = select_rates(final)
+    chosen = select_rates(final, df)
     cmd = ("hybridconv experiment " + " ".join(str(s.source or s.name) for s in specs)
            + f" --report {out}" + (f" --figure {figure}" if figure else ""))
     lines = [

@@ -70,7 +70,7 @@ def compute(*, quick: bool = False, workers: int = 1, progress: bool = False) ->
         if df.empty:
             raise ValueError("no fine-tuning results yet: run `hybridconv experiment "
                              f"{' '.join(SPECS)}` first (or use --quick)")
-    chosen = select_rates(final_rows(df))
+    chosen = select_rates(final_rows(df), df)
     df = df.copy()
     df["chosen"] = df["run_id"].isin(set(chosen["run_id"]))
     return df
