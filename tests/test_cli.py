@@ -397,3 +397,45 @@ def test_theory_text_outputs_are_the_json_ones(capsys):
     assert lines[2] == f"step size: eta = {c['eta']}" and lines[-1] == c["regime"]
     _, one, _ = run(capsys, "theory", "complexity", "--json")
     assert json.loads(one) != c  # --ratio reaches the bound
+
+
+SLOW_README = ("finetune", "figures", "experiment", "check-run", "--falsify", "--mutations",
+               "--report", "torchrun")
+
+
+def _readme_commands() -> list[list[str]]:
+    import shlex
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    commands, current = [], ""
+    for line in text.splitlines():
+        line = line.strip()
+        if current:
+            current += " " + line
+        elif line.startswith("$ hybridconv "):
+            current = line[2:]
+        if current and not current.endswith("\\"):
+            commands.append(shlex.split(current.split(" # ")[0].split("   #")[0],
+                                        comments=True))
+            current = ""
+        elif current:
+            current = current[:-1]
+    return [c for c in commands if c[0] == "hybridconv"]
+
+
+def test_the_readmes_commands_run_as_printed(tmp_path, monkeypatch, capsys):
+    """Every fast hybridconv command of the README (the long ones: their own tests)."""
+    monkeypatch.chdir(tmp_path)
+    ran = 0
+    for argv in _readme_commands():
+        if "..." in argv or any(word in argv for word in SLOW_README):
+            continue
+        if "--help" in argv:
+            with pytest.raises(SystemExit) as e:
+                main(argv[1:])
+            assert e.value.code == 0
+        else:
+            assert main(argv[1:]) == 0, argv
+        capsys.readouterr()
+        ran += 1
+    assert ran >= 8
