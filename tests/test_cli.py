@@ -244,26 +244,30 @@ def test_figures_hands_its_options_to_build(monkeypatch, capsys, tmp_path):
 
     def fake(names, **kw):
         seen.update(kw, names=names)
-        return {"rates": {"compute_seconds": 1.5, "replot_seconds": 0.25, "replaced": True},
+        return {"rates": {"compute_seconds": 1.5, "replot_seconds": 0.25, "replaced": True,
+                          "runs": {"reused": 2, "computed": 1}},
                 "sampling": {"compute_seconds": 2.0, "replot_seconds": 0.5, "replaced": False}}
 
     monkeypatch.setattr(build, "build", fake)
     out = str(tmp_path / "figs")
     code, text, _ = run(capsys, "figures", "--quick", "--only", "rates", "--only", "sampling",
                         "--workers", "3", "--backend", "dask", "--address", "tcp://h:1",
-                        "--out", out, "--no-progress")
+                        "--out", out, "--no-progress", "--no-cache")
     assert code == 0
     assert seen == {"names": ["rates", "sampling"], "quick": True, "replot": False,
                     "workers": 3, "out": out, "progress": False, "backend": "dask",
+                    "cache": False,
                     "address": "tcp://h:1", "command": f"hybridconv figures --quick --workers 3 "
                                                        f"--backend dask --out {out}"}
-    assert text == (f"rates: {out}/rates.png in 1.5 s (replaced earlier files)\n"
+    assert text == (f"rates: {out}/rates.png in 1.5 s (replaced earlier files) (2 cached runs "
+                    "reused, 1 computed)\n"
                     f"sampling: {out}/sampling.png in 2.0 s\nmanifest: {out}/MANIFEST.json\n")
     code, text, _ = run(capsys, "figures", "--replot")
     assert seen["names"] is None and seen["replot"] is True and seen["quick"] is False
     assert seen["command"] == "hybridconv figures" and seen["workers"] == 1
     assert seen["backend"] == "local" and seen["address"] is None and seen["progress"] is True
-    assert text.startswith("rates: paper_figures/rates.png in 0.2 s (replaced")
+    assert seen["cache"] is True
+    assert text.startswith("rates: paper_figures/rates.png in 0.2 s (replaced earlier files)\n")
 
     def refuse(names, **kw):
         raise ValueError("workers must be an integer >= 1, got 0")
@@ -341,7 +345,8 @@ def test_experiment_hands_its_options_to_the_runner(monkeypatch, capsys, tmp_pat
 
     def fake_run(s, **kw):
         seen.update(kw)
-        return [{"status": "completed"}, {"status": "diverged"}]
+        return [{"run_id": "r0", "status": "completed"},
+                {"run_id": "r2", "status": "diverged", "error": "non-finite loss"}]
 
     monkeypatch.setattr(runner, "run_experiment", fake_run)
     code, text, _ = run(capsys, "experiment", "a.toml", "--dry-run")
@@ -355,7 +360,8 @@ def test_experiment_hands_its_options_to_the_runner(monkeypatch, capsys, tmp_pat
     assert code == 1 and loaded[-2:] == ["a.toml", "b.toml"]
     assert seen == {"workers": 2, "backend": "dask", "address": "tcp://h:1",
                     "progress": False, "limit": 5}
-    assert text.splitlines()[1] == "sw: ran 2 runs, 1 not completed"
+    assert text.splitlines()[1:3] == ["  r2: diverged non-finite loss",
+                                      "sw: ran 2 runs, 1 not completed"]
     monkeypatch.setattr(runner, "run_experiment", lambda s, **kw: [{"status": "completed"}])
     code, _, _ = run(capsys, "experiment", "a.toml")
     assert code == 0
