@@ -584,6 +584,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as e:
         print(f"hybridconv: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader stopped early (``| head``): no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -154,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--snapshot", metavar="DIR", help="run in a copy of the working tree in "
                     "DIR (kept between runs with its cache), so the tree may change meanwhile")
     args = ap.parse_args(argv)
-    root = snapshot(Path(args.snapshot).resolve()) if args.snapshot else ROOT
+    root = Path(args.snapshot).resolve() if args.snapshot else ROOT
+    if args.snapshot and not args.report:
+        snapshot(root)
     known = modules(ROOT)
     chosen = args.module or known
     unknown = [m for m in chosen if m not in known]

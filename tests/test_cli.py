@@ -244,26 +244,30 @@ def test_figures_hands_its_options_to_build(monkeypatch, capsys, tmp_path):
 
     def fake(names, **kw):
         seen.update(kw, names=names)
-        return {"rates": {"compute_seconds": 1.5, "replot_seconds": 0.25, "replaced": True},
+        return {"rates": {"compute_seconds": 1.5, "replot_seconds": 0.25, "replaced": True,
+                          "runs": {"reused": 2, "computed": 1}},
                 "sampling": {"compute_seconds": 2.0, "replot_seconds": 0.5, "replaced": False}}
 
     monkeypatch.setattr(build, "build", fake)
     out = str(tmp_path / "figs")
     code, text, _ = run(capsys, "figures", "--quick", "--only", "rates", "--only", "sampling",
                         "--workers", "3", "--backend", "dask", "--address", "tcp://h:1",
-                        "--out", out, "--no-progress")
+                        "--out", out, "--no-progress", "--no-cache")
     assert code == 0
     assert seen == {"names": ["rates", "sampling"], "quick": True, "replot": False,
                     "workers": 3, "out": out, "progress": False, "backend": "dask",
+                    "cache": False,
                     "address": "tcp://h:1", "command": f"hybridconv figures --quick --workers 3 "
                                                        f"--backend dask --out {out}"}
-    assert text == (f"rates: {out}/rates.png in 1.5 s (replaced earlier files)\n"
+    assert text == (f"rates: {out}/rates.png in 1.5 s (replaced earlier files) (2 cached runs "
+                    "reused, 1 computed)\n"
                     f"sampling: {out}/sampling.png in 2.0 s\nmanifest: {out}/MANIFEST.json\n")
     code, text, _ = run(capsys, "figures", "--replot")
     assert seen["names"] is None and seen["replot"] is True and seen["quick"] is False
     assert seen["command"] == "hybridconv figures" and seen["workers"] == 1
     assert seen["backend"] == "local" and seen["address"] is None and seen["progress"] is True
-    assert text.startswith("rates: paper_figures/rates.png in 0.2 s (replaced")
+    assert seen["cache"] is True
+    assert text.startswith("rates: paper_figures/rates.png in 0.2 s (replaced earlier files)\n")
 
     def refuse(names, **kw):
         raise ValueError("workers must be an integer >= 1, got 0")
@@ -317,3 +321,127 @@ def test_check_report_hands_workers_and_backend_to_the_searches(tmp_path, capsys
     assert seen["backend"] == "ray" and seen["force"] is True and seen["workers"] == 1
     assert parallel._DEFAULTS == {"backend": "local", "address": None}  # restored
     assert "max_ratio: 0.5" in capsys.readouterr().out
+
+
+def test_experiment_hands_its_options_to_the_runner(monkeypatch, capsys, tmp_path):
+    """The CLI's part of hybridconv experiment (the sweeps themselves:
+    tests/test_experiments.py)."""
+    from types import SimpleNamespace
+
+    import hybridconv.experiments.report as report
+    import hybridconv.experiments.runner as runner
+    import hybridconv.experiments.spec as spec_mod
+
+    def run_(i, lr_x):
+        return SimpleNamespace(run_id=f"r{i}", label=lambda: "hybrid-lora", settings={
+            "model": "minilm", "task": "mr", "seed": i, "lr_x": lr_x, "lr_y": 0.05})
+
+    sweep = SimpleNamespace(name="sw", results=tmp_path / "sw.csv",
+                            runs=[run_(0, 1e-5), run_(1, 1e-4), run_(2, 1e-3)],
+                            describe=lambda: "sweep sw: 3 runs")
+    loaded, seen = [], {}
+    monkeypatch.setattr(spec_mod, "load_spec", lambda p: loaded.append(p) or sweep)
+    monkeypatch.setattr(runner, "finished_runs", lambda path: {"r1"})
+
+    def fake_run(s, **kw):
+        seen.update(kw)
+        return [{"run_id": "r0", "status": "completed"},
+                {"run_id": "r2", "status": "diverged", "error": "non-finite loss"}]
+
+    monkeypatch.setattr(runner, "run_experiment", fake_run)
+    code, text, _ = run(capsys, "experiment", "a.toml", "--dry-run")
+    assert code == 0 and loaded == ["a.toml"] and seen == {}
+    assert text == (f"sweep sw: 3 runs; 1 finished, 2 to run -> {tmp_path / 'sw.csv'}\n"
+                    "  r0 minilm mr hybrid-lora seed 0 lr_x 1e-05 lr_y 0.05\n"
+                    "  r2 minilm mr hybrid-lora seed 2 lr_x 0.001 lr_y 0.05\n")
+    code, text, _ = run(capsys, "experiment", "a.toml", "b.toml", "--workers", "2",
+                        "--backend", "dask", "--address", "tcp://h:1", "--limit", "5",
+                        "--no-progress")
+    assert code == 1 and loaded[-2:] == ["a.toml", "b.toml"]
+    assert seen == {"workers": 2, "backend": "dask", "address": "tcp://h:1",
+                    "progress": False, "limit": 5}
+    assert text.splitlines()[1:3] == ["  r2: diverged non-finite loss",
+                                      "sw: ran 2 runs, 1 not completed"]
+    monkeypatch.setattr(runner, "run_experiment", lambda s, **kw: [{"status": "completed"}])
+    code, _, _ = run(capsys, "experiment", "a.toml")
+    assert code == 0
+    monkeypatch.setattr(report, "write_report",
+                        lambda specs, out, figure=None: seen.update(report=(specs, out, figure))
+                        or Path(out))
+    code, text, _ = run(capsys, "experiment", "a.toml", "--report", "r.md", "--figure", "f.png")
+    assert (code, text) == (0, "wrote r.md\n") and seen["report"] == ([sweep], "r.md", "f.png")
+    monkeypatch.setattr(spec_mod, "load_spec",
+                        lambda p: (_ for _ in ()).throw(ValueError("limit must be >= 1")))
+    assert run(capsys, "experiment", "a.toml")[2] == "hybridconv: error: --limit must be >= 1\n"
+
+
+def test_theory_text_outputs_are_the_json_ones(capsys):
+    sets = _sets(*VALUES, "eta_x=1e-5", "eta_y=1e-3")
+    _, out, _ = run(capsys, "theory", "bound", *sets, "--json")
+    d = json.loads(out)
+    assert d["values"]["eta_x"] == 1e-5 and d["measure"] == "min_t E||grad F(z_t)||^2"
+    _, text, _ = run(capsys, "theory", "bound", *sets)
+    assert text == (f"bound on min_t E||grad F(z_t)||^2: {d['value']:.6g}\n"
+                    "conditions: all hold\n")
+    _, out, _ = run(capsys, "theory", "steps", *_sets(*VALUES), "--json")
+    s = json.loads(out)
+    _, text, _ = run(capsys, "theory", "steps", *_sets(*VALUES))
+    assert text.splitlines() == [
+        f"measure: {s['measure']}",
+        f"two rates:  eta_x = {s['eta_x']:.6g}, eta_y = {s['eta_y']:.6g} (eta_y/eta_x = "
+        f"{s['ratio']:.4g}), bound = {s['bound_two_rates']:.6g}",
+        f"one rate:   eta = {s['eta']:.6g}, bound = {s['bound_single_rate']:.6g}",
+        f"gain of two rates: {s['gain']:.4g}x; active conditions: "
+        f"{', '.join(s['active']) or 'none'}"]
+    _, out, _ = run(capsys, "theory", "complexity", "--ratio", "3", "--json")
+    c = json.loads(out)
+    _, text, _ = run(capsys, "theory", "complexity", "--ratio", "3")
+    lines = text.splitlines()
+    assert lines[0] == ("epochs to reach min_t E||grad F(z_t)||^2 <= eps^2: "
+                        f"T = Theta(eps^{c['eps_exponent']})")
+    assert lines[1] == f"leading order: T = {c['epochs']}"
+    assert lines[2] == f"step size: eta = {c['eta']}" and lines[-1] == c["regime"]
+    _, one, _ = run(capsys, "theory", "complexity", "--json")
+    assert json.loads(one) != c  # --ratio reaches the bound
+
+
+SLOW_README = ("finetune", "figures", "experiment", "check-run", "--falsify", "--mutations",
+               "--report", "torchrun")
+
+
+def _readme_commands() -> list[list[str]]:
+    import shlex
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    commands, current = [], ""
+    for line in text.splitlines():
+        line = line.strip()
+        if current:
+            current += " " + line
+        elif line.startswith("$ hybridconv "):
+            current = line[2:]
+        if current and not current.endswith("\\"):
+            commands.append(shlex.split(current.split(" # ")[0].split("   #")[0],
+                                        comments=True))
+            current = ""
+        elif current:
+            current = current[:-1]
+    return [c for c in commands if c[0] == "hybridconv"]
+
+
+def test_the_readmes_commands_run_as_printed(tmp_path, monkeypatch, capsys):
+    """Every fast hybridconv command of the README (the long ones: their own tests)."""
+    monkeypatch.chdir(tmp_path)
+    ran = 0
+    for argv in _readme_commands():
+        if "..." in argv or any(word in argv for word in SLOW_README):
+            continue
+        if "--help" in argv:
+            with pytest.raises(SystemExit) as e:
+                main(argv[1:])
+            assert e.value.code == 0
+        else:
+            assert main(argv[1:]) == 0, argv
+        capsys.readouterr()
+        ran += 1
+    assert ran >= 8

@@ -157,7 +157,7 @@ def test_cli_fine_tunes_minilm_on_mr_with_the_hybrid_offline(tmp_path, capsys):
 
 
 @needs_minilm
-@pytest.mark.parametrize("method", ["hybrid", "fo-lora"])
+@pytest.mark.parametrize("method", ["hybrid", pytest.param("fo-lora", marks=pytest.mark.slow)])
 def test_resume_is_bit_identical(tmp_path, method):
     cfg = dict(TINY, method=method, fo_optimizer="adam", lr_y=1e-3)
     straight = finetune(FinetuneConfig(epochs=3, **cfg), tmp_path / "a", progress=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -249,8 +250,12 @@ def QuadraticOutside(problem):  # noqa: N802
     """A copy of a problem whose certified region its iterates leave at once."""
     import copy
 
+    class Outside(type(problem)):
+        def in_region(self, x, y):
+            return np.zeros(len(x), dtype=bool)
+
     clone = copy.copy(problem)
-    clone.in_region = lambda x, y: np.zeros(len(x), dtype=bool)
+    clone.__class__ = Outside
     return clone
 
 
@@ -269,3 +274,69 @@ def test_the_gradient_bound_of_the_generalized_theorem_is_enforced():
     v = check(bg, p, cfg, allow_outside=True)
     assert len(v.outside) == 1 and v.outside[0].startswith("max_i ||grad f_i|| reached ")
     assert v.outside[0].endswith(f"> G = {G:.6g} (the generalized theorem's gradient bound)")
+
+
+def test_a_run_inside_the_gradient_bound_passes():
+    """The running max of ||grad f_i|| starts at G itself (G is taken at the start): a run
+    that never goes above it is inside, with no rounding slack needed below G."""
+    bg = hybrid_bound(assumption="h1-gen")
+    p = make_problem("gensmooth", 4, 3, 2, seed=0)
+    ex, ey = bg.admissible_steps(1.0, 1.0, **p.constants(), mu=1e-3, q=1, n=4, T=3)
+    v = check(bg, p, SimConfig(eta_x=ex, eta_y=ey, epochs=3, trials=4, seed=0))
+    assert v.outside == [] and v.verdict != "violated"
+
+
+def test_the_trivial_flag_is_epoch_0_against_the_bound(instance):
+    """trivial: ||grad F(z_0)||^2 (epoch 0's mean) <= the bound, for the min measure only."""
+    from hybridconv.sim import simulate
+
+    p, cfg = instance
+    cfg = dataclasses.replace(cfg, epochs=6, trials=8)
+    means = simulate(p, cfg).groupby("epoch")["grad_sq"].mean()
+    real = check(BOUND, p, cfg).bound
+    # a bound between epoch 1's mean and epoch 0's: not trivial (epoch 0 is above it)
+    between = planted(BOUND, sp.nsimplify((means[0] + means[1]) / 2 / real, rational=True))
+    assert means[1] < means[0]
+    v = check(between, p, cfg)
+    assert not v.trivial and v.bound < means[0]
+    huge = planted(BOUND, 10**9)
+    assert check(huge, p, cfg).trivial
+    assert not check(huge, p, cfg, measure="weighted").trivial  # the weighted measure: never
+
+
+def test_a_planted_small_bound_keeps_its_ratio(instance):
+    p, cfg = instance
+    v = check(planted(BOUND, sp.Rational(1, 10**6)), p, dataclasses.replace(cfg, epochs=3))
+    assert 0 < v.bound < 1 and v.ratio == pytest.approx(v.empirical / v.bound, rel=1e-12)
+
+
+@pytest.mark.parametrize("measure", ["min", "weighted"])
+def test_a_diverged_run_is_infinite_and_violated(instance, measure):
+    """Outside the conditions on purpose: a trial diverges; its average is infinite, the
+    verdict is violated, and no overflow warning escapes."""
+    import warnings
+
+    p, cfg = instance
+    cfg = dataclasses.replace(cfg, eta_x=50.0, eta_y=50.0, epochs=40, trials=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        v = check(BOUND, p, cfg, allow_outside=True, measure=measure)
+    assert v.diverged == 4 and v.verdict == "violated"
+    assert v.empirical == v.ci_lower == v.ci_upper == v.ratio == math.inf
+    assert v.epoch == (0 if measure == "min" else -1)
+
+
+def test_divergence_inside_the_conditions_is_a_violation(instance):
+    """The theorem bounds a finite expectation: a run that diverges while the conditions
+    hold (here: a problem that under-reports its smoothness) is a violation, whatever the
+    interval says."""
+    import copy
+
+    p, cfg = instance
+    liar = copy.copy(p)
+    true = p.constants()
+    liar.constants = lambda x0=None, y0=None: {**true, "L_x": true["L_x"] / 1e4,
+                                               "L_y": true["L_y"] / 1e4, "L_xy": 0.0}
+    ex, ey = BOUND.admissible_steps(1.0, 1.0, **liar.constants(), mu=1e-4, q=1, n=p.n, T=40)
+    v = check(BOUND, liar, SimConfig(eta_x=ex, eta_y=ey, mu=1e-4, epochs=40, trials=4))
+    assert v.outside == [] and v.diverged > 0 and v.verdict == "violated"
