@@ -255,8 +255,8 @@ def _figures(args: argparse.Namespace) -> int:
                       backend=cfg.backend, address=cfg.address, cache=not cfg.no_cache)
     except ValueError as e:
         raise option_error(e, FiguresConfig, args=args) from None
-    except (ImportError, RuntimeError) as e:  # a fine-tuning run of a figure failed (the
-        raise CLIError(str(e).splitlines()[0] if str(e) else repr(e)) from None  # [llm] extra)
+    except ImportError as e:  # the fine-tuning figure without the [llm] extra
+        raise CLIError(f"{e.name or e} is not installed: pip install -e '.[llm]'") from None
     out = Path(cfg.out) if cfg.out else default_out(cfg.quick)
     for name, entry in built.items():
         secs = entry["replot_seconds"] if cfg.replot else entry["compute_seconds"]
@@ -332,6 +332,8 @@ def _experiment(args: argparse.Namespace) -> int:
                                  address=cfg.address, progress=not cfg.no_progress,
                                  limit=cfg.limit)
             bad = [r for r in res if r["status"] != "completed"]
+            for r in bad:
+                print(f"  {r['run_id']}: {r['status']} {r.get('error', '')}", flush=True)
             print(f"{sweep.name}: ran {len(res)} runs, {len(bad)} not completed", flush=True)
             status = status or int(bool(bad))
         return status
