@@ -131,8 +131,8 @@ def run_jobs(fn: Callable[..., R], jobs: Sequence[Mapping[str, object]], *, work
     cluster's own size applies). ``backend=None`` takes the one set by :func:`defaults`
     (``local`` otherwise). Results come back in the order of ``jobs``; a tqdm bar counts
     finished jobs when ``progress`` is set; ``on_result(i, result)`` is called in this
-    process as each result arrives, in order (how the figures' run cache stores each run as
-    soon as it is done).
+    process as each result arrives, in the order they finish (how the figures' run cache
+    stores each run as soon as it is done).
     """
     check_workers(workers)
     if backend is None:
@@ -157,13 +157,13 @@ def run_jobs(fn: Callable[..., R], jobs: Sequence[Mapping[str, object]], *, work
 
         with _engine(backend, workers, address):
             n_jobs = min(workers, len(jobs)) if backend == "local" else -1
-            gen = Parallel(n_jobs=n_jobs, return_as="generator")(
-                delayed(fn)(**job) for job in jobs)
-            out = []
-            for r in gen:
-                out.append(r)
+            gen = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+                delayed(_indexed)(fn, i, job) for i, job in enumerate(jobs))
+            out: list = [None] * len(jobs)
+            for i, r in gen:
+                out[i] = r
                 if on_result is not None:
-                    on_result(len(out) - 1, r)
+                    on_result(i, r)
                 if bar is not None:
                     bar.update(1)
         return out
@@ -171,3 +171,7 @@ def run_jobs(fn: Callable[..., R], jobs: Sequence[Mapping[str, object]], *, work
         if bar is not None:
             bar.close()
 
+
+
+def _indexed(fn: Callable[..., R], i: int, job: Mapping[str, object]) -> tuple[int, R]:
+    return i, fn(**job)

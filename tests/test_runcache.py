@@ -129,8 +129,11 @@ def test_build_lists_the_reused_runs_in_the_manifest(tmp_path, monkeypatch):
     monkeypatch.setattr("hybridconv.figures.build.git_revision", lambda: "test")
     out = tmp_path / "figs"
     build(["complexity"], quick=True, out=out, progress=False)
-    runs = json.loads((out / "MANIFEST.json").read_text())["figures"]["complexity"]["runs"]
+    entry = json.loads((out / "MANIFEST.json").read_text())["figures"]["complexity"]
+    runs = entry["runs"]
     assert runs["computed"] == 3 and runs["reused"] == 0
+    cpu = entry["cpu_seconds"]  # the work, beside the wall time (None without psutil)
+    assert cpu is None or cpu >= 0
     build(["complexity"], quick=True, out=out, progress=False)
     runs = json.loads((out / "MANIFEST.json").read_text())["figures"]["complexity"]["runs"]
     assert runs["reused"] == 3 and runs["computed"] == 0 and len(CALLS) == 3

@@ -5,9 +5,10 @@ Layout under the output folder (``paper_figures/`` by default; ``paper_figures/q
 
     NAME.png, NAME.pdf       the figure
     data/NAME.csv            the tidy DataFrame it is drawn from (alone)
-    MANIFEST.json            per figure: command, settings and seeds, git revision, runtime,
-                             files, UTC time, the cached runs it reused and the runs it
-                             computed; figures not rebuilt keep their earlier entry
+    MANIFEST.json            per figure: command, settings and seeds, git revision, runtime
+                             (wall, and CPU time of the build and its workers), files, UTC
+                             time, the cached runs it reused and the runs it computed;
+                             figures not rebuilt keep their earlier entry
     cache/runs/KEY.json      the fine-tuning runs, keyed by the hash of their configuration
                              and code (:mod:`.runcache`; not committed)
 
@@ -34,7 +35,7 @@ from .._io import jsonable, write_text_atomic
 from ..parallel import check_backend, check_workers, defaults
 from . import FIGURES, figure_module, runcache
 
-__all__ = ["build", "default_out", "git_revision"]
+__all__ = ["build", "default_out", "git_revision", "cpu_seconds"]
 
 
 def default_out(quick: bool) -> Path:
@@ -56,6 +57,26 @@ def git_revision() -> str:
         return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def cpu_seconds() -> float | None:
+    """CPU time (user + system) of this process and of every process it started, alive or
+    reaped (psutil; ``None`` without it): a figure's work, which unlike its wall time does
+    not grow when other jobs share the machine."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    me = psutil.Process()
+    t = me.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in me.children(recursive=True):
+        try:
+            c = child.cpu_times()
+        except psutil.Error:  # it ended meanwhile: its time is in a parent's children_*
+            continue
+        total += c.user + c.system + c.children_user + c.children_system
+    return total
 
 
 def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bool = False,
@@ -106,7 +127,7 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
         if bar is not None:
             bar.set_postfix_str(name)
         mod = figure_module(name)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         csv = data / f"{name}.csv"
         runs = None
         if replot:
@@ -135,6 +156,8 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
         if not replot:  # after a successful plot: data, figure and manifest stay together
             write_text_atomic(csv, df.to_csv(index=False, float_format="%.10g"))
         seconds = time.perf_counter() - t0
+        c1 = cpu_seconds()
+        cpu = round(c1 - c0, 1) if c0 is not None and c1 is not None else None
         entry = {
             "title": mod.TITLE,
             "command": f"{command} --only {name}" if not replot else previous.get(
@@ -144,6 +167,7 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
             jsonable(mod.settings(quick)),
             "git_revision": previous.get("git_revision", revision) if replot else revision,
             "compute_seconds": previous.get("compute_seconds") if replot else round(seconds, 2),
+            "cpu_seconds": previous.get("cpu_seconds") if replot else cpu,
             "replot_seconds": round(seconds, 2) if replot else None,
             "workers": workers if not replot else previous.get("workers"),
             "backend": backend if not replot else previous.get("backend", "local"),

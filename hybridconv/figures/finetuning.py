@@ -51,19 +51,28 @@ def _root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+def quick_sweep(spec: dict, workers: int) -> dict[str, list]:
+    """The quick sweep: the runner on ``spec`` in a temporary folder, ``workers`` runs side by
+    side; its tidy rows as columns."""
+    from ..experiments.report import load_results
+    from ..experiments.runner import run_experiment
+    from ..experiments.spec import parse_spec
+
+    with tempfile.TemporaryDirectory(prefix="hybridconv-fig-") as tmp:
+        parsed = parse_spec(spec, root=Path(tmp))
+        run_experiment(parsed, workers=workers)
+        return load_results([parsed]).to_dict("list")
+
+
 def compute(*, quick: bool = False, workers: int = 1, progress: bool = False) -> pd.DataFrame:
     """Tidy rows (the runner's columns) of the chosen runs, plus ``chosen`` (bool): whether a
     run has the dev-selected rate of its method."""
     from ..experiments.report import final_rows, load_results, select_rates
-    from ..experiments.spec import load_spec, parse_spec
+    from ..experiments.spec import load_spec
+    from .runcache import run_cached
 
-    if quick:
-        with tempfile.TemporaryDirectory(prefix="hybridconv-fig-") as tmp:
-            spec = parse_spec(QUICK, root=Path(tmp))
-            from ..experiments.runner import run_experiment
-
-            run_experiment(spec, workers=workers, progress=progress)
-            df = load_results([spec])
+    if quick:  # cached by the spec and the code (a rerun reuses it; see runcache)
+        df = pd.DataFrame(run_cached(quick_sweep, [{"spec": QUICK, "workers": workers}])[0])
     else:
         paths = [_root() / p for p in SPECS if (_root() / p).exists()]
         df = load_results([load_spec(p, root=_root()) for p in paths])

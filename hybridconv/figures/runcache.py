@@ -1,14 +1,14 @@
 """The figures' expensive runs, cached by the hash of their configuration and code.
 
-A figure that fine-tunes (``realruns``) hands its runs to :func:`run_cached`
-instead of :func:`hybridconv.parallel.run_jobs`. Each run is keyed by the SHA-256 of a
-canonical JSON of
+A figure that fine-tunes (``realruns``; ``finetuning``'s quick sweep) hands its runs to
+:func:`run_cached` instead of :func:`hybridconv.parallel.run_jobs`. Each run is keyed by the
+SHA-256 of a canonical JSON of
 
 * its job: the function's qualified name and its keyword arguments (every setting that
   reaches the trainer: model, task, method, seed, sizes, rates, ...), and
 * the code it runs with: the SHA-256 of the function's module file and of every
-  ``hybridconv/finetune/*.py``, and the versions of python, numpy, torch, transformers and
-  peft.
+  ``hybridconv/finetune/*.py``, ``hybridconv/experiments/*.py`` and ``hybridconv/spec.py``
+  (the defaults), and the versions of python, numpy, torch, transformers and peft.
 
 A run found in the cache (``<figures folder>/cache/runs/KEY.json``, written atomically after
 the run succeeded) is read back instead of computed: a rerun of ``hybridconv figures`` with
@@ -75,18 +75,21 @@ def _versions() -> dict[str, str]:
 def _sha(paths: Sequence[Path]) -> str:
     h = hashlib.sha256()
     for p in sorted(paths):
-        h.update(p.name.encode())
+        h.update(f"{p.parent.name}/{p.name}".encode())
         h.update(p.read_bytes())
     return h.hexdigest()
 
 
 def code_fingerprint(fn: Callable[..., Any]) -> dict[str, Any]:
     """What a cached run's validity depends on besides its arguments: the source of ``fn``'s
-    module and of the fine-tuner, and the library versions."""
-    finetune = Path(__file__).resolve().parents[1] / "finetune"
+    module, of the fine-tuner, the experiment runner and the vocabulary, and the library
+    versions."""
+    package = Path(__file__).resolve().parents[1]
     module = Path(inspect.getsourcefile(fn) or "")
+    sources = [*package.glob("finetune/*.py"), *package.glob("experiments/*.py"),
+               package / "spec.py"]
     return {"module": _sha([module]) if module.is_file() else "unknown",
-            "finetune": _sha(list(finetune.glob("*.py"))), "versions": _versions()}
+            "finetune": _sha(sources), "versions": _versions()}
 
 
 def run_key(fn: Callable[..., Any], job: Mapping[str, Any],
