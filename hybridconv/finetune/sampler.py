@@ -58,7 +58,11 @@ class ReshufflingSampler(Sampler[int]):
                 n = len(data)  # type: ignore[arg-type]
             except TypeError:
                 raise ValueError("data must be a sized dataset or an integer n >= 1") from None
-        self.n = spec.validate("n", n)
+        self.n = spec.validate("n", n, label="data" if n is data else "len(data)")
+        from ..sizes import check_fits
+
+        check_fits(lambda n: 24.0 * n, {"n": self.n}, {"n": 1}, {"n": "data"},
+                   what="an order of this length (three int64 arrays)")
         self.sampling = spec.validate("sampling", sampling)
         self.seed = spec.validate("seed", seed)
         self.epoch = 0
@@ -77,7 +81,9 @@ class ReshufflingSampler(Sampler[int]):
         self.epoch, self._pos = spec.validate("epoch", epoch), 0
 
     def order(self, epoch: int) -> np.ndarray:
-        """The full order of ``epoch`` (shape (n,))."""
+        """The full order of ``epoch`` (shape (n,)); it replays the stream from epoch 0, so it
+        costs ``epoch + 1`` draws."""
+        epoch = spec.validate("epoch", epoch)
         rng = np.random.default_rng([self.seed, SAMPLER_STREAM])
         base = np.arange(self.n)[None, :]
         if self.sampling == "ig":

@@ -17,8 +17,11 @@ for problems that provide ``max_component_grad_norm`` (the H1-gen theorem needs 
 G). Both are reported, never silently ignored.
 
 Divergence: after every step, a trial whose state is no longer finite is marked diverged at
-that epoch, its state is frozen (no further updates) and its later records are NaN with
-``diverged = True``; nothing is averaged over it silently.
+that epoch, and so is, at each record, a trial whose ||grad F||^2 exceeds
+:data:`hybridconv.numerics.BLOWUP_FACTOR` (1e20) times max(its value at the start, 1); its
+state is frozen (no further updates) and its later records are NaN with ``diverged = True``;
+nothing is averaged over it silently. A ZO radius mu below the float64 resolution of the start
+(``hybridconv.numerics.check_radius``) is refused before the run.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import spec
+from ..numerics import BLOWUP_FACTOR, check_radius
 from ..problems.base import Problem
 from .samplers import Sampler
 from .step import block_oracles, hybrid_step
@@ -126,6 +130,16 @@ def _start(problem: Problem, x0: np.ndarray | None, y0: np.ndarray | None,
             np.broadcast_to(y0, (trials, problem.d_y)).copy())
 
 
+def _check_fits(problem: Problem, config: SimConfig) -> None:
+    """Refuse, before allocating, a run whose records and state cannot fit in memory."""
+    from ..sizes import check_fits, simulation_bytes
+
+    check_fits(lambda **v: simulation_bytes(family=problem.name, **v),
+               dict(n=problem.n, d_x=problem.d_x, d_y=problem.d_y, trials=config.trials,
+                    epochs=config.epochs, q=config.q),
+               dict(trials=100, epochs=10, q=1), what="this simulation")
+
+
 def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = None,
              y0: np.ndarray | None = None, progress: bool = False) -> pd.DataFrame:
     """Run ``config.trials`` trials of ``config.epochs`` epochs; return the records.
@@ -142,7 +156,11 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
         raise ValueError(f"config must be a SimConfig, got {config!r}")
     K, T, n = config.trials, config.epochs, problem.n
     oracles = block_oracles(config.method)
+    _check_fits(problem, config)
     x, y = _start(problem, x0, y0, K)
+    if "zo" in oracles:  # the perturbation mu u must survive the rounding of x + mu u
+        check_radius(config.mu, float(max(np.abs(x).max(), np.abs(y).max())),
+                     eps=float(np.finfo(float).eps), largest=float(np.finfo(float).max))
     sampler = Sampler(config.sampling, n=n, trials=K,
                       rng=np.random.default_rng([config.seed, SAMPLER_STREAM]))
     drng = np.random.default_rng([config.seed, DIRECTION_STREAM])
@@ -166,8 +184,10 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
             F = problem.value(x, y)
             gx, gy = problem.grad(x, y)
             gx2, gy2 = np.einsum("bi,bi->b", gx, gx), np.einsum("bi,bi->b", gy, gy)
-        # a finite state whose objective or gradient overflows has diverged too
-        bad = (diverged_at > t) & ~(np.isfinite(F) & np.isfinite(gx2) & np.isfinite(gy2))
+        # a finite state whose objective or gradient overflows has diverged too, and so has
+        # one whose gradient has blown up (hybridconv.numerics.BLOWUP_FACTOR)
+        bad = (diverged_at > t) & ~(np.isfinite(F) & np.isfinite(gx2) & np.isfinite(gy2)
+                                    & (gx2 + gy2 <= limit))
         diverged_at[bad] = t
         alive = diverged_at > t
         rec["F"][t] = np.where(alive, F, np.nan)
@@ -177,8 +197,10 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
             rec["max_grad_norm"][t] = np.where(alive, running_max, np.nan)
         left_rec[t] = left
 
+    limit = np.full(K, np.inf)
     track_gradients()
     record(0)
+    limit = BLOWUP_FACTOR * np.fmax(rec["grad_x_sq"][0] + rec["grad_y_sq"][0], 1.0)
     epochs = range(T)
     if progress:
         from tqdm.auto import tqdm

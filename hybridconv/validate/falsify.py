@@ -148,6 +148,9 @@ def falsify(bound: Bound, family: str, *, budget: int = 60, seed: int = 0, trial
         raise ValueError(f"family must be one of {sorted(FAMILY_SPACES)}, got {family!r}")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 10:
         raise ValueError(f"budget must be an integer >= 10, got {budget!r}")
+    from .. import spec
+
+    confidence = spec.validate("confidence", confidence)
     for name, v, low in (("seed", seed, 0), ("trials", trials, 2), ("epochs", epochs, 1),
                          ("recheck_trials", recheck_trials, 2)):
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
