@@ -91,7 +91,7 @@ def check_output(path: str | os.PathLike, label: str, *, kind: str = "file") -> 
         raise ValueError(f"{label} is empty; give a {'file' if kind == 'file' else 'folder'} "
                          "name")
     if kind == "file" and text.endswith(("/", os.sep)):
-        raise ValueError(f"{label} {text} names a folder; give a file name in it "
+        raise ValueError(f"{label} {text} names a directory; give a file name in it "
                          f"({text.rstrip('/' + os.sep)}/FILE)")
     p = Path(text)
     for part in p.parts:
@@ -102,15 +102,15 @@ def check_output(path: str | os.PathLike, label: str, *, kind: str = "file") -> 
         raise ValueError(f"{label}: the path is {len(text)} characters long; the system "
                          "allows 4095")
     if kind == "file" and p.is_dir():
-        raise ValueError(f"{label} {text} is a folder; give a file name")
+        raise ValueError(f"{label} {text} is a directory; give a file name")
     if kind == "dir" and p.exists() and not p.is_dir():
-        raise ValueError(f"{label} {text} is a file, not a folder")
+        raise ValueError(f"{label} {text} is a file, not a directory")
     probe = p.parent if kind == "file" else p
     probe = Path(os.path.abspath(probe))
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
-        raise ValueError(f"{label} {text}: {probe} is a file, not a folder")
+        raise ValueError(f"{label} {text}: {probe} is a file, not a directory")
     try:
         fd, tmp = tempfile.mkstemp(dir=probe, prefix=".hybridconv-probe.")
         os.close(fd)

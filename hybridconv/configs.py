@@ -34,10 +34,9 @@ class ProblemConfig:
     n: int = option("n")
     d_x: int = option("d_x", positive=True)
     d_y: int | None = option("d_y", default=None,
-                             reason="None: the family's (6; LoRA: m + p, the rank-1 adapter "
-                             "of its m x p matrix)",
+                             reason="a LoRA problem needs d_y = r (m + p)",
                              default_help="6; with --problem lora m + p, the rank-1 adapter of "
-                             "the m x p matrix of d_x = m p (9 for d_x = 20)")
+                             "the m x p matrix of d_x = m p: 9 for d_x = 20")
 
     def __post_init__(self) -> None:
         spec.validate_fields(self)

@@ -3,10 +3,13 @@
 Smallest usable mu. A ZO estimate moves the weights by mu u (u with entries of order one) and
 differences two function values. When mu u is below the resolution of the weights,
 x + mu u rounds to x, the difference is zero or pure rounding, and the ZO block never moves:
-silently. :func:`check_radius` refuses ``mu < ZO_ULPS * eps * scale``, where ``eps`` is the
-machine epsilon of the weights' dtype and ``scale`` the largest weight in magnitude (at least
-1): below that, the perturbation of the largest weights spans fewer than ``ZO_ULPS`` units in
-the last place. It also refuses a radius so large that mu u overflows the dtype.
+silently. :func:`check_radius` refuses ``mu < ulps * eps * max(scale, 1)``, where ``eps`` is
+the machine epsilon of the weights' dtype and ``scale`` their magnitude. The simulator (float64)
+takes the largest coordinate of the start and ``ulps = ZO_ULPS``: the perturbation of every
+coordinate then spans at least 64 units in the last place. ``HybridZOFO`` takes the RMS of the
+ZO weights and ``ulps = 1/16`` (below that, x + mu u rounds to x for almost every weight; a
+looser bound, because half-precision weights are perturbed at a few ulps in practice). Both
+refuse a radius so large that mu u overflows the dtype.
 
 Blow-up. A simulated trial whose ||grad F||^2 grows past :data:`BLOWUP_FACTOR` times its value
 at the start (or past that factor if the start's is below 1) has diverged: its records after

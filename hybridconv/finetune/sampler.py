@@ -58,10 +58,10 @@ class ReshufflingSampler(Sampler[int]):
                 n = len(data)  # type: ignore[arg-type]
             except TypeError:
                 raise ValueError("data must be a sized dataset or an integer n >= 1") from None
-        self.n = spec.validate("n", n, label="data" if n is data else "len(data)")
+        self.n = spec.validate("n", n)
         from ..sizes import check_fits
 
-        check_fits(lambda n: 24.0 * n, {"n": self.n}, {"n": 1}, {"n": "data"},
+        check_fits(lambda n: 24.0 * n, {"n": self.n}, {"n": 1},
                    what="an order of this length (three int64 arrays)")
         self.sampling = spec.validate("sampling", sampling)
         self.seed = spec.validate("seed", seed)

@@ -953,8 +953,9 @@ def _finetune_api_cases() -> list[Case]:
     out.append(Case(id="HybridZOFO(mu=1e-30)", call=lambda t: zofo(t, mu=1e-30),
                     names=("mu",), expect="error", group="api"))
     no_str = tuple(v for v in API_VALUES if v[0] not in ("str", "list"))  # sized: datasets
-    out += _api("ReshufflingSampler", lambda tmp, **kw: ReshufflingSampler(**kw),
-                dict(data=8, seed=0), ("data",), values=no_str)
+    out += [dataclasses.replace(c, names=("data", "n")) for c in _api(
+        "ReshufflingSampler", lambda tmp, **kw: ReshufflingSampler(**kw), dict(data=8, seed=0),
+        ("data",), values=no_str)]
     out += _api("ReshufflingSampler", lambda tmp, **kw: ReshufflingSampler(**kw),
                 dict(data=8, seed=0), ("seed", "sampling"))
     s = ReshufflingSampler(8, seed=0)
