@@ -15,7 +15,7 @@
     hybridconv experiment SPEC.toml [--workers N] [--dry-run] [--limit N]
     hybridconv experiment SPEC.toml ... --report docs/results.md [--figure FILE.png]
     hybridconv check-run RUN_DIR [--sweep DIR ...] [--metric test_loss|accuracy] [--json]
-    hybridconv figures [--quick] [--only NAME] [--replot] [--workers N] [--out DIR]
+    hybridconv figures [--quick] [--only NAME] [--replot] [--workers N] [--out DIR] [--no-cache]
 
 Every option is generated from a configuration dataclass (:mod:`hybridconv.configs`,
 ``SimConfig``, ``FinetuneConfig``; :mod:`hybridconv.cliargs`), with its default and domain
@@ -139,10 +139,11 @@ def _finetune_config() -> type:
 
 
 FINETUNE_OVERRIDES: dict[str, dict[str, object]] = {
-    "method": {"row": "method", "among": spec.METHODS},
-    "lr_x": {"default_help": "per method, docs/finetune.md"},
-    "lr_y": {"default_help": "per method, docs/finetune.md"},
-    "mu": {"default_help": "per method, docs/finetune.md", "positive": True},
+    # the config sees fo-lora / zo-lora as typed (they fix peft = lora)
+    "method": {"choices": spec.METHODS.values + tuple(spec.METHODS.aliases),
+               "help": spec.METHODS.help + "; fo-lora / zo-lora mean fo-peft / zo-peft with "
+               "--peft lora"},
+    "mu": {"positive": True},
     "k_shot": {"none_value": "0", "default_help": "the whole train pool",
                "help": "training examples per class (0: the whole train pool)"},
     "test_size": {"none_value": "0", "default_help": "all",
@@ -303,16 +304,21 @@ def _figures(args: argparse.Namespace) -> int:
     try:
         built = build(cfg.only, quick=cfg.quick, replot=cfg.replot, workers=cfg.workers,
                       out=cfg.out, progress=not cfg.no_progress, command=" ".join(parts),
-                      backend=cfg.backend, address=cfg.address)
+                      backend=cfg.backend, address=cfg.address, cache=not cfg.no_cache)
     except ValueError as e:
         raise option_error(e, FiguresConfig, args=args) from None
     except OSError as e:
         raise CLIError(f"cannot write under {cfg.out or default_out(cfg.quick)}: "
                        f"{e.strerror or e}") from None
+    except ImportError as e:  # the fine-tuning figure without the [llm] extra
+        raise CLIError(f"{e.name or e} is not installed: pip install -e '.[llm]'") from None
     out = Path(cfg.out) if cfg.out else default_out(cfg.quick)
     for name, entry in built.items():
         secs = entry["replot_seconds"] if cfg.replot else entry["compute_seconds"]
         note = " (replaced earlier files)" if entry["replaced"] else ""
+        if "runs" in entry and not cfg.replot:
+            note += (f" ({entry['runs']['reused']} cached runs reused, "
+                     f"{entry['runs']['computed']} computed)")
         print(f"{name}: {out / (name + '.png')} in {secs:.1f} s{note}")
     print(f"manifest: {out / 'MANIFEST.json'}")
     return 0
@@ -504,6 +510,8 @@ def _experiment(args: argparse.Namespace) -> int:
                                  address=cfg.address, progress=not cfg.no_progress,
                                  limit=cfg.limit)
             bad = [r for r in res if r["status"] != "completed"]
+            for r in bad:
+                print(f"  {r['run_id']}: {r['status']} {r.get('error', '')}", flush=True)
             print(f"{sweep.name}: ran {len(res)} runs, {len(bad)} not completed", flush=True)
             status = status or int(bool(bad))
         return status

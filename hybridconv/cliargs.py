@@ -128,7 +128,8 @@ def describe(cls: type, name: str, overrides: Mapping[str, Any] | None = None) -
         nullable=meta.get("nullable", False) or default is None,
         none_value=meta.get("none_value"), kind=kind, choices=choices,
         positional=meta.get("positional", False), nargs=meta.get("nargs"),
-        append=meta.get("append", False), metavar=meta.get("metavar"),
+        append=meta.get("append", False),
+        metavar=meta.get("metavar") or (canon.upper() if kind == "quantity" else None),
         default_help=meta.get("default_help"), reason=meta.get("reason"),
         required=meta.get("required"))
 
@@ -246,7 +247,7 @@ def help_text(opt: Option) -> str:
     text = opt.help
     if opt.required:
         text += f" (required {opt.required})" if opt.required != "yes" else " (required)"
-    elif opt.kind != "bool":
+    elif opt.kind != "bool" and "(default" not in text:
         if opt.default is None or opt.default == []:
             text += f" (default: {opt.default_help or 'none'})"
         else:

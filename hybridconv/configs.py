@@ -181,6 +181,9 @@ class FiguresConfig:
                                  "--workers")
     out: str | None = option(help="output folder", metavar="DIR",
                              default_help="paper_figures, or paper_figures/quick with --quick")
+    no_cache: bool = option(default=False, help="compute the fine-tuning runs again instead of "
+                            "reusing those cached (OUT/cache) by an earlier build with the same "
+                            "settings and code")
     no_progress: bool = option(default=False, help="no progress bars")
 
 

@@ -56,6 +56,7 @@ __all__ = [
     "METHODS",
     "PEFT_KINDS",
     "BASELINES",
+    "HEADS",
     "SCHEDULES",
     "FO_OPTIMIZERS",
     "FO_GRADIENTS",
@@ -240,6 +241,11 @@ BASELINES = Choice(
     descriptions={"probe": "logistic regression (L-BFGS, L2 chosen on dev) on frozen features",
                   "zero-shot": "the model's accuracy before training (prompt-based LMs)"})
 """Baseline rows of an experiment (``hybridconv.experiments``), beside :data:`METHODS`."""
+HEADS = Choice(
+    "head", ("layernorm", "standardized"), "layernorm",
+    "normalisation before a classifier's zero-initialised linear head: a non-affine LayerNorm "
+    "per example, or per coordinate with the training set's feature statistics (the probe's; "
+    "fragile under ZO perturbation of the base, see docs/finetune.md)")
 SCHEDULES = Choice(
     "schedule", ("jacobi", "gauss-seidel"), "jacobi",
     "order of the two oracles in a hybrid step: jacobi = both at the same point (the "
@@ -288,9 +294,9 @@ TASKS = Choice("task", ("mr", "boolq", "piqa", "winogrande"), "mr",
                "offline classification task (docs/finetune.md)")
 
 CHOICES: dict[str, Choice] = {c.name: c for c in (
-    DIRECTIONS, DIFFERENCES, SAMPLINGS, PEFT_KINDS, SCHEDULES, FO_OPTIMIZERS, FO_GRADIENTS,
-    ASSUMPTIONS, FAMILIES, MEASURES, DTYPES, AUTOCASTS, BACKENDS, WEIGHTS, METRICS, TASKS,
-    COUPLINGS)}
+    DIRECTIONS, DIFFERENCES, SAMPLINGS, PEFT_KINDS, SCHEDULES, HEADS, FO_OPTIMIZERS,
+    FO_GRADIENTS, ASSUMPTIONS, FAMILIES, MEASURES, DTYPES, AUTOCASTS, BACKENDS, WEIGHTS,
+    METRICS, TASKS, COUPLINGS)}
 """Name -> :class:`Choice`. ``method`` is not here: the simulator's and the fine-tuner's
 method lists differ (:data:`SIM_METHODS`, :data:`METHODS`); pass the list explicitly."""
 
@@ -372,8 +378,9 @@ _OPTION_ROWS: tuple[Quantity, ...] = (
              upper=2**63 - 1, default=0),
     Quantity("workers", "processes for independent jobs (results do not depend on it)",
              lower=1, integer=True, default=1),
-    Quantity("threads", "threads that regenerate a ZO direction (results do not depend on it)",
-             lower=1, integer=True),
+    Quantity("threads", "worker threads of one run: a simulation's blocks of trials, or the "
+             "regeneration of a ZO direction (results do not depend on it)", lower=1,
+             integer=True),
     Quantity("confidence", "confidence level of a statistical verdict", lower=0.0,
              strict=True, upper=1.0, upper_strict=True, default=0.99),
     Quantity("instances", "checks done at once (the confidence is split over them)", lower=1,

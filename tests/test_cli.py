@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -144,3 +145,175 @@ def test_steps_measure_full_scaled_is_a_deprecated_spelling_of_weights(capsys):
     code, new, _ = run(capsys, "theory", "steps", *_sets(*VALUES), "--weights", "natural",
                        "--json")
     assert json.loads(new) == json.loads(out)
+
+
+# --- the verbs' wiring: every option reaches its config, every output line is the stated one
+
+RESULT = {"status": "completed", "accuracy": 0.8125, "epochs": 2, "steps": 6,
+          "forward_passes": 18, "wall_s": 1.25, "peak_mem_bytes": 300 * 2**20, "curve": []}
+
+
+@pytest.fixture
+def fake_finetune(monkeypatch):
+    import hybridconv.finetune.trainer as trainer
+
+    calls = []
+
+    def fake(cfg, out, *, resume=False, force=False, progress=True):
+        calls.append({"cfg": cfg, "out": out, "resume": resume, "force": force,
+                      "progress": progress})
+        return dict(RESULT)
+
+    monkeypatch.setattr(trainer, "finetune", fake)
+    return calls
+
+
+def test_finetune_hands_every_option_to_the_config(fake_finetune, capsys, tmp_path):
+    from hybridconv.finetune.trainer import FinetuneConfig
+
+    out = str(tmp_path / "run")
+    code, text, _ = run(capsys, "finetune", "--model", "random:minilm", "--task", "boolq",
+                        "--method", "zo-lora", "--epochs", "3", "--batch-size", "8",
+                        "--eta-x", "0.002", "--lr-y", "0.03", "--mu", "0.005", "--q", "2",
+                        "--seed", "4", "--k-shot", "0", "--test-size", "50", "--max-length",
+                        "32", "--lora-r", "4", "--lora-alpha", "8", "--fo-optimizer", "adam",
+                        "--directions", "sphere", "--difference", "forward", "--fo-gradient",
+                        "shared", "--sampling", "so", "--eval-batch-size", "5", "--device",
+                        "cpu", "--dtype", "bfloat16", "--diagnostics-every", "1",
+                        "--diagnostics-examples", "6", "--diagnostics-probes", "3",
+                        "--autocast", "bfloat16", "--out", out, "--resume", "--force",
+                        "--no-progress")
+    assert code == 0
+    call = fake_finetune[-1]
+    assert call["cfg"] == FinetuneConfig(
+        model="random:minilm", task="boolq", method="zo-lora", epochs=3, batch_size=8,
+        lr_x=0.002, lr_y=0.03, mu=0.005, q=2, seed=4, k_shot=None, test_size=50,
+        max_length=32, lora_r=4, lora_alpha=8, fo_optimizer="adam", directions="sphere",
+        difference="forward", fo_gradient="shared", sampling="so", eval_batch_size=5,
+        device="cpu", dtype="bfloat16", diagnostics_every=1, diagnostics_examples=6,
+        diagnostics_probes=3, autocast="bfloat16")
+    assert (call["out"], call["resume"], call["force"], call["progress"]) == (
+        out, True, True, False)
+    assert text == (f"completed: accuracy 0.8125 after 2 epochs, 6 steps, 18 forward passes, "
+                    f"1.2 s, peak 300 MiB -> {out}/results.json\n")
+    code, _, _ = run(capsys, "finetune", "--out", out)
+    call = fake_finetune[-1]
+    assert call["cfg"] == FinetuneConfig() and (call["resume"], call["force"],
+                                                 call["progress"]) == (False, False, True)
+
+
+def test_finetune_json_status_and_errors(fake_finetune, monkeypatch, capsys, tmp_path):
+    import hybridconv.finetune.trainer as trainer
+
+    out = str(tmp_path / "run")
+    code, text, _ = run(capsys, "finetune", "--out", out, "--json")
+    assert code == 0 and json.loads(text) == RESULT
+    monkeypatch.setattr(trainer, "finetune", lambda *a, **k: {**RESULT, "status": "diverged"})
+    assert run(capsys, "finetune", "--out", out)[0] == 1
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    monkeypatch.setattr(trainer, "finetune", lambda cfg, out, **k: calls.append(out) or RESULT)
+    assert run(capsys, "finetune", "--model", "random:minilm", "--seed", "3",
+               "--method", "fo")[0] == 0
+    assert calls == [str(Path("runs") / "random-minilm-mr-fo-s3")]
+
+    def bad(*a, **k):
+        raise ValueError("epochs must be >= 3 (the resumed run's), got 2\nmore")
+
+    monkeypatch.setattr(trainer, "finetune", bad)
+    assert run(capsys, "finetune", "--out", out, "--epochs", "2")[2] == (
+        "hybridconv: error: --epochs must be >= 3 (the resumed run's), got 2\n")
+
+    def missing(*a, **k):
+        raise ModuleNotFoundError("no peft", name="peft")
+
+    monkeypatch.setattr(trainer, "finetune", missing)
+    err = run(capsys, "finetune", "--out", out)[2]
+    assert err.startswith("hybridconv: error: peft is not installed: pip install -e '.[llm]'")
+    import hybridconv.finetune.tasks as tasks
+
+    monkeypatch.setattr(tasks, "fetch_winogrande", lambda: "/cache/winogrande.jsonl")
+    assert run(capsys, "finetune", "--fetch", "winogrande") == (
+        0, "/cache/winogrande.jsonl\n", "")
+
+
+def test_figures_hands_its_options_to_build(monkeypatch, capsys, tmp_path):
+    import hybridconv.figures.build as build
+
+    seen = {}
+
+    def fake(names, **kw):
+        seen.update(kw, names=names)
+        return {"rates": {"compute_seconds": 1.5, "replot_seconds": 0.25, "replaced": True},
+                "sampling": {"compute_seconds": 2.0, "replot_seconds": 0.5, "replaced": False}}
+
+    monkeypatch.setattr(build, "build", fake)
+    out = str(tmp_path / "figs")
+    code, text, _ = run(capsys, "figures", "--quick", "--only", "rates", "--only", "sampling",
+                        "--workers", "3", "--backend", "dask", "--address", "tcp://h:1",
+                        "--out", out, "--no-progress")
+    assert code == 0
+    assert seen == {"names": ["rates", "sampling"], "quick": True, "replot": False,
+                    "workers": 3, "out": out, "progress": False, "backend": "dask",
+                    "address": "tcp://h:1", "command": f"hybridconv figures --quick --workers 3 "
+                                                       f"--backend dask --out {out}"}
+    assert text == (f"rates: {out}/rates.png in 1.5 s (replaced earlier files)\n"
+                    f"sampling: {out}/sampling.png in 2.0 s\nmanifest: {out}/MANIFEST.json\n")
+    code, text, _ = run(capsys, "figures", "--replot")
+    assert seen["names"] is None and seen["replot"] is True and seen["quick"] is False
+    assert seen["command"] == "hybridconv figures" and seen["workers"] == 1
+    assert seen["backend"] == "local" and seen["address"] is None and seen["progress"] is True
+    assert text.startswith("rates: paper_figures/rates.png in 0.2 s (replaced")
+
+    def refuse(names, **kw):
+        raise ValueError("workers must be an integer >= 1, got 0")
+
+    monkeypatch.setattr(build, "build", refuse)
+    assert run(capsys, "figures")[2] == (
+        "hybridconv: error: --workers must be an integer >= 1, got 0\n")
+
+
+def test_check_prints_the_verdict_and_the_falsifier_its_worst(capsys, monkeypatch):
+    code, text, _ = run(capsys, "check", "--n", "4", "--d-x", "3", "--d-y", "2", "--trials",
+                        "8", "--epochs", "3", "--confidence", "0.9")
+    lines = text.splitlines()
+    assert code == 0 and len(lines) == 2
+    assert lines[0].startswith("verdict: holds at confidence 0.9 (8 trials, 3 epochs)")
+    assert lines[1].startswith("empirical ") and " vs bound " in lines[1]
+    code, text, _ = run(capsys, "check", "--n", "4", "--d-x", "3", "--d-y", "2", "--trials",
+                        "8", "--epochs", "3", "--confidence", "0.9", "--json")
+    d = json.loads(text)
+    assert (d["trials"], d["epochs"], d["confidence"], d["family"]) == (8, 3, 0.9, "quadratic")
+    assert lines[1] == (f"empirical {d['empirical']:.6g} (one-sided CI [{d['ci_lower']:.6g}, "
+                        f"{d['ci_upper']:.6g}]) vs bound {d['bound']:.6g}: ratio "
+                        f"{d['ratio']:.4g}")
+
+
+def test_check_report_hands_workers_and_backend_to_the_searches(tmp_path, capsys,
+                                                                monkeypatch):
+    """The CLI's part of check --report --workers --backend (the searches themselves:
+    tests/test_parallel.py, slow)."""
+    import pandas as pd
+
+    import hybridconv.parallel as parallel
+    from hybridconv.cli import main
+    from hybridconv.validate import tightness
+
+    seen = {}
+
+    def fake(out_dir, **kw):
+        seen.update(kw, out_dir=out_dir, backend=parallel._DEFAULTS["backend"])
+        return pd.DataFrame({"max_ratio": [0.25, 0.5]})
+
+    monkeypatch.setattr(tightness, "tightness_report", fake)
+    assert main(["check", "--report", "--quick", "--workers", "3", "--out-dir",
+                 str(tmp_path), "--budget", "7", "--seed", "5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert seen == {"out_dir": str(tmp_path), "budget": 7, "seed": 5, "quick": True,
+                    "force": False, "workers": 3, "backend": "local"}
+    assert out["rows"] == 2 and out["max_ratio"] == 0.5
+    assert main(["check", "--report", "--backend", "ray", "--address", "auto", "--out-dir",
+                 str(tmp_path), "--force"]) == 0
+    assert seen["backend"] == "ray" and seen["force"] is True and seen["workers"] == 1
+    assert parallel._DEFAULTS == {"backend": "local", "address": None}  # restored
+    assert "max_ratio: 0.5" in capsys.readouterr().out

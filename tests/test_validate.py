@@ -181,3 +181,91 @@ def test_the_intervals_are_the_stated_ones(instance, instances):
     assert w.ci_lower == pytest.approx(per_trial.mean() - half_w, rel=1e-12)
     assert w.bound == pytest.approx(
         BOUND.evaluate(check=False, weighted=True, **values), rel=1e-12)
+
+
+def test_the_defaults_are_one_instance_and_the_min_measure(instance):
+    p, cfg = instance
+    cfg = dataclasses.replace(cfg, epochs=4, trials=2)  # two trials are enough
+    assert check(BOUND, p, cfg) == check(BOUND, p, cfg, instances=1, measure="min",
+                                         confidence=0.99)
+
+
+def test_a_given_start_is_the_runs_and_the_bounds(instance):
+    p, cfg = instance
+    cfg = dataclasses.replace(cfg, epochs=3, trials=4)
+    x0, y0 = np.full(p.d_x, 0.3), np.full(p.d_y, -0.7)
+    v = check(BOUND, p, cfg, x0=x0, y0=y0, allow_outside=True)
+    from hybridconv.sim import simulate
+
+    df = simulate(p, cfg, x0=x0, y0=y0)
+    means = df[df["epoch"] < 3].groupby("epoch")["grad_sq"].mean()
+    assert v.empirical == pytest.approx(means.min(), rel=1e-12)
+    values = {**p.constants(x0, y0), **cfg.hyperparameters(p.n)}
+    assert v.bound == pytest.approx(BOUND.evaluate(check=False, **values), rel=1e-12)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"x0": np.zeros((3, 10))}, r"^x0 must be one start shared by all trials \(a 1-d array\): "
+                                r"the bound's Delta is taken at it$"),
+    ({"y0": np.zeros((3, 4))}, r"^y0 must be one start shared by all trials \(a 1-d array\): "
+                               r"the bound's Delta is taken at it$"),
+])
+def test_starts_per_trial_are_refused_by_name(instance, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        check(BOUND, *instance, **kwargs)
+
+
+def test_exact_messages(instance):
+    p, cfg = instance
+    with pytest.raises(ValueError, match=r"^bound must be a hybridconv.theory.Bound, got 3$"):
+        check(3, p, cfg)
+    with pytest.raises(ValueError, match=r"^config.trials must be >= 2 for a confidence "
+                                         r"interval, got 1$"):
+        check(BOUND, p, dataclasses.replace(cfg, trials=1))
+    bad = dataclasses.replace(cfg, eta_y=1.0, eta_x=1.0)
+    with pytest.raises(ValueError) as info:
+        check(BOUND, p, bad)
+    outside = BOUND.violated(**p.constants(), **bad.hyperparameters(p.n))
+    assert len(outside) >= 2 and str(info.value) == (
+        "the instance breaks the theorem's conditions: " + "; ".join(outside)
+        + " (allow_outside=True, or --allow-outside, checks it anyway)")
+
+
+def test_leaving_the_certified_region_is_refused_or_reported(instance):
+    p, cfg = instance
+    cfg = dataclasses.replace(cfg, epochs=2, trials=3)
+    left = QuadraticOutside(p)
+    with pytest.raises(ValueError, match=r"^3 trials left the region where the problem's "
+                                         r"constants are certified \(allow_outside=True, or "
+                                         r"--allow-outside, checks it anyway\)$"):
+        check(BOUND, left, cfg)
+    v = check(BOUND, left, cfg, allow_outside=True)
+    assert v.outside == ["3 trials left the region where the problem's constants are "
+                         "certified"]
+    assert check(BOUND, p, cfg).outside == []
+
+
+def QuadraticOutside(problem):  # noqa: N802
+    """A copy of a problem whose certified region its iterates leave at once."""
+    import copy
+
+    clone = copy.copy(problem)
+    clone.in_region = lambda x, y: np.zeros(len(x), dtype=bool)
+    return clone
+
+
+def test_the_gradient_bound_of_the_generalized_theorem_is_enforced():
+    bg = hybrid_bound(assumption="h1-gen")
+    p = make_problem("gensmooth", 4, 3, 2, seed=2)
+    ex, ey = bg.admissible_steps(1.0, 1.0, **p.constants(), mu=1e-3, q=1, n=4, T=3)
+    cfg = SimConfig(eta_x=ex, eta_y=ey, epochs=3, trials=4, seed=2)
+    G = p.constants()["G"]
+    with pytest.raises(ValueError, match=r"^max_i \|\|grad f_i\|\| reached [0-9.]+ > G = "
+                                         + f"{G:.6g}".replace(".", r"\.")
+                                         + r" \(the generalized theorem's gradient bound\) "
+                                         r"\(allow_outside=True, or --allow-outside, checks it "
+                                         r"anyway\)$"):
+        check(bg, p, cfg)
+    v = check(bg, p, cfg, allow_outside=True)
+    assert len(v.outside) == 1 and v.outside[0].startswith("max_i ||grad f_i|| reached ")
+    assert v.outside[0].endswith(f"> G = {G:.6g} (the generalized theorem's gradient bound)")

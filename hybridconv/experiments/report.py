@@ -149,10 +149,16 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+WHOLE = {"steps", "fwd_per_step", "peak_mib", "mean_step", "seeds", "reached", "runs",
+         "wins"}
+
+
 def _table(df: pd.DataFrame, cols: list[str], digits: int = 3) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in df.iterrows():
-        lines.append("| " + " | ".join(_fmt(r[c], digits) for c in cols) + " |")
+        lines.append("| " + " | ".join(_fmt(r[c], 0 if c in WHOLE else
+                                            (2 if c == "s_per_step" else digits))
+                                       for c in cols) + " |")
     return "\n".join(lines)
 
 
@@ -166,15 +172,52 @@ def _order(labels: pd.Series) -> pd.Series:
     return labels.map(lambda x: ORDER.index(x) if x in ORDER else len(ORDER))
 
 
+def _progress(specs: list[ExperimentSpec], df: pd.DataFrame) -> list[str]:
+    """Finished / planned runs per model, task and method label (all rates and seeds)."""
+    done = set(df["run_id"]) if not df.empty else set()
+    rows = []
+    for spec in specs:
+        for r in spec.runs:
+            s = r.settings
+            rows.append({"model": s["model"], "task": s["task"], "label": r.label(),
+                         "done": r.run_id in done})
+    if not rows:
+        return []
+    p = pd.DataFrame(rows).groupby(["model", "task", "label"])["done"].agg(["sum", "count"])
+    p = p.reset_index()
+    cells = []
+    for (model, task), g in p.groupby(["model", "task"]):
+        g = g.sort_values("label", key=_order)
+        cells.append(f"- {model} / {task}: " + ", ".join(
+            f"{lab} {int(s)}/{int(c)}" for lab, s, c in zip(g["label"], g["sum"], g["count"],
+                                                            strict=True)))
+    total = int(p["sum"].sum()), int(p["count"].sum())
+    return ["## Progress", "",
+            f"Finished runs / planned runs per cell (seeds x rates): {total[0]} of {total[1]} "
+            "in all. Rerunning the sweeps' command continues them; this file is regenerated "
+            "from whatever has finished.", "", *cells, ""]
+
+
 def write_report(specs: list[ExperimentSpec], out: str | Path, *,
                  figure: str | Path | None = None) -> Path:
-    """Write the markdown report of the specs' results to ``out`` (and the figure)."""
+    """Write the markdown report of the specs' results to ``out`` (and the figure); an
+    ``out`` ending in ``.csv`` gets the final row of every finished run instead (a sweep's
+    table: every rate, with dev and test accuracy)."""
     import torch
 
     df = load_results(specs)
+    if str(out).endswith(".csv"):
+        cols = ["label", "model", "task", "seed", "lr_x", "lr_y", "mu", "k_shot", "epochs",
+                "step", "forward_passes", "wall_s", "dev_accuracy", "test_accuracy",
+                "test_loss", "train_loss", "status"]
+        fin = final_rows(df)
+        best = df.groupby("run_id")["dev_accuracy"].max().rename("best_dev_accuracy")
+        fin = fin.merge(best, left_on="run_id", right_index=True)
+        fin = fin.sort_values(["model", "task", "label", "lr_x", "lr_y"])
+        return write_text_atomic(out, fin[cols + ["best_dev_accuracy"]].to_csv(index=False))
     final = final_rows(df)
     chosen = select_rates(final)
-    cmd = ("hybridconv experiment " + " ".join(str(s.source) for s in specs)
+    cmd = ("hybridconv experiment " + " ".join(str(s.source or s.name) for s in specs)
            + f" --report {out}" + (f" --figure {figure}" if figure else ""))
     lines = [
         "# Fine-tuning results (generated; do not edit by hand)",
@@ -199,11 +242,13 @@ def write_report(specs: list[ExperimentSpec], out: str | Path, *,
         lines += ["No run has finished yet.", ""]
     for spec in specs:
         runs = pd.DataFrame([r.settings for r in spec.runs])
-        settings = {k: sorted(runs[k].dropna().unique().tolist()) for k in
+        settings = {k: sorted(int(v) for v in runs[k].dropna().unique()) for k in
                     ("k_shot", "epochs", "batch_size", "test_size", "max_length")
                     if k in runs}
-        lines.append(f"- `{spec.source}` ({spec.describe()}): {json.dumps(settings)}")
+        lines.append(f"- `{spec.source or spec.name}` ({spec.describe()}): "
+                     f"{json.dumps(settings, default=int)}")
     lines.append("")
+    lines += _progress(specs, df)
     summ = summary(chosen) if not chosen.empty else pd.DataFrame()
     for (model, task), cell in (summ.groupby(["model", "task"]) if not summ.empty else []):
         cell = cell.sort_values("label", key=_order)
@@ -248,7 +293,10 @@ def write_report(specs: list[ExperimentSpec], out: str | Path, *,
         fig = plot_results(df, chosen)
         from ..figures.style import save
 
-        save(fig, Path(figure))
+        png = save(fig, Path(figure).with_suffix(""))[0]
+        import os
+
+        rel = os.path.relpath(png, Path(out).resolve().parent)
         lines += [f"Learning curves (test accuracy against steps and against forward "
-                  f"passes): [{Path(figure).name}](../{figure}).", ""]
+                  f"passes): [{png.name}]({rel}).", ""]
     return write_text_atomic(out, "\n".join(lines))

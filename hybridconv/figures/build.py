@@ -6,11 +6,16 @@ Layout under the output folder (``paper_figures/`` by default; ``paper_figures/q
     NAME.png, NAME.pdf       the figure
     data/NAME.csv            the tidy DataFrame it is drawn from (alone)
     MANIFEST.json            per figure: command, settings and seeds, git revision, runtime,
-                             files, UTC time; figures not rebuilt keep their earlier entry
+                             files, UTC time, the cached runs it reused and the runs it
+                             computed; figures not rebuilt keep their earlier entry
+    cache/runs/KEY.json      the fine-tuning runs, keyed by the hash of their configuration
+                             and code (:mod:`.runcache`; not committed)
 
 Every file is written atomically (temporary file, then rename). Regenerating a figure replaces
 its files: that is what the command is for, and it says so (``replaced`` in the summary and in
 the manifest's ``replaced`` field). ``--replot`` redraws from the cached CSVs without computing.
+A rerun with unchanged settings and code reuses the cached fine-tuning runs (``runs`` in the
+manifest lists them); ``--no-cache`` (``cache=False``) computes them again.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import pandas as pd
 
 from .._io import jsonable, write_text_atomic
 from ..parallel import check_backend, check_workers, defaults
-from . import FIGURES, figure_module
+from . import FIGURES, figure_module, runcache
 
 __all__ = ["build", "default_out", "git_revision"]
 
@@ -99,12 +104,14 @@ def _verified_csv(path: Path, entry: dict) -> pd.DataFrame:
 def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bool = False,
           workers: int = 1, out: str | Path | None = None, progress: bool = True,
           command: str | None = None, backend: str = "local",
-          address: str | None = None) -> dict[str, dict]:
+          address: str | None = None, cache: bool = True) -> dict[str, dict]:
     """Compute (or with ``replot`` read back) and draw the figures ``names`` (default: all).
 
     ``backend`` and ``address`` choose the engine of the figures' independent runs
     (``hybridconv.parallel``: local joblib processes, or a dask or ray cluster); the data do
-    not depend on it. Returns the manifest entries of the figures built. Raises
+    not depend on it. ``cache``: reuse the fine-tuning runs cached in ``OUT/cache`` by the
+    hash of their configuration and code (:mod:`.runcache`); ``False`` computes them again
+    and replaces their entries. Returns the manifest entries of the figures built. Raises
     ``ValueError`` for an unknown name, a bad worker count or backend, or ``replot`` without a
     cached CSV (checked before any work).
     """
@@ -145,13 +152,18 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
         mod = figure_module(name)
         t0 = time.perf_counter()
         csv = data / f"{name}.csv"
+        runs = None
         if replot:
             df = cached[name]
             previous = manifest["figures"].get(name, {})
         else:
-            with defaults(backend=backend, address=address):
+            with defaults(backend=backend, address=address), \
+                    runcache.use(out / "cache", read=cache) as ledger:
                 df = mod.compute(quick=quick, workers=workers, progress=progress)
             previous = {}
+            if ledger["reused"] or ledger["computed"]:
+                runs = {"reused": len(ledger["reused"]), "computed": len(ledger["computed"]),
+                        "reused_runs": ledger["reused"]}
         replaced = [str(p) for p in (csv, out / f"{name}.png", out / f"{name}.pdf")
                     if p.exists()]
         with style():
@@ -190,6 +202,8 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
             "replaced": replaced,
             "python": sys.version.split()[0],
         }
+        if runs is not None or (replot and "runs" in previous):
+            entry["runs"] = runs if runs is not None else previous["runs"]
         manifest["figures"][name] = entry
         built[name] = entry
         manifest["figures"] = {k: manifest["figures"][k] for k in FIGURES

@@ -85,6 +85,19 @@ def _label_style(label: str) -> dict[str, object]:
             "label": label}
 
 
+def _majority(task: str, cell: pd.DataFrame) -> float | None:
+    """The test set's majority-class share (``None`` if the task's data is not here)."""
+    from ..finetune.tasks import load_task
+
+    n = cell["test_examples"].dropna()
+    try:
+        t = load_task(task, k_shot=None, test_size=int(n.iloc[0]) if len(n) else None)
+    except ValueError:
+        return None
+    counts = t.describe()["test_per_class"]
+    return max(counts) / sum(counts)
+
+
 def plot_results(df: pd.DataFrame, chosen: pd.DataFrame | None = None) -> Figure:
     """Per (model, task) cell: accuracy against steps (left) and forward passes (right)."""
     import matplotlib.pyplot as plt
@@ -106,6 +119,7 @@ def plot_results(df: pd.DataFrame, chosen: pd.DataFrame | None = None) -> Figure
             b = finals[finals["label"] == base]["test_accuracy"]
             if len(b):
                 lines[base] = float(b.mean())
+        majority = _majority(task, cell)
         for col, x in enumerate(("step", "forward_passes")):
             ax = axes[row][col]
             for label in [c for c in CURVES if c in set(cell["label"])]:
@@ -122,6 +136,9 @@ def plot_results(df: pd.DataFrame, chosen: pd.DataFrame | None = None) -> Figure
                 if base in lines:
                     ax.axhline(lines[base], color="#000000", linestyle=ls, linewidth=1.1,
                                label=f"{base} {lines[base]:.3f}")
+            if majority is not None:
+                ax.axhline(majority, color="#999999", linewidth=0.9,
+                           label=f"majority class {majority:.3f}")
             ax.set_xlabel("training steps" if x == "step" else "forward passes")
             ax.set_ylabel("test accuracy")
             ax.set_title(f"{model} on {task}")

@@ -44,33 +44,34 @@ import torch
 
 from .. import spec
 from .._io import write_text_atomic
-from .groups import hybrid_param_groups, is_adapter_name
+from .groups import method_param_groups
 from .memory import peak_memory, reset_peak
 from .optimizer import HybridZOFO
 from .sampler import ReshufflingSampler
 
 __all__ = ["METHOD_DEFAULTS", "FinetuneConfig", "finetune", "build_optimizer",
-           "default_rates", "evaluate"]
+           "calibrate_head", "default_rates", "evaluate"]
 
 PEFT_METHODS = ("fo-peft", "zo-peft", "hybrid")
 """The methods of :data:`hybridconv.spec.METHODS` that train a PEFT module."""
 
 METHOD_DEFAULTS: dict[tuple[str, str | None], dict[str, float]] = {
-    # plain SGD on every block (the theorem's optimizer); chosen by the dev-split sweep of
-    # experiments/sweep_minilm.toml (MiniLM, mr, 128 examples per class, 10 epochs of batch
-    # 16; rows in docs/finetune_sweep.csv, the rule in docs/finetune.md): per (method, PEFT
-    # kind) the rate with the highest final dev accuracy
+    # plain SGD on every block (the theorem's optimizer). FO-PEFT / hybrid LoRA lr_y: the
+    # finished runs of the dev-split sweep experiments/sweep_minilm.toml (MiniLM, mr, 128 per
+    # class; docs/finetune_sweep.csv); the default commands reach 0.73 on mr with them
+    # (docs/finetune.md). The other rates are the sweep's starting points (MeZO-scale ZO rates)
+    # until its rows are in; the same rates run in experiments/minilm_main.toml.
     ("fo", None): dict(lr_y=1e-2),
-    ("zo", None): dict(lr_x=1e-4, mu=1e-3),
-    ("fo-peft", "lora"): dict(lr_y=5e-2),
+    ("zo", None): dict(lr_x=1e-5, mu=1e-3),
+    ("fo-peft", "lora"): dict(lr_y=1e-2),
     ("zo-peft", "lora"): dict(lr_x=1e-3, mu=1e-2),
-    ("hybrid", "lora"): dict(lr_x=1e-5, lr_y=5e-2, mu=1e-3),
-    ("fo-peft", "prompt"): dict(lr_y=5e-2),
+    ("hybrid", "lora"): dict(lr_x=1e-5, lr_y=1e-2, mu=1e-3),
+    ("fo-peft", "prompt"): dict(lr_y=3e-2),
     ("zo-peft", "prompt"): dict(lr_x=1e-3, mu=1e-2),
-    ("hybrid", "prompt"): dict(lr_x=1e-5, lr_y=5e-2, mu=1e-3),
-    ("fo-peft", "prefix"): dict(lr_y=5e-2),
+    ("hybrid", "prompt"): dict(lr_x=1e-5, lr_y=3e-2, mu=1e-3),
+    ("fo-peft", "prefix"): dict(lr_y=3e-2),
     ("zo-peft", "prefix"): dict(lr_x=1e-3, mu=1e-2),
-    ("hybrid", "prefix"): dict(lr_x=1e-5, lr_y=5e-2, mu=1e-3),
+    ("hybrid", "prefix"): dict(lr_x=1e-5, lr_y=3e-2, mu=1e-3),
 }
 """Learning rates and smoothing radius used when the command line does not give them, keyed
 by (method, PEFT kind); full-model methods have kind ``None``."""
@@ -100,7 +101,8 @@ class FinetuneConfig:
     method: str = _opt("hybrid", spec.METHODS.help)
     peft: str = _opt("lora", spec.PEFT_KINDS.help + " (methods fo-peft, zo-peft, hybrid)")
     schedule: str = _opt("jacobi", spec.SCHEDULES.help)
-    epochs: int = _opt(4, "training epochs (whole passes over the k-shot training set)")
+    head: str = _opt("layernorm", spec.HEADS.help)
+    epochs: int = _opt(2, "training epochs (whole passes over the k-shot training set)")
     batch_size: int = _opt(16, "examples per step")
     lr_x: float | None = _opt(None, "learning rate of the ZO block (default: per method and "
                               "PEFT kind, docs/finetune.md)")
@@ -139,8 +141,8 @@ class FinetuneConfig:
             self.peft = spec.validate("peft", self.peft)
         else:
             self.peft = None  # a full-model method trains no PEFT module
-        for name in ("schedule", "fo_optimizer", "directions", "difference", "fo_gradient",
-                     "sampling", "dtype", "autocast", "task"):
+        for name in ("schedule", "head", "fo_optimizer", "directions", "difference",
+                     "fo_gradient", "sampling", "dtype", "autocast", "task"):
             spec.validate(name, getattr(self, name))
         for name, low in (("epochs", 1), ("batch_size", 1), ("q", 1), ("seed", 0),
                           ("max_length", 8), ("lora_r", 1), ("lora_alpha", 1),
@@ -187,6 +189,16 @@ class FinetuneConfig:
         return d
 
 
+def calibrate_head(loaded, task, cfg: FinetuneConfig) -> None:
+    """Standardize a classifier's head with the training set's frozen features (before any
+    PEFT module is applied; deterministic, so a resumed run gets the same buffers)."""
+    from .probe import features
+
+    z = features(loaded, task, task.train, max_length=cfg.max_length,
+                 batch_size=cfg.eval_batch_size, device=cfg.device)
+    loaded.model.classifier.calibrate(z.to(cfg.device))
+
+
 def build_optimizer(cfg: FinetuneConfig, loaded) -> HybridZOFO:
     """Apply the PEFT module if the method needs it and split the parameters as the table
     says; returns the :class:`~.optimizer.HybridZOFO` over the blocks."""
@@ -198,30 +210,37 @@ def build_optimizer(cfg: FinetuneConfig, loaded) -> HybridZOFO:
     rates = cfg.resolved()
     lr_x, lr_y = rates.get("lr_x", 1.0), rates.get("lr_y", 1.0)
     model = loaded.model
-    adapter = lambda n, p: is_adapter_name(n)  # noqa: E731
-    base = lambda n, p: not is_adapter_name(n)  # noqa: E731
-    everything = lambda n, p: True  # noqa: E731
-    sel = {"fo": dict(fo=everything), "fo-peft": dict(fo=adapter, frozen=base),
-           "zo": dict(zo=everything), "zo-peft": dict(zo=adapter, frozen=base),
-           "hybrid": {}}[cfg.method]
-    groups = hybrid_param_groups(model, lr_x=lr_x, lr_y=lr_y, **sel)
+    groups = method_param_groups(model, cfg.method, lr_x=lr_x, lr_y=lr_y)
     return HybridZOFO(groups, lr_x=lr_x, lr_y=lr_y, mu=rates.get("mu", 1e-3), q=cfg.q,
                       directions=cfg.directions, difference=cfg.difference,
                       fo_optimizer=cfg.fo_optimizer, fo_gradient=cfg.fo_gradient,
                       schedule=cfg.schedule, seed=cfg.seed, module=model)
 
 
+def eval_batches(loaded, task, examples, cfg: FinetuneConfig) -> list[dict[str, torch.Tensor]]:
+    """``examples`` encoded once for every evaluation of a run: sorted by token count (stable)
+    and cut into batches of ``eval_batch_size``, each padded to its own longest example, so
+    that padding costs almost nothing; the sums over the set do not depend on the order."""
+    lengths = [int(loaded.encode(task, [e], cfg.max_length)["attention_mask"].sum())
+               for e in examples]
+    order = sorted(range(len(examples)), key=lengths.__getitem__)
+    return [_to(loaded.encode(task, [examples[j] for j in order[i:i + cfg.eval_batch_size]],
+                              cfg.max_length), cfg.device)
+            for i in range(0, len(order), cfg.eval_batch_size)]
+
+
 @torch.no_grad()
-def evaluate(loaded, task, examples, cfg: FinetuneConfig) -> dict[str, float]:
-    """Accuracy and mean loss on ``examples`` (eval mode, no gradient)."""
+def evaluate(loaded, task, examples, cfg: FinetuneConfig,
+             batches: list[dict[str, torch.Tensor]] | None = None) -> dict[str, float]:
+    """Accuracy and mean loss on ``examples`` (eval mode, no gradient), from ``batches``
+    (:func:`eval_batches` of the same examples, computed here when not given)."""
     model = loaded.model
     mode = model.training
     model.eval()
     correct, total_loss = 0, 0.0
     try:
-        for i in range(0, len(examples), cfg.eval_batch_size):
-            chunk = examples[i:i + cfg.eval_batch_size]
-            batch = _to(loaded.encode(task, chunk, cfg.max_length), cfg.device)
+        for batch in batches if batches is not None else eval_batches(loaded, task, examples,
+                                                                      cfg):
             scores = loaded.scores(batch)
             total_loss += float(torch.nn.functional.cross_entropy(
                 scores, batch["labels"], reduction="sum"))
@@ -323,6 +342,7 @@ class _Run:
     wall: float = 0.0
     held: dict[str, Any] = field(default_factory=dict)
     saved_epoch: int = 0
+    eval_sets: dict[str, list] = field(default_factory=dict)  # encoded once per run
 
     @property
     def results_path(self) -> Path:
@@ -444,6 +464,8 @@ def _build(run: _Run, ckpt: dict | None) -> int:
                              f"max_position_embeddings {positions}"
                              + (f" less {cfg.num_virtual_tokens} virtual tokens"
                                 if room != positions else "") + f"), got {cfg.max_length}")
+    if cfg.head == "standardized" and run.loaded.kind == "classifier":
+        calibrate_head(run.loaded, run.task, cfg)
     run.opt = build_optimizer(cfg, run.loaded)
     run.sampler = ReshufflingSampler(len(run.task.train), sampling=cfg.sampling, seed=cfg.seed)
     model = run.loaded.model
@@ -474,8 +496,14 @@ def _hold(run: _Run) -> None:
 def _point(run: _Run, epoch: int, train_loss: float | None) -> dict[str, Any]:
     """One evaluation point of the curve: test and dev accuracy and loss."""
     cfg, task = run.cfg, run.task
-    test = evaluate(run.loaded, task, task.test, cfg)
-    dev = evaluate(run.loaded, task, task.dev, cfg) if task.dev else {}
+
+    def on(name: str, examples: list) -> dict[str, float]:
+        if name not in run.eval_sets:
+            run.eval_sets[name] = eval_batches(run.loaded, task, examples, cfg)
+        return evaluate(run.loaded, task, examples, cfg, run.eval_sets[name])
+
+    test = on("test", task.test)
+    dev = on("dev", task.dev) if task.dev else {}
     return {"epoch": epoch, "step": run.opt.steps, "train_loss": train_loss,
             "forward_passes": run.opt.forward_passes, "wall_s": run.wall, **test,
             **({"dev_accuracy": dev["accuracy"], "dev_loss": dev["test_loss"]} if dev else {})}

@@ -99,7 +99,8 @@ class QuadraticProblem(Problem):
         return 0.5 * np.einsum("bi,bi->b", z @ self.H, z) + np.einsum("bi,bi->b", self.b[idx], z)
 
     def grads(self, x, y, idx):
-        g = x @ self.H[: self.d_x] + y @ self.H[self.d_x:] + self.b[idx]
+        g = np.concatenate([x, y], axis=1) @ self.H  # one matrix product (H is symmetric)
+        g += self.b[idx]
         return g[:, : self.d_x], g[:, self.d_x:]
 
     def zo_differences(self, x, y, idx, u, mu, difference, block, grads=None):
