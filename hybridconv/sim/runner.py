@@ -203,7 +203,7 @@ def _run_block(problem: Problem, config: SimConfig, b: int, a: int, e: int,
                       rng=block_rng(config.seed, SAMPLER_STREAM, b))
     drng = block_rng(config.seed, DIRECTION_STREAM, b)
     grad_bound = getattr(problem, "max_component_grad_norm", None)
-    region = type(problem).in_region is not Problem.in_region
+    region = getattr(problem.in_region, "__func__", None) is not Problem.in_region
     running_max = np.zeros(K)
     diverged_at = np.full(K, T + 1)
     left = np.zeros(K, dtype=bool)
