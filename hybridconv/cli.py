@@ -157,8 +157,14 @@ the method)."""
 
 
 def _add_finetune(p: argparse.ArgumentParser) -> None:
-    add_options(p.add_argument_group("run (FinetuneConfig)"), _finetune_config(),
-                overrides=FINETUNE_OVERRIDES)
+    cls = _finetune_config()
+    from .finetune.models import MODELS, RANDOM_SHAPES
+
+    shapes = ", ".join([*MODELS, *RANDOM_SHAPES])
+    overrides = {**FINETUNE_OVERRIDES, "model": {"help": f"{', '.join(MODELS)}, random:SHAPE "
+                                                 f"(random weights of the shape of {shapes}) "
+                                                 "or a local Hugging Face directory"}}
+    add_options(p.add_argument_group("run (FinetuneConfig)"), cls, overrides=overrides)
     add_options(p.add_argument_group("output"), FinetuneOutput)
 
 
@@ -237,7 +243,7 @@ def _check_run(args: argparse.Namespace) -> int:
     for label, folder in [("RUN_DIR", cfg.run_dir)] + [(_label(args, "sweep"), d)
                                                          for d in cfg.sweep]:
         try:
-            ok = Path(folder).is_dir()
+            ok = bool(folder.strip()) and Path(folder).is_dir()
         except OSError as e:  # a name too long, say
             raise CLIError(f"{label} {folder[:40]}: {e.strerror}") from None
         if not ok:
@@ -618,7 +624,7 @@ def _check(args: argparse.Namespace) -> int:
                 v = check(bound, problem, config, confidence=cfg.confidence,
                           measure=cfg.measure, allow_outside=cfg.allow_outside)
             except ValueError as e:  # the conditions fail: say which options were given
-                given = [f"{flag} {getattr(cfg, k):g}" for k, flag in typed_options(args)
+                given = [f"{flag} {getattr(args, k):g}" for k, flag in typed_options(args)
                          .items() if k in ("eta_x", "eta_y", "mu", "q", "n")]
                 if given and "conditions" in str(e):
                     raise CLIError(f"with {', '.join(given)}: {_plain(str(e))}") from None

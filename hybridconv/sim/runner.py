@@ -303,8 +303,8 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
     if not isinstance(config, SimConfig):
         raise ValueError(f"config must be a SimConfig, got {config!r}")
     K, T, n = config.trials, config.epochs, problem.n
+    _check_fits(problem, config)  # before anything the size of the run is built
     threads = default_threads(K) if threads is None else spec.validate("threads", threads)
-    _check_fits(problem, config)
     x0, y0 = _start(problem, x0, y0, K)
     if "zo" in block_oracles(config.method):  # mu u must survive the rounding of x + mu u
         check_radius(config.mu, float(max(np.abs(x0).max(), np.abs(y0).max())),

@@ -402,8 +402,9 @@ def cli_cases(context: dict[str, str]) -> list[Case]:
                 if kind == "number" and v in REFUSED or kind == "choice":
                     expect = "error"
                 argv = prefix + _replace(base, opt, v, a.option_strings)
+                names = (opt, v[:40]) if kind == "path" and v and len(v) >= 3 else (opt,)
                 cases.append(Case(id=f"{' '.join(prefix)} {opt} {v if v is not None else ''}"
-                                  .strip(), argv=argv, names=(opt,), expect=expect))
+                                  .strip(), argv=argv, names=names, expect=expect))
     return cases
 
 
@@ -1031,6 +1032,12 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C as at a terminal, even when this sweep runs as a background job
+    (which starts with SIGINT ignored, and Python keeps an ignored SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt(argv: Sequence[str], tmp: Path, *, sig: int, marker: str,
               timeout: float = 120.0, delay: float = 0.5,
               ready: Callable[[], bool] | None = None) -> tuple[int, str, str]:
@@ -1041,7 +1048,7 @@ def interrupt(argv: Sequence[str], tmp: Path, *, sig: int, marker: str,
 
     stdout = tempfile.TemporaryFile(mode="w+")  # stderr alone is read here, by one thread
     proc = subprocess.Popen(_cli(*argv), cwd=tmp, env=_env(), stdout=stdout,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     err: list[str] = []
     seen = threading.Event()
 
