@@ -396,8 +396,9 @@ def test_each_peft_kind_trains_its_module_and_the_head(kind, model, tiny_dirs):
 
 
 @needs_minilm
-def test_gauss_seidel_hybrid_runs_through_the_trainer(tmp_path):
-    res = finetune(FinetuneConfig(epochs=1, method="hybrid", schedule="gauss-seidel", **TINY),
+def test_gauss_seidel_hybrid_runs_through_the_trainer(tmp_path, tiny_dirs):
+    cfg = {**TINY, "model": tiny_dirs["tiny-bert"]}
+    res = finetune(FinetuneConfig(epochs=1, method="hybrid", schedule="gauss-seidel", **cfg),
                    tmp_path / "gs", progress=False)
     assert res["status"] == "completed" and res["label"] == "hybrid-lora-gs"
     assert res["forward_passes"] == 3 * res["steps"]
@@ -418,8 +419,9 @@ def test_linear_probe_beats_chance_on_separable_features_and_picks_l2_on_dev():
 
 
 @needs_minilm
-def test_eval_every_skips_evaluations_but_not_the_last(tmp_path):
-    res = finetune(FinetuneConfig(epochs=3, eval_every=2, method="fo-lora", **TINY),
+def test_eval_every_skips_evaluations_but_not_the_last(tmp_path, tiny_dirs):
+    cfg = {**TINY, "model": tiny_dirs["tiny-bert"]}
+    res = finetune(FinetuneConfig(epochs=3, eval_every=2, method="fo-lora", **cfg),
                    tmp_path / "e", progress=False)
     evaluated = [c["epoch"] for c in res["curve"] if c["accuracy"] is not None]
     assert evaluated == [0, 2, 3] and [c["epoch"] for c in res["curve"]] == [0, 1, 2, 3]
