@@ -479,13 +479,6 @@ def _write(rel: str, text: str | bytes) -> Callable[[Path], None]:
     return setup
 
 
-def _both(*setups: Callable[[Path], None]) -> Callable[[Path], None]:
-    def setup(tmp: Path) -> None:
-        for s in setups:
-            s(tmp)
-    return setup
-
-
 def _run_with(**files: Any) -> Callable[[Path], None]:
     def setup(tmp: Path) -> None:
         fake_run(tmp / "run", **files)
@@ -661,7 +654,7 @@ def _finetune_file_cases(context: dict[str, str]) -> list[Case]:
         import shutil
 
         if "run" not in done:
-            src = Path(tempfile.mkdtemp(prefix="hostile-ft.")) / "run"
+            src = Path(tempfile.mkdtemp(prefix="finished.", dir=Path(tiny).parent)) / "run"
             from ..cli import main
 
             with contextlib.redirect_stdout(io.StringIO()):
