@@ -28,7 +28,8 @@ from typing import Any
 
 from . import spec
 
-__all__ = ["CLIError", "add_options", "from_args", "option_error", "flag_of", "Option"]
+__all__ = ["CLIError", "add_options", "from_args", "option_error", "flag_of", "Option",
+           "typed_options"]
 
 
 class CLIError(Exception):
@@ -196,6 +197,14 @@ class _Checked(argparse.Action):
         _remember(namespace, self.dest, option_string)
 
 
+class _Switch(argparse._StoreTrueAction):
+    """A switch (``store_true``) that remembers it was typed."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, True)
+        _remember(namespace, self.dest, option_string)
+
+
 class _Deprecated(argparse.Action):
     """A deprecated spelling of a switch."""
 
@@ -211,6 +220,12 @@ class _Deprecated(argparse.Action):
 
 
 _TYPED = "_typed_flags"
+
+
+def typed_options(args: argparse.Namespace) -> dict[str, str]:
+    """The options the user typed: destination -> the spelling typed (``{"eta_x":
+    "--lr-x"}``)."""
+    return dict(getattr(args, _TYPED, None) or {})
 
 
 def _remember(namespace: argparse.Namespace, dest: str, option_string: str | None) -> None:
@@ -270,12 +285,12 @@ def add_options(parser: argparse.ArgumentParser, cls: type, *, skip: Iterable[st
         kw: dict[str, Any] = {"help": help_text(opt), "default": default}
         if opt.kind == "bool":
             if opt.deprecated:
-                parser.add_argument(*opt.flags, action="store_true", **kw)
+                parser.add_argument(*opt.flags, dest=opt.dest, action=_Switch, **kw)
                 parser.add_argument(*opt.deprecated, dest=opt.dest, opt=opt,
                                     action=_Deprecated, help=argparse.SUPPRESS,
                                     default=argparse.SUPPRESS)
             else:
-                parser.add_argument(*opt.flags, dest=opt.dest, action="store_true", **kw)
+                parser.add_argument(*opt.flags, dest=opt.dest, action=_Switch, **kw)
             out.append(opt)
             continue
         metavar = opt.metavar

@@ -21,6 +21,7 @@ manifest lists them); ``--no-cache`` (``cache=False``) computes them again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -79,6 +80,48 @@ def cpu_seconds() -> float | None:
     return total
 
 
+def read_manifest(path: Path) -> dict:
+    """``MANIFEST.json`` (``{"figures": {}}`` when absent); ``ValueError`` naming the file
+    when it is not a JSON object with a ``figures`` object."""
+    if not path.exists():
+        return {"figures": {}}
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); restore it, or delete it and "
+                         "rebuild the figures without --replot") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.setdefault("figures", {}),
+                                                        dict):
+        raise ValueError(f"{path} is malformed: expected an object with a 'figures' object; "
+                         "restore it, or delete it and rebuild the figures without --replot")
+    if not all(isinstance(v, dict) for v in manifest["figures"].values()):
+        raise ValueError(f"{path} is malformed: every figure's entry must be an object; "
+                         "restore it, or delete it and rebuild the figures without --replot")
+    return manifest
+
+
+def _verified_csv(path: Path, entry: dict) -> pd.DataFrame:
+    """A figure's cached data, checked against its manifest entry (SHA-256 of the file, and
+    its row count): a truncated or edited CSV is refused, not replotted."""
+    what = "restore it, or rebuild the figure without --replot"
+    digest = entry.get("sha256")
+    if digest is not None and hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+        raise ValueError(f"{path} does not match its checksum in MANIFEST.json (truncated or "
+                         f"changed since it was computed); {what}")
+    try:
+        df = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        raise ValueError(f"{path} is not a readable CSV ({str(e).splitlines()[0]}); "
+                         f"{what}") from None
+    rows = entry.get("rows")
+    if rows is not None and len(df) != rows:
+        raise ValueError(f"{path} has {len(df)} rows, MANIFEST.json recorded {rows} "
+                         f"(truncated or changed since it was computed); {what}")
+    if df.empty:
+        raise ValueError(f"{path} holds no data; {what}")
+    return df
+
+
 def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bool = False,
           workers: int = 1, out: str | Path | None = None, progress: bool = True,
           command: str | None = None, backend: str = "local",
@@ -103,13 +146,14 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
     out = default_out(quick) if out is None else Path(out)
     data = out / "data"
     manifest_path = out / "MANIFEST.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    manifest.setdefault("figures", {})
+    manifest = read_manifest(manifest_path)
     if replot:
         missing = [str(data / f"{n}.csv") for n in names if not (data / f"{n}.csv").exists()]
         if missing:
             raise ValueError(f"--replot needs the cached data, missing: {', '.join(missing)}"
                              " (run without --replot first)")
+        cached = {n: _verified_csv(data / f"{n}.csv", manifest["figures"].get(n, {}))
+                  for n in names}
         mode = "quick" if quick else "full"
         other = [n for n in names if manifest["figures"].get(n, {}).get("mode", mode) != mode]
         if other:
@@ -131,7 +175,7 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
         csv = data / f"{name}.csv"
         runs = None
         if replot:
-            df = pd.read_csv(csv)
+            df = cached[name]
             previous = manifest["figures"].get(name, {})
         else:
             with defaults(backend=backend, address=address), \
@@ -154,7 +198,11 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
 
             plt.close(fig)
         if not replot:  # after a successful plot: data, figure and manifest stay together
-            write_text_atomic(csv, df.to_csv(index=False, float_format="%.10g"))
+            text = df.to_csv(index=False, float_format="%.10g")
+            write_text_atomic(csv, text)
+            digest = hashlib.sha256(text.encode()).hexdigest()
+        else:
+            digest = previous.get("sha256")
         seconds = time.perf_counter() - t0
         c1 = cpu_seconds()
         cpu = round(c1 - c0, 1) if c0 is not None and c1 is not None else None
@@ -173,6 +221,7 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
             "backend": backend if not replot else previous.get("backend", "local"),
             "files": [str(p) for p in files] + [str(csv)],
             "rows": int(len(df)),
+            "sha256": digest,
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "replaced": replaced,
             "python": sys.version.split()[0],

@@ -296,7 +296,11 @@ def load_model(name: str, task: Task, *, seed: int = 0, dtype: torch.dtype = tor
             path, kind = smollm2_path(), "lm"
         else:
             path = Path(name)
-            if not (path / "config.json").exists():
+            try:
+                found = (path / "config.json").is_file()
+            except OSError:  # a name too long for the file system, say
+                found = False
+            if not found:
                 raise ValueError(f"model must be one of {MODELS}, random:SHAPE or a local "
                                  f"Hugging Face directory with config.json, got {name!r}")
             arch = AutoConfig.from_pretrained(path).architectures or []
@@ -361,6 +365,15 @@ def apply_peft(loaded: LoadedModel, kind: str = "lora", *, r: int = 8, alpha: in
     spec.validate("lora_r", r)
     spec.validate("lora_alpha", alpha)
     spec.validate("num_virtual_tokens", num_virtual_tokens)
+    config = getattr(loaded.model, "config", None)
+    hidden = getattr(config, "hidden_size", None)
+    if kind == "lora" and isinstance(hidden, int) and r > hidden:
+        raise ValueError(f"lora_r must be <= {hidden} (the model's hidden size: a larger rank "
+                         f"adds nothing), got {r}")
+    positions = getattr(config, "max_position_embeddings", None)
+    if kind != "lora" and isinstance(positions, int) and num_virtual_tokens >= positions:
+        raise ValueError(f"num_virtual_tokens must be < {positions} (the model's "
+                         f"max_position_embeddings), got {num_virtual_tokens}")
     task_type = "SEQ_CLS" if loaded.kind == "classifier" else "CAUSAL_LM"
     if kind == "lora":
         cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, task_type=task_type)

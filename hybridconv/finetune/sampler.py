@@ -61,6 +61,10 @@ class ReshufflingSampler(Sampler[int]):
             except TypeError:
                 raise ValueError("data must be a sized dataset or an integer n >= 1") from None
         self.n = spec.validate("n", n)
+        from ..sizes import check_fits
+
+        check_fits(lambda n: 24.0 * n, {"n": self.n}, {"n": 1},
+                   what="an order of this length (three int64 arrays)")
         self.sampling = spec.validate("sampling", sampling)
         self.seed = spec.validate("seed", seed)
         self.epoch = 0
@@ -79,7 +83,9 @@ class ReshufflingSampler(Sampler[int]):
         self.epoch, self._pos = spec.validate("epoch", epoch), 0
 
     def order(self, epoch: int) -> np.ndarray:
-        """The full order of ``epoch`` (shape (n,))."""
+        """The full order of ``epoch`` (shape (n,)); it replays the stream from epoch 0, so it
+        costs ``epoch + 1`` draws."""
+        epoch = spec.validate("epoch", epoch)
         rng = block_rng(self.seed, SAMPLER_STREAM, 0)
         base = np.arange(self.n)[None, :]
         if self.sampling == "ig":

@@ -61,7 +61,7 @@ class QuadraticProblem(Problem):
         if self.m_y > self.L_y:
             raise ValueError(f"m_y must be <= L_y, got m_y={m_y!r} > L_y={L_y!r}")
         self.coupling = check_real("coupling", coupling)
-        if self.coupling**2 >= self.m_x * self.m_y:
+        if not self.coupling < np.sqrt(self.m_x * self.m_y):  # (no overflow of coupling^2)
             raise ValueError(f"coupling must be < sqrt(m_x m_y) = {np.sqrt(self.m_x * self.m_y):g}"
                              f" so that H is positive definite, got {coupling!r}")
         self.sigma_x_target = check_real("sigma_x", sigma_x)

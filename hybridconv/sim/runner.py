@@ -19,8 +19,11 @@ for problems that provide ``max_component_grad_norm`` (the H1-gen theorem needs 
 G). Both are reported, never silently ignored.
 
 Divergence: after every step, a trial whose state is no longer finite is marked diverged at
-that epoch, its state is frozen (no further updates) and its later records are NaN with
-``diverged = True``; nothing is averaged over it silently.
+that epoch, and so is, at each record, a trial whose ||grad F||^2 exceeds
+:data:`hybridconv.numerics.BLOWUP_FACTOR` (1e20) times max(its value at the start, 1); its
+state is frozen (no further updates) and its later records are NaN with ``diverged = True``;
+nothing is averaged over it silently. A ZO radius mu below the float64 resolution of the start
+(``hybridconv.numerics.check_radius``) is refused before the run.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import spec
+from ..numerics import BLOWUP_FACTOR, check_radius
 from ..problems.base import Problem
 from .samplers import Sampler
 from .step import block_oracles, hybrid_step
@@ -199,7 +203,7 @@ def _run_block(problem: Problem, config: SimConfig, b: int, a: int, e: int,
                       rng=block_rng(config.seed, SAMPLER_STREAM, b))
     drng = block_rng(config.seed, DIRECTION_STREAM, b)
     grad_bound = getattr(problem, "max_component_grad_norm", None)
-    region = type(problem).in_region is not Problem.in_region
+    region = getattr(problem.in_region, "__func__", None) is not Problem.in_region
     running_max = np.zeros(K)
     diverged_at = np.full(K, T + 1)
     left = np.zeros(K, dtype=bool)
@@ -214,8 +218,10 @@ def _run_block(problem: Problem, config: SimConfig, b: int, a: int, e: int,
         F = problem.value(x, y)
         gx, gy = problem.grad(x, y)
         gx2, gy2 = np.einsum("bi,bi->b", gx, gx), np.einsum("bi,bi->b", gy, gy)
-        # a finite state whose objective or gradient overflows has diverged too
-        bad = (diverged_at > t) & ~(np.isfinite(F) & np.isfinite(gx2) & np.isfinite(gy2))
+        # a finite state whose objective or gradient overflows has diverged too, and so has
+        # one whose gradient has blown up (hybridconv.numerics.BLOWUP_FACTOR)
+        bad = (diverged_at > t) & ~(np.isfinite(F) & np.isfinite(gx2) & np.isfinite(gy2)
+                                    & (gx2 + gy2 <= limit))
         diverged_at[bad] = t
         alive = diverged_at > t
         rec.F[t, cols] = np.where(alive, F, np.nan)
@@ -225,8 +231,10 @@ def _run_block(problem: Problem, config: SimConfig, b: int, a: int, e: int,
             rec.gmax[t, cols] = np.where(alive, running_max, np.nan)
         rec.left[t, cols] = left
 
+    limit = np.full(K, np.inf)
     track_gradients()
     record(0)
+    limit = BLOWUP_FACTOR * np.fmax(rec.gx2[0, cols] + rec.gy2[0, cols], 1.0)
     alive = bool((diverged_at > T).all())  # no trial diverged yet: the fast path applies
     step = dict(oracles=oracles, mu=config.mu, q=config.q, directions=config.directions,
                 difference=config.difference, rng=drng)
@@ -264,6 +272,16 @@ def _run_block(problem: Problem, config: SimConfig, b: int, a: int, e: int,
     rec.diverged_at[cols] = diverged_at
 
 
+def _check_fits(problem: Problem, config: SimConfig) -> None:
+    """Refuse, before allocating, a run whose records and state cannot fit in memory."""
+    from ..sizes import check_fits, simulation_bytes
+
+    check_fits(lambda **v: simulation_bytes(family=problem.name, **v),
+               dict(n=problem.n, d_x=problem.d_x, d_y=problem.d_y, trials=config.trials,
+                    epochs=config.epochs, q=config.q),
+               dict(trials=100, epochs=10, q=1), what="this simulation")
+
+
 def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = None,
              y0: np.ndarray | None = None, progress: bool = False,
              threads: int | None = None) -> pd.DataFrame:
@@ -285,8 +303,12 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
     if not isinstance(config, SimConfig):
         raise ValueError(f"config must be a SimConfig, got {config!r}")
     K, T, n = config.trials, config.epochs, problem.n
+    _check_fits(problem, config)  # before anything the size of the run is built
     threads = default_threads(K) if threads is None else spec.validate("threads", threads)
     x0, y0 = _start(problem, x0, y0, K)
+    if "zo" in block_oracles(config.method):  # mu u must survive the rounding of x + mu u
+        check_radius(config.mu, float(max(np.abs(x0).max(), np.abs(y0).max())),
+                     eps=float(np.finfo(float).eps), largest=float(np.finfo(float).max))
     rates = [(_rate("eta_x", config.eta_x, t), _rate("eta_y", config.eta_y, t))
              for t in range(T)]
     rec = _Records(T, K)

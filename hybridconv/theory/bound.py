@@ -18,7 +18,7 @@ from functools import cached_property
 
 import sympy as sp
 
-from .symbols import name_of, spec, sym, validate_value
+from .symbols import TABLE, name_of, spec, sym, validate_value
 from .theorems import (
     THEOREM_CONSTANTS,
     Condition,
@@ -268,11 +268,14 @@ class Bound:
         Each side is evaluated by its lambdified function (:attr:`_cond_fns`, built once per
         bound): microseconds a call where sympy's ``subs`` took a fifth of a second, which
         the searches of the validator call thousands of times."""
+        import numpy as np
+
         v = self._values(values)
-        args = [v[s] for s in self._args]
+        args = [np.float64(v[s]) for s in self._args]  # overflow gives inf, not an exception
         bad = []
         for text, f in zip(self._cond_texts, self._cond_fns, strict=True):
-            lhs, rhs = (float(x) for x in f(*args))
+            with np.errstate(all="ignore"):
+                lhs, rhs = (float(x) for x in f(*args))
             if not lhs <= rhs * (1 + 1e-12):
                 bad.append(f"{text} (got {lhs:.6g} > {rhs:.6g})")
         return bad
@@ -289,17 +292,23 @@ class Bound:
         """The bound's value at ``values`` (table names); with ``weighted=True`` the bound on
         the block-weighted measure (``weighted_expr``) instead.
 
+        Values so large that the bound overflows float64 give ``inf`` (in numpy float64
+        arithmetic, not an ``OverflowError``).
+
         Raises:
             ValueError: for unknown names, missing symbols, values outside their domain and,
                 unless ``check=False``, values that break a condition (each one is named).
         """
+        import numpy as np
+
         v = self._values(values)
         if check:
             bad = self.violated(**v)
             if bad:
                 raise ValueError("conditions violated: " + "; ".join(bad))
         fn = self._weighted_fn if weighted else self._fn
-        return float(fn(*[v[s] for s in self._args]))
+        with np.errstate(all="ignore"):
+            return float(fn(*[np.float64(v[s]) for s in self._args]))
 
     # -- vectorized evaluators ------------------------------------------------------------------
     @cached_property
@@ -354,6 +363,8 @@ class Bound:
         ...         mu=1e-3, q=1, n=10, T=10, d_x=10, eta_x=ex, eta_y=ey)
         True
         """
+        import numpy as np
+
         for name, f in (("fraction_x", fraction_x), ("fraction_y", fraction_y)):
             if not (isinstance(f, int | float) and 0 < f <= 1):
                 raise ValueError(f"{name} must be a number in (0, 1], got {f!r}")
@@ -367,7 +378,8 @@ class Bound:
         for s in ("eta_x", "eta_y"):
             cap = math.inf
             for f in self._caps.get(s, ()):
-                val = float(f(*[args.get(k, 1.0) for k in self._args]))
+                with np.errstate(all="ignore"):
+                    val = float(f(*[np.float64(args.get(k, 1.0)) for k in self._args]))
                 if math.isfinite(val) and val > 0:
                     cap = min(cap, val)
             caps.append(cap if math.isfinite(cap) else 1.0)
@@ -379,11 +391,15 @@ class Bound:
         raise ValueError("no admissible step sizes found at these values: "
                          + "; ".join(self.violated(**v, eta_x=ex, eta_y=ey)))
 
-    def vectorized(self, *, weighted: bool = False) -> Callable[..., object]:
+    def vectorized(self, *, weighted: bool = False, check: bool = False) -> Callable[..., object]:
         """A numpy function of keyword arrays (table names) that broadcasts; with
         ``weighted=True`` it evaluates ``weighted_expr``.
 
-        No validation: it is the fast path for sweeps (1e6 points in well under a second).
+        No validation by default: it is the fast path for sweeps (1e6 points in well under a
+        second), and a value outside a symbol's domain (a negative L_x, say) gives a number
+        that means nothing. ``check=True`` checks every array against its symbol's domain
+        first (``ValueError`` naming the symbol and the first bad value), at about twice the
+        cost. A missing symbol is a ``ValueError`` either way.
 
         >>> import numpy as np
         >>> f = hybrid_bound().vectorized()
@@ -396,7 +412,19 @@ class Bound:
         def evaluate(**values: object) -> object:
             import numpy as np
 
+            missing = [s for s in names if s not in values]
+            if missing:
+                raise ValueError(f"missing values for {', '.join(missing)}")
             args = [np.asarray(values[s], dtype=float) for s in names]
+            if check:
+                for s, a in zip(names, args, strict=True):
+                    row = TABLE[s]
+                    bad = ~np.isfinite(a) | (a <= row.lower if row.strict else a < row.lower)
+                    if row.integer:
+                        bad |= a != np.floor(a)
+                    if bad.any():
+                        raise ValueError(f"{s} must be {row.allowed()}, got "
+                                         f"{a[bad].flat[0]!r}")
             return np.broadcast_to(fn(*args), np.broadcast_shapes(*(a.shape for a in args)))
 
         return evaluate
@@ -504,7 +532,8 @@ class Bound:
         active = tuple(active)
         measure = ("min_t E||grad F||^2" if weights == (1.0, 1.0)
                    else f"min_t E[{wx:g} ||grad_x F||^2 + {wy:g} ||grad_y F||^2]")
-        return StepSizes(ex, ey, best2, e1, best1, ey / ex, best1 / best2, active, measure)
+        gain = best1 / best2 if best2 > 0 else 1.0  # a zero bound (no noise, Delta = 0): any
+        return StepSizes(ex, ey, best2, e1, best1, ey / ex, gain, active, measure)  # rate
 
     def _why_empty(self, v: Mapping[str, float]) -> list[str]:
         subs = {sym(k): x for k, x in v.items()}
@@ -532,7 +561,8 @@ class Bound:
         for eps <= ``eps_max``, where eta(eps) meets the step-size caps of C1-C3; C4 is O(eta^2)
         against eta and holds for small eps.
         """
-        if not (math.isfinite(ratio) and ratio > 0):
+        if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not (
+                math.isfinite(ratio) and ratio > 0):
             raise ValueError(f"ratio must be a finite number > 0, got {ratio!r}")
         for k in ("eps", "T", "eta_x", "eta_y", "eta"):
             if k in values:

@@ -117,6 +117,10 @@ def check(bound: Bound, problem: Problem, config: SimConfig, *, confidence: floa
     """
     if not isinstance(bound, Bound):
         raise ValueError(f"bound must be a hybridconv.theory.Bound, got {bound!r}")
+    if not isinstance(problem, Problem):
+        raise ValueError(f"problem must be a hybridconv.problems.Problem, got {problem!r}")
+    if not isinstance(config, SimConfig):
+        raise ValueError(f"config must be a SimConfig, got {config!r}")
     confidence = spec.validate("confidence", confidence)
     instances = spec.validate("instances", instances)
     measure = spec.validate("measure", measure)

@@ -205,8 +205,9 @@ def write_mutation_report(report: pd.DataFrame, out_dir: str | Path, *,
 
 def mutation_report(bound: Bound, *, pool: pd.DataFrame | None = None, seed: int = 0,
                     falsify_budget: int = 20, falsify_family: str = "quadratic",
-                    confidence: float = 0.99) -> pd.DataFrame:
-    """Run every mutation against the pool, then the falsifier on survivors.
+                    confidence: float = 0.99, progress: bool = False) -> pd.DataFrame:
+    """Run every mutation against the pool, then the falsifier on survivors (``progress``: a
+    line on stderr while the pool is built, then a tqdm bar over the mutations).
 
     Returns one row per mutation: name, kind, killed, killed_by, max_ratio (largest
     empirical / mutant found), term_share (largest share of the bound the mutated term takes on
@@ -214,12 +215,21 @@ def mutation_report(bound: Bound, *, pool: pd.DataFrame | None = None, seed: int
     """
     import pandas as pd
 
+    if progress and pool is None:
+        import sys
+
+        print("hybridconv: simulating the instance pool ...", file=sys.stderr, flush=True)
     pool = instance_pool(bound, seed=seed, confidence=confidence) if pool is None else pool
     if pool.empty:
         raise ValueError("the instance pool is empty")
     aux = bound.theorem.aux
     rows = []
-    for index, m in enumerate(mutations(bound)):
+    planted = mutations(bound)
+    if progress:
+        from tqdm.auto import tqdm
+
+        planted = tqdm(planted, desc="mutations", unit="mutation")
+    for index, m in enumerate(planted):
         with np.errstate(all="ignore"):
             vals = np.array([m.bound.evaluate(check=False, **v) for v in pool["values"]])
             wvals = np.array([m.bound.evaluate(check=False, weighted=True, **v)
