@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import re
 import sys
@@ -43,6 +42,7 @@ from ._io import (
     OutputExists,
     check_output,
     dumps_json,
+    read_json_object,
     write_text_atomic,
     write_text_exclusive,
 )
@@ -377,14 +377,10 @@ def _saved_run_config(out: Path) -> dict:
         raise CLIError(f"--resume: {out} holds no run (no config.json); start it without "
                        "--resume")
     try:
-        saved = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CLIError(f"{path} is not valid JSON ({e}); restore it, or start the run again "
-                       "with --force") from None
-    if not isinstance(saved, dict):
-        raise CLIError(f"{path} is malformed: expected a JSON object of settings, got "
-                       f"{type(saved).__name__}; restore it, or start the run again with "
-                       "--force")
+        saved = read_json_object(path, "restore it, or start the run again with --force",
+                                 what="a JSON object of settings")
+    except ValueError as e:
+        raise CLIError(str(e)) from None
     return saved
 
 

@@ -12,7 +12,7 @@ No heavy imports here: building the parser stays fast.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import spec
 from .spec import option
@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 __all__ = ["ProblemConfig", "SimulateOutput", "CheckConfig", "TheoryConfig", "BoundOptions",
            "StepsOptions", "ComplexityOptions", "FiguresConfig", "CheckRunConfig",
            "FinetuneOutput", "ExperimentConfig"]
+
+
+def address_option() -> Any:
+    """The ``--address`` option of every verb with a dask or ray backend."""
+    return option(help="scheduler of the dask or ray cluster",
+                  default_help="$HYBRIDCONV_ADDRESS, else a local cluster of --workers")
 
 
 @dataclass(frozen=True)
@@ -107,9 +113,7 @@ class CheckConfig:
     workers: int = option("workers", help="processes for --report's independent searches "
                           "(same results)")
     backend: str = option("backend")
-    address: str | None = option(help="scheduler of the dask or ray cluster",
-                                 default_help="$HYBRIDCONV_ADDRESS, else a local cluster of "
-                                 "--workers")
+    address: str | None = address_option()
     out_dir: str = option(default=".", help="where docs/ is written (--mutations, --report)")
     force: bool = option(default=False, help="overwrite existing report or history files")
     json: bool = option(default=False, help="JSON output")
@@ -176,9 +180,7 @@ class FiguresConfig:
     workers: int = option("workers", help="processes for the independent runs of a figure "
                           "(same results)")
     backend: str = option("backend")
-    address: str | None = option(help="scheduler of the dask or ray cluster",
-                                 default_help="$HYBRIDCONV_ADDRESS, else a local cluster of "
-                                 "--workers")
+    address: str | None = address_option()
     out: str | None = option(help="output folder", metavar="DIR",
                              default_help="paper_figures, or paper_figures/quick with --quick")
     no_cache: bool = option(default=False, help="compute the fine-tuning runs again instead of "
@@ -228,7 +230,5 @@ class ExperimentConfig:
                            "nothing")
     workers: int = option("workers", help="processes for the runs (same results)")
     backend: str = option("backend")
-    address: str | None = option(help="scheduler of the dask or ray cluster",
-                                 default_help="$HYBRIDCONV_ADDRESS, else a local cluster of "
-                                 "--workers")
+    address: str | None = address_option()
     no_progress: bool = option(default=False, help="no progress bar")

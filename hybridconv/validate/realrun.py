@@ -26,7 +26,6 @@ best ratio from a sweep of runs, to set beside it.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import spec
-from .._io import jsonable
+from .._io import jsonable, read_json_object
 from ..theory.bound import Bound, hybrid_bound, natural_weights
 
 __all__ = ["RunCheck", "check_run", "load_run", "sweep_summary"]
@@ -48,15 +47,7 @@ POINT_KEYS = ("epoch", "step", "F", "grad_x_sq", "grad_y_sq", "L_x", "L_y", "L_x
 
 def _read_object(path: Path) -> dict:
     """A run file's JSON object; ``ValueError`` naming the file otherwise."""
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); rerun the fine-tuning run that "
-                         "wrote it") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path} is malformed: expected a JSON object, got "
-                         f"{type(value).__name__}; rerun the fine-tuning run that wrote it")
-    return value
+    return read_json_object(path, "rerun the fine-tuning run that wrote it")
 
 
 def load_run(run_dir: str | Path) -> dict[str, object]:
