@@ -467,8 +467,8 @@ def _experiment(args: argparse.Namespace) -> int:
     if "figure" in typed and not cfg.report:
         raise CLIError(f"{typed['figure']} has no effect without --report")
     if cfg.report:
-        unused = [typed[k] for k in ("workers", "backend", "address", "limit", "dry_run",
-                                     "no_progress") if k in typed]
+        unused = [typed[k] for k in ("workers", "backend", "address", "limit", "only",
+                                     "dry_run", "no_progress") if k in typed]
         if unused:
             raise CLIError(f"{unused[0]} has no effect with --report (it runs nothing)")
     _address_needs_cluster(args, cfg.backend)
@@ -488,6 +488,8 @@ def _experiment(args: argparse.Namespace) -> int:
                 specs.append(load_spec(path))
             except ValueError as e:  # name the spec file if the message does not
                 raise ValueError(str(e) if path in str(e) else f"{path}: {e}") from None
+        if cfg.only and not cfg.report:
+            specs = [sweep.subset(cfg.only) for sweep in specs]
         if cfg.report:
             from .experiments.report import write_report
 

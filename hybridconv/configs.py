@@ -226,6 +226,11 @@ class ExperimentConfig:
     figure: str | None = option(help="with --report: also draw the fine-tuning figure from "
                                 "the CSVs", metavar="FILE.png", default_help="none")
     limit: int | None = option("limit", nullable=True, default_help="all")
+    only: list[str] | None = option(help="run only the runs whose setting KEY is one of the "
+                                    "comma-separated values (repeatable; all must match), "
+                                    "e.g. --only task=mr --only method=fo-peft,hybrid: a "
+                                    "sweep's most wanted part first", metavar="KEY=V[,V]",
+                                    append=True, default_help="every run")
     dry_run: bool = option(default=False, help="validate and list the runs still to do, run "
                            "nothing")
     workers: int = option("workers", help="processes for the runs (same results)")
