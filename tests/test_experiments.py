@@ -133,6 +133,24 @@ def test_grid_expansion_collapses_axes_that_do_not_apply():
     assert fo.settings["lr_y"] > 0  # the default, resolved into the run's identity
 
 
+def test_only_runs_a_subset_with_the_same_run_ids():
+    spec = parse_spec({"experiment": dict(EXP), "base": {"k_shot": 4},
+                       "grid": {"model": ["minilm"], "task": ["mr", "boolq"],
+                                "method": ["probe", "fo-peft", "hybrid"],
+                                "peft": ["lora", "prompt"], "seed": [0, 1]},
+                       "override": [{"method": "hybrid", "lr_x": [1e-5, 1e-4]}]})
+    sub = spec.subset(["task=mr", "peft=lora,none", "seed=1"])
+    assert sorted(r.label() for r in sub.runs) == ["fo-peft-lora", "hybrid-lora",
+                                                  "hybrid-lora", "probe"]
+    assert {r.run_id for r in sub.runs} <= {r.run_id for r in spec.runs}
+    assert [r.settings["lr_x"] for r in spec.subset(["lr_x=1e-4"]).runs] == [1e-4] * 8
+    assert len(spec.subset(["label=hybrid-prompt"]).runs) == 8
+    for bad, message in [(["task"], "must be KEY=VALUE"), (["tsk=mr"], "'tsk' is not a "),
+                         (["task=rte"], "leaves none of t's 28 runs")]:
+        with pytest.raises(ValueError, match=message):
+            spec.subset(bad)
+
+
 @needs_data
 def test_interrupted_sweep_resumes_without_redoing_finished_runs(tiny_model, tmp_path,
                                                                  monkeypatch):
