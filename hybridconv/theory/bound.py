@@ -18,16 +18,13 @@ from functools import cached_property
 
 import sympy as sp
 
+from .proof import _replace
 from .symbols import name_of, spec, sym, validate_value
-from .theorems import (
-    THEOREM_CONSTANTS,
-    Condition,
-    Theorem,
-    generalized_hybrid_reshuffling_theorem,
-    hybrid_reshuffling_theorem,
-)
+from .theorems import Condition, Theorem, theorem_for
 
 __all__ = [
+    "MEASURES",
+    "compile_numeric",
     "Bound",
     "StepSizes",
     "Complexity",
@@ -36,6 +33,33 @@ __all__ = [
     "sample_admissible",
     "SPECIAL_CASES",
 ]
+
+
+MEASURES = ("min", "weighted", "adapter")
+"""What a bound bounds: min_t E||grad F(z_t)||^2, the block-weighted average
+(1/T) sum_t E||grad F(z_t)||_D^2, or the adapter-only average (1/T) sum_t E||grad_y F(z_t)||^2."""
+
+
+def _xsubs(expr: sp.Expr, mapping: dict[sp.Symbol, sp.Expr]) -> sp.Expr:
+    """Substitute symbols (fast: ``xreplace``; Min and Max stay unevaluated)."""
+    return _replace(sp.sympify(expr), mapping)
+
+
+def compile_numeric(args: tuple[sp.Symbol, ...] | list[sp.Symbol], expr: object,
+                    modules: str = "numpy") -> Callable[..., object]:
+    """``sympy.lambdify`` for the theorem's long expressions, fast to compile.
+
+    The table symbols have LaTeX names (``\\eta_x``), which make lambdify rename them with a
+    ``subs`` over the whole expression (slow on expressions with unevaluated Min and Max);
+    here they are renamed once with an unevaluating replacement.
+    """
+    plain = [sp.Symbol(f"a{i}", real=True) for i in range(len(args))]
+    mapping = dict(zip(args, plain, strict=True))
+    if isinstance(expr, tuple | list):
+        renamed = tuple(_replace(sp.sympify(e), mapping) for e in expr)
+    else:
+        renamed = _replace(sp.sympify(expr), mapping)
+    return sp.lambdify(plain, renamed, modules=modules, dummify=False, cse=False)
 
 
 def _special_cases() -> dict[str, dict[str, sp.Expr]]:
@@ -127,6 +151,12 @@ class Bound:
         weighted_expr: the bound on (1/T) sum_t E[eta_x ||grad_x F||^2 + eta_y ||grad_y F||^2].
         conditions: the conditions under which it holds.
         fixed: the substitutions applied to the theorem (special cases, ``subs``).
+        numerator: B, the bound on the gamma-weighted measure (None for a bound of your own).
+        gamma: the descent coefficients (gamma_x, gamma_y) (``(1, 1)`` for the v1 theorem).
+        alt_weighted: the small-T bound on the block-weighted measure (None if there is none).
+        adapter_expr: the bound on the adapter-only measure (1/T) sum_t E||grad_y F(z_t)||^2.
+        terms: the named terms of the numerator and of the small-T bound
+            (:func:`~.terms.bound_terms`), empty for a bound of your own.
 
     Example:
         >>> b = hybrid_bound()
@@ -141,11 +171,23 @@ class Bound:
     weighted_expr: sp.Expr
     conditions: tuple[Condition, ...]
     fixed: dict[str, sp.Expr] = field(default_factory=dict)
+    numerator: sp.Expr | None = None
+    gamma: tuple[sp.Expr, sp.Expr] = (sp.Integer(1), sp.Integer(1))
+    alt_weighted: sp.Expr | None = None
+    adapter_expr: sp.Expr | None = None
+    terms: dict[str, sp.Expr] = field(default_factory=dict)
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
     def from_theorem(cls, theorem: Theorem) -> Bound:
-        return cls(theorem, theorem.bound, theorem.weighted_bound, theorem.conditions)
+        if theorem.version == "v1":
+            return cls(theorem, theorem.bound, theorem.weighted_bound, theorem.conditions,
+                       numerator=theorem.weighted_bound,
+                       adapter_expr=theorem.weighted_bound / sym("eta_y"))
+        return cls(theorem, theorem.bound, theorem.weighted_bound, theorem.conditions,
+                   numerator=theorem.numerator, gamma=tuple(theorem.gamma),
+                   alt_weighted=theorem.alternatives.get("weighted"),
+                   adapter_expr=theorem.adapter_bound, terms=dict(theorem.terms))
 
     def subs(self, **values: object) -> Bound:
         """Substitute table symbols by numbers (validated) or sympy expressions.
@@ -214,18 +256,25 @@ class Bound:
     def _subs(self, mapping: dict[sp.Symbol, sp.Expr], record: Mapping[str, object]) -> Bound:
         conds = []
         for c in self.conditions:
-            lhs, rhs = c.lhs.subs(mapping), c.rhs.subs(mapping)
-            truth = sp.Le(lhs, rhs)
-            if truth is sp.false:
+            lhs, rhs = _xsubs(c.lhs, mapping), _xsubs(c.rhs, mapping)
+            gap = sp.expand(lhs - rhs)
+            if gap.is_number and gap > 0:
                 raise ValueError(f"condition {c.name} fails after substitution: "
                                  f"{sp.sstr(lhs)} <= {sp.sstr(rhs)} is false")
-            if truth is not sp.true:
+            if not (gap.is_number and gap <= 0):
                 conds.append(Condition(c.name, lhs, rhs, c.description))
         fixed = dict(self.fixed)
         fixed.update({k: (v if isinstance(v, sp.Basic) else sp.sympify(v))
                       for k, v in record.items()})
-        return Bound(self.theorem, self.expr.subs(mapping),
-                     sp.expand(self.weighted_expr.subs(mapping)), tuple(conds), fixed)
+
+        def opt(e: sp.Expr | None) -> sp.Expr | None:
+            return None if e is None else _xsubs(e, mapping)
+
+        return Bound(self.theorem, _xsubs(self.expr, mapping), _xsubs(self.weighted_expr, mapping),
+                     tuple(conds), fixed, numerator=opt(self.numerator),
+                     gamma=tuple(_xsubs(g, mapping) for g in self.gamma),
+                     alt_weighted=opt(self.alt_weighted), adapter_expr=opt(self.adapter_expr),
+                     terms={k: _xsubs(v, mapping) for k, v in self.terms.items()})
 
     def special_case(self, name: str) -> Bound:
         """One of :data:`SPECIAL_CASES` (``no_zo_block``, ``zo_only``, ``single_rate``,
@@ -265,32 +314,66 @@ class Bound:
     def violated(self, **values: object) -> list[str]:
         """The conditions that the values break, as strings (empty if all hold)."""
         v = self._values(values)
-        subs = {sym(k): x for k, x in v.items()}
+        args = [v[s] for s in self._args]
         bad = []
-        for c in self.conditions:
-            lhs, rhs = float(c.lhs.subs(subs)), float(c.rhs.subs(subs))
-            if not lhs <= rhs * (1 + 1e-12):
-                bad.append(f"{c} (got {lhs:.6g} > {rhs:.6g})")
+        for c, fn in zip(self.conditions, self._cond_fns, strict=True):
+            lhs, rhs = (float(x) for x in fn(*args))
+            if not lhs <= rhs + 1e-12 * abs(rhs):
+                shown = str(c) if len(str(c)) < 200 else f"{c.name}: {c.description}"
+                bad.append(f"{shown} (got {lhs:.6g} > {rhs:.6g})")
         return bad
 
     def holds(self, **values: object) -> bool:
         """Whether every condition holds at ``values``."""
         return not self.violated(**values)
 
-    def evaluate(self, *, check: bool = True, weighted: bool = False, **values: object) -> float:
-        """The bound's value at ``values`` (table names); with ``weighted=True`` the bound on
-        the block-weighted measure (``weighted_expr``) instead.
+    def descent_expr(self, measure: str = "min") -> sp.Expr:
+        """The descent part of the bound on ``measure``, without the small-T (gradient-gap)
+        alternative: B / min(gamma_x eta_x, gamma_y eta_y) for ``"min"``, B / min(gamma_x,
+        gamma_y) for ``"weighted"``, B / (gamma_y eta_y) for ``"adapter"``. For a bound with
+        no such structure (v1, your own), the bound itself."""
+        if measure not in MEASURES:
+            raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
+        if self.numerator is None or self.theorem.version == "v1":
+            return {"min": self.expr, "weighted": self.weighted_expr,
+                    "adapter": self.adapter_expr}[measure]
+        gx, gy = self.gamma
+        ex, ey = sym("eta_x"), sym("eta_y")
+        den = {"min": sp.Min(gx * ex, gy * ey, evaluate=False),
+               "weighted": sp.Min(gx, gy, evaluate=False), "adapter": gy * ey}[measure]
+        return self.numerator / den
+
+    @cached_property
+    def _descent_fns(self) -> dict[str, Callable[..., object]]:
+        return {m: compile_numeric([sym(s) for s in self._args], self.descent_expr(m))
+                for m in MEASURES}
+
+    def evaluate(self, *, check: bool = True, weighted: bool = False, measure: str | None = None,
+                 small_T: bool = True, **values: object) -> float:
+        """The bound's value at ``values`` (table names).
+
+        ``measure`` is ``"min"`` (min_t E||grad F(z_t)||^2, the default), ``"weighted"`` (the
+        block-weighted measure, ``weighted_expr``; also ``weighted=True``) or ``"adapter"``
+        ((1/T) sum_t E||grad_y F(z_t)||^2, ``adapter_expr``). ``small_T=False`` leaves out the
+        gradient-gap alternative (:meth:`descent_expr`), e.g. for a stationary floor.
 
         Raises:
             ValueError: for unknown names, missing symbols, values outside their domain and,
                 unless ``check=False``, values that break a condition (each one is named).
         """
+        measure = measure or ("weighted" if weighted else "min")
+        if measure not in MEASURES:
+            raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
         v = self._values(values)
         if check:
             bad = self.violated(**v)
             if bad:
                 raise ValueError("conditions violated: " + "; ".join(bad))
-        fn = self._weighted_fn if weighted else self._fn
+        if small_T:
+            fn = {"min": self._fn, "weighted": self._weighted_fn,
+                  "adapter": self._adapter_fn}[measure]
+        else:
+            fn = self._descent_fns[measure]
         return float(fn(*[v[s] for s in self._args]))
 
     # -- vectorized evaluators ------------------------------------------------------------------
@@ -299,18 +382,33 @@ class Bound:
         return self.symbols
 
     @cached_property
+    def term_functions(self) -> tuple[tuple[str, tuple[str, ...], Callable[..., object]], ...]:
+        """The main terms of :func:`~.terms.bound_terms`, compiled once per bound."""
+        from .terms import compile_terms
+
+        return compile_terms(self)
+
+    @cached_property
     def _fn(self) -> Callable[..., object]:
-        return sp.lambdify([sym(s) for s in self._args], self.expr, modules="numpy", cse=True)
+        return compile_numeric([sym(s) for s in self._args], self.expr)
 
     @cached_property
     def _weighted_fn(self) -> Callable[..., object]:
-        return sp.lambdify([sym(s) for s in self._args], self.weighted_expr, modules="numpy",
-                           cse=True)
+        return compile_numeric([sym(s) for s in self._args], self.weighted_expr)
+
+    @cached_property
+    def _adapter_fn(self) -> Callable[..., object]:
+        if self.adapter_expr is None:
+            raise ValueError("this bound makes no claim on the adapter-only measure")
+        free = {name_of(s) for s in self.adapter_expr.free_symbols} - set(self._args)
+        if free:
+            raise ValueError(f"the adapter bound needs {', '.join(sorted(free))}")
+        return compile_numeric([sym(s) for s in self._args], self.adapter_expr)
 
     @cached_property
     def _cond_fns(self) -> tuple[Callable[..., object], ...]:
-        return tuple(sp.lambdify([sym(s) for s in self._args], (c.lhs, c.rhs), modules="numpy",
-                                 cse=True) for c in self.conditions)
+        return tuple(compile_numeric([sym(s) for s in self._args], (c.lhs, c.rhs))
+                     for c in self.conditions)
 
     @cached_property
     def _caps(self) -> dict[str, tuple[Callable[..., object], ...]]:
@@ -326,8 +424,8 @@ class Bound:
                 if (lhs.has(sym(s)) and not any(lhs.has(sym(o)) for o in others)
                         and not c.rhs.has(sym(s)) and lhs.is_polynomial(sym(s))
                         and sp.degree(lhs, sym(s)) == 1):
-                    f = sp.lambdify([sym(k) for k in self._args], c.rhs / lhs.coeff(sym(s), 1),
-                                    modules="numpy")
+                    f = compile_numeric([sym(k) for k in self._args],
+                                        c.rhs / lhs.coeff(sym(s), 1))
                     out.setdefault(s, []).append(f)
         return {k: tuple(v) for k, v in out.items()}
 
@@ -440,13 +538,13 @@ class Bound:
             raise ValueError(f"missing values for {', '.join(need)}")
         if not {"eta_x", "eta_y"} <= set(self._args):
             raise ValueError("this bound has no free step sizes eta_x, eta_y")
-        f, ok = self._weighted_fn, self.conditions_vectorized()
+        ok = self.conditions_vectorized()
         wx, wy = weights
+        measure_fn = self._weights_objective(wx, wy)
 
         def objective(ex: object, ey: object) -> object:
             args = {**v, "eta_x": ex, "eta_y": ey}
-            val = f(*[np.asarray(args[s], dtype=float) for s in self._args])
-            obj = val * np.maximum(wx / np.asarray(ex), wy / np.asarray(ey))
+            obj = measure_fn(*[np.asarray(args[s], dtype=float) for s in self._args])
             return np.where(ok(**args), obj, np.inf)
 
         scale = max(v.get(k, 0.0) for k in ("L_x", "L_y", "L_xy", "L0_x", "L0_y")) or 1.0
@@ -498,13 +596,29 @@ class Bound:
                    else f"min_t E[{wx:g} ||grad_x F||^2 + {wy:g} ||grad_y F||^2]")
         return StepSizes(ex, ey, best2, e1, best1, ey / ex, best1 / best2, active, measure)
 
+    def _weights_objective(self, wx: float, wy: float) -> Callable[..., object]:
+        """A bound on min_t E[w_x ||grad_x F||^2 + w_y ||grad_y F||^2] as a numpy function of
+        ``self._args``: B max_b(w_b / (gamma_b eta_b)) from the gamma-weighted measure, and the
+        small-T bound alt max_b(w_b / eta_b), the smaller of the two."""
+        ex, ey = sym("eta_x"), sym("eta_y")
+        if self.numerator is None:
+            main = self.weighted_expr * sp.Max(wx / ex, wy / ey, evaluate=False)
+        else:
+            gx, gy = self.gamma
+            main = self.numerator * sp.Max(wx / (gx * ex), wy / (gy * ey), evaluate=False)
+        if self.alt_weighted is not None:
+            main = sp.Min(main, self.alt_weighted * sp.Max(wx / ex, wy / ey, evaluate=False),
+                          evaluate=False)
+        return compile_numeric([sym(s) for s in self._args], main)
+
     def _why_empty(self, v: Mapping[str, float]) -> list[str]:
-        subs = {sym(k): x for k, x in v.items()}
         out = []
-        for c in self.conditions:
-            lhs = c.lhs.subs(subs)
-            rhs = c.rhs.subs(subs)
-            out.append(f"{c.name}: {sp.sstr(lhs)} <= {sp.sstr(rhs)}")
+        for c, fn in zip(self.conditions, self._cond_fns, strict=True):
+            try:
+                lhs, rhs = (float(x) for x in fn(*[v.get(s, 1e-12) for s in self._args]))
+            except (TypeError, ValueError, ZeroDivisionError):
+                continue
+            out.append(f"{c.name}: {lhs:.4g} <= {rhs:.4g} at the smallest steps searched")
         return out
 
     # -- complexity ---------------------------------------------------------------------------
@@ -539,7 +653,17 @@ class Bound:
             e = e.subs(sub).subs(sp.Min(eta, r * eta), eta * sp.Min(1, r))
             return e.subs(fixed)
 
-        expr = on_ray(self.expr)
+        if self.numerator is not None:
+            # leading order as eps -> 0: eta -> 0, where gamma_b tends to its constant term
+            # (the small-T alternative no longer applies, since T -> infinity)
+            g0 = [sp.nsimplify(_xsubs(g, {sym("eta_x"): 0, sym("eta_y"): 0}).subs(fixed))
+                  for g in self.gamma]
+            if not all(x.is_number and x > 0 for x in g0):
+                raise ValueError("the descent coefficients do not tend to positive constants "
+                                 f"as the steps go to 0: {g0}")
+            expr = sp.expand(on_ray(self.numerator)) / (eta * sp.Min(g0[0], r * g0[1]))
+        else:
+            expr = on_ray(self.expr)
         mu_part = sp.expand(expr - expr.subs(mu, 0))
         base = sp.expand(expr.subs(mu, 0))
         mu_max = None
@@ -594,12 +718,45 @@ class Bound:
     def latex(self) -> str:
         """The bound in compact form (with abbreviations), its abbreviations and conditions."""
         th = self.theorem
-        lines = [r"\min_{t<T} \mathbb{E}\|\nabla F(z_t)\|^2 \le " + sp.latex(self._compact()),
-                 r"\text{where } " + r",\ ".join(
-                     f"{sp.latex(a)} = {sp.latex(e)}" for a, e in th.aux.items()),
-                 r"\text{if } " + r",\ ".join(
-                     f"{sp.latex(c.lhs)} \\le {sp.latex(c.rhs)}" for c in self.conditions)]
+        if th.version == "v1":
+            lines = [r"\min_{t<T} \mathbb{E}\|\nabla F(z_t)\|^2 \le "
+                     + sp.latex(self._compact()),
+                     r"\text{where } " + r",\ ".join(
+                         f"{sp.latex(a)} = {sp.latex(e)}" for a, e in th.aux.items())]
+        else:
+            lines = [r"\min_{t<T} \mathbb{E}\|\nabla F(z_t)\|^2 \le "
+                     + sp.latex(th.compact),
+                     r"B = \frac{\Delta}{nT} + \frac{N_{ep}}{n},\ N_{ep} = "
+                     + " + ".join(f"{sp.latex(src)} \\left({sp.latex(c)}\\right)"
+                                  for src, c in self._display_noise().items()),
+                     r"\text{where } " + r",\ ".join(
+                         f"{sp.latex(a)} = {sp.latex(e)}" for a, e in self._display_aux().items())
+                     + r",\ \gamma_x, \gamma_y \text{ the derived descent coefficients}"]
+        lines.append(r"\text{if } " + r",\ ".join(
+            f"{sp.latex(c.lhs)} \\le {sp.latex(c.rhs)}" for c in self.conditions
+            if sp.count_ops(c.lhs) + sp.count_ops(c.rhs) < 60)
+            + ("" if th.version == "v1" else
+               r"\text{, and C4, C5 (see the derivation)}"))
         return "\n".join(lines)
+
+    def _mapping(self) -> dict[sp.Symbol, sp.Expr]:
+        return {sym(k): v for k, v in self.fixed.items()}
+
+    def _display_aux(self) -> dict[sp.Symbol, sp.Expr]:
+        th, mapping = self.theorem, self._mapping()
+        gammas = {g for g in th.aux if str(g).startswith(r"\gamma")}
+        return {a: _xsubs(e, mapping) for a, e in th.aux.items() if a not in gammas}
+
+    def _display_noise(self) -> dict[sp.Expr, sp.Expr]:
+        mapping = self._mapping()
+        vanish = {a: 0 for a, e in self._display_aux().items() if sp.expand(e) == 0}
+        out = {}
+        for src, c in self.theorem.display_noise.items():
+            src2 = sp.sympify(src).xreplace(mapping).xreplace(vanish)
+            c2 = sp.factor(c.xreplace(mapping).xreplace(vanish))
+            if src2 != 0 and c2 != 0:
+                out[src2] = c2
+        return out
 
     def _compact(self) -> sp.Expr:
         mapping = {sym(k): v for k, v in self.fixed.items()}
@@ -610,76 +767,117 @@ class Bound:
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready description."""
-        return {
-            "theorem": self.theorem.name,
+        th = self.theorem
+        out = {
+            "theorem": th.name,
+            "version": th.version,
             "measure": "min_t E||grad F(z_t)||^2",
             "bound": sp.sstr(self.expr),
             "weighted_bound": sp.sstr(self.weighted_expr),
             "latex": self.latex(),
             "conditions": [{"name": c.name, "lhs": sp.sstr(c.lhs), "rhs": sp.sstr(c.rhs),
                             "description": c.description} for c in self.conditions],
-            "assumptions": self.theorem.setting.names(),
-            "hypotheses": list(self.theorem.hypotheses),
+            "assumptions": th.setting.names(),
+            "hypotheses": list(th.hypotheses),
             "symbols": list(self.symbols),
-            "constants": {k: str(v) for k, v in THEOREM_CONSTANTS.items()},
+            "constants": {k: str(v) for k, v in th.constants.items()},
             "fixed": {k: sp.sstr(v) for k, v in self.fixed.items()},
         }
+        if th.version != "v1":
+            out["numerator"] = sp.sstr(self.numerator)
+            out["gamma"] = [sp.sstr(g) for g in self.gamma]
+            out["adapter_bound"] = sp.sstr(self.adapter_expr)
+            out["terms"] = {k: sp.sstr(v) for k, v in self.terms.items()}
+        if th.high_probability is not None:
+            out["high_probability"] = sp.sstr(th.high_probability)
+        return out
 
     def __str__(self) -> str:
-        conds = "\n".join(f"  {c}   [{c.description}]" for c in self.conditions)
-        return (f"{self.theorem.name}\n"
-                f"assumptions: {', '.join(self.theorem.setting.names())}\n"
-                f"bound on min_t E||grad F(z_t)||^2:\n  {sp.sstr(self._compact())}\n"
-                f"where:\n" + "\n".join(f"  {sp.sstr(a)} = {sp.sstr(e)}"
-                                         for a, e in self.theorem.aux.items())
-                + f"\nconditions:\n{conds}")
+        th = self.theorem
+        if th.version == "v1":
+            conds = "\n".join(f"  {c}   [{c.description}]" for c in self.conditions)
+            return (f"{th.name}\n"
+                    f"assumptions: {', '.join(th.setting.names())}\n"
+                    f"bound on min_t E||grad F(z_t)||^2:\n  {sp.sstr(self._compact())}\n"
+                    f"where:\n" + "\n".join(f"  {sp.sstr(a)} = {sp.sstr(e)}"
+                                             for a, e in th.aux.items())
+                    + f"\nconditions:\n{conds}")
+        g0 = 1 - th.constants["theta"] / 2
+        noise = "\n  + ".join(f"{sp.sstr(src)} * ({sp.sstr(c)})"
+                              for src, c in self._display_noise().items()) or "0"
+        conds = []
+        for c in self.conditions:
+            text = str(c) if len(str(c)) < 120 else (
+                f"{c.name}: {sp.sstr(c.lhs)} <= gamma_{c.name[-1]}" if c.name.startswith("C4")
+                else f"{c.name}: a polynomial inequality in the step sizes (--json)")
+            conds.append(f"  {text}   [{c.description}]")
+        lines = [
+            th.name,
+            f"assumptions: {', '.join(th.setting.names())}",
+            "bound on min_t E||grad F(z_t)||^2:",
+            "  min(B / min(gamma_x eta_x, gamma_y eta_y), 2 max(Lambda_x, Lambda_y) Delta)",
+            "bound on (1/T) sum_t E[eta_x ||grad_x F||^2 + eta_y ||grad_y F||^2]:",
+            "  min(B / min(gamma_x, gamma_y), 2 max(eta_x Lambda_x, eta_y Lambda_y) "
+            "(Delta + (T - 1) N_ep / 2))",
+            "with B = Delta / (n T) + N_ep / n, N_ep =",
+            f"  {noise}",
+            "where:",
+            *[f"  {sp.sstr(a)} = {sp.sstr(e)}" for a, e in self._display_aux().items()],
+            f"  gamma_x, gamma_y = the descent coefficients derived by the proof (-> {g0} as the "
+            "steps go to 0; expressions in --json and docs/derivation.md)",
+        ]
+        if th.high_probability is not None:
+            lines.append("with probability at least 1 - delta: min_t ||grad F(z_t)||^2 <= "
+                         "(the bound) / delta")
+        lines += ["conditions:", *conds]
+        return "\n".join(lines)
 
 
 def hybrid_bound(*, assumption: str = "h1", directions: str = "gaussian",
-                 difference: str = "central") -> Bound:
-    """The hybrid reshuffling bound for the given assumption and estimator.
+                 difference: str = "central", version: str = "sharp") -> Bound:
+    """The hybrid reshuffling bound for the given assumption, estimator and theorem version.
 
     Args:
-        assumption: ``"h1"`` (block hybrid smoothness) or ``"h1-gen"`` (generalized, with a
-            gradient bound G).
+        assumption: ``"h1"`` (block hybrid smoothness), ``"h1-gen"`` (generalized, with a
+            gradient bound G), ``"effective-rank"`` (the local effective rank r, MeZO) or
+            ``"l-smooth"`` (the paper's block l-smoothness at a gradient level G).
         directions: ``"gaussian"``, ``"sphere"`` or ``"rademacher"``.
         difference: ``"central"`` or ``"forward"``.
+        version: ``"sharp"`` (default) or ``"v1"`` (the first theorem, H1 and H1-gen only).
     """
-    from .assumptions import Setting, ZOEstimator
+    from .assumptions import ZOEstimator
 
     est = ZOEstimator(directions, difference)
-    if assumption == "h1":
-        return Bound.from_theorem(hybrid_reshuffling_theorem(Setting(estimator=est)))
-    if assumption == "h1-gen":
-        return Bound.from_theorem(generalized_hybrid_reshuffling_theorem(est))
-    raise ValueError(f"assumption must be 'h1' or 'h1-gen', got {assumption!r}")
-
-
+    return Bound.from_theorem(theorem_for(assumption, est, version=version))
 
 
 def natural_weights(bound: Bound, **values: object) -> tuple[float, float]:
     """Block weights w_b = 1 / (effective smoothness of block b), for ``optimal_step_sizes``.
 
-    The x block's effective smoothness is the ZO-inflated c1 (L_x + L_xy) / q (condition C3),
-    the y block's is L_y + L_xy (condition C2): the measure
+    The x block's effective smoothness is the ZO-inflated c_v Lambda_x / q of condition C3
+    (c_v = d_x + 1 for Gaussian directions, r + 1 under the effective rank; the v1 theorem:
+    c1 = 2(d_x + 2)), the y block's is Lambda_y of condition C2: the measure
     sum_b ||grad_b F||^2 / L_eff,b is the block-coordinate analogue of ||grad F||^2 / L, the
     decrease one block step of size 1/L_eff,b achieves. Under it the optimal ratio
-    eta_y / eta_x is about c1 (L_x + L_xy) / (q (L_y + L_xy)), i.e. of order d_x / q.
+    eta_y / eta_x is about c_v Lambda_x / (q Lambda_y), i.e. of order d_x / q.
     """
-    est = bound.theorem.setting.estimator
-    sm = bound.theorem.setting.smoothness
-    names = ("d_x", "q", "L_x", "L_y", "L_xy", "L0_x", "L1_x", "L0_y", "L1_y", "L0_xy",
-             "L1_xy", "G")
+    th = bound.theorem
+    est, sm = th.setting.estimator, th.setting.smoothness
+    names = ("d_x", "q", "r", "L_x", "L_y", "L_xy", "L0_x", "L1_x", "L0_y", "L1_y", "L0_xy",
+             "L1_xy", "G", "l_x", "l_y")
     subs = {sym(k): validate_value(k, x) for k, x in values.items() if k in names}
-    ex_x = est.c1() * (sm.L_x + sm.L_xy) / sym("q")
-    ex_y = sm.L_y + sm.L_xy
+    c = est.c1() if th.version == "v1" else sm.zo_variance(est)
+    ex_x = c * sm.lam_x() / sym("q")
+    ex_y = sm.lam_y()
     need = sorted({name_of(s) for s in (ex_x.free_symbols | ex_y.free_symbols)} -
                   {name_of(s) for s in subs})
     if need:
         raise ValueError(f"missing values for {', '.join(need)} (needed by the block weights)")
     lx, ly = float(ex_x.subs(subs)), float(ex_y.subs(subs))
     if not (lx > 0 and ly > 0):
-        raise ValueError("the block weights need L_x + L_xy > 0, L_y + L_xy > 0 and d_x > 0")
+        raise ValueError("the block weights need Lambda_x > 0, Lambda_y > 0 and a ZO variance "
+                         "constant > 0 (d_x >= 1; d_x >= 2 for sphere and Rademacher "
+                         "directions)")
     return 1.0 / lx, 1.0 / ly
 
 
@@ -691,6 +889,7 @@ _RANGES: dict[str, tuple[float, float, float]] = {
     "sigma_x": (-3, 2, 0.15), "sigma_y": (-3, 2, 0.15),
     "Theta_x": (-3, 0.5, 0.3), "Theta_y": (-3, 0.5, 0.3),
     "Delta": (-2, 3, 0.05), "mu": (-8, 0, 0.1), "eps": (-4, 0, 0.0),
+    "l_x": (-2, 2, 0.0), "l_y": (-2, 2, 0.0), "r": (0, 4, 0.0), "delta": (-4, -0.05, 0.0),
 }
 _INTEGERS: dict[str, tuple[int, ...]] = {
     "n": (1, 2, 3, 10, 64, 1000), "q": (1, 2, 4, 16, 64), "T": (1, 10, 1000, 10**6),
@@ -706,8 +905,9 @@ def sample_admissible(bound: Bound, size: int, *, seed: int, boundary: float = 0
     allows), integers from a table of edge values (n = 1, d_x = 0, q = 1, ...). Each step size
     is drawn as a fraction of its cap from the conditions that bound it alone (C1-C3 type); a
     share ``boundary`` of the points sits exactly on the cap. Conditions that are not simple
-    caps (C4) are then enforced by shrinking the relative heterogeneities Theta (the conditions
-    are monotone in them). Same seed, same points.
+    caps (C4, C5) are then enforced by shrinking the relative heterogeneities Theta (C4 is
+    monotone in them) and, where that is not enough, both step sizes (every condition holds
+    for small enough steps). Same seed, same points.
     """
     import numpy as np
 
@@ -722,7 +922,10 @@ def sample_admissible(bound: Bound, size: int, *, seed: int, boundary: float = 0
         if name in fixed:
             pts[name] = np.full(size, fixed[name])
         elif name in _INTEGERS:
-            pts[name] = rng.choice(np.array(_INTEGERS[name], dtype=float), size)
+            choices = _INTEGERS[name]
+            if name == "d_x" and bound.theorem.setting.estimator.directions != "gaussian":
+                choices = tuple(c for c in choices if c >= 1)  # no sphere in dimension 0
+            pts[name] = rng.choice(np.array(choices, dtype=float), size)
         elif name in _RANGES:
             lo, hi, p0 = _RANGES[name]
             x = 10.0 ** rng.uniform(lo, hi, size)
@@ -740,14 +943,22 @@ def sample_admissible(bound: Bound, size: int, *, seed: int, boundary: float = 0
         cap = np.where(np.isfinite(cap), cap, 1.0)
         frac = np.where(rng.uniform(size=size) < boundary, 1.0, 10.0 ** rng.uniform(-4, 0, size))
         pts[s] = cap * frac
+    if "r" in pts and "r" not in fixed and "d_x" in pts:  # the effective rank is <= d_x
+        pts["r"] = np.clip(pts["r"], 1.0, np.maximum(np.asarray(pts["d_x"]), 1.0))
     ok = bound.conditions_vectorized()
     shrink = [t for t in ("Theta_x", "Theta_y") if t in pts and t not in fixed]
-    for _ in range(200):
+    for attempt in range(400):
         good = np.asarray(ok(**pts))
-        if good.all() or not shrink:
+        if good.all():
             break
-        for t in shrink:
-            pts[t] = np.where(good, pts[t], pts[t] * 0.5)
+        if shrink and attempt < 100:
+            for t in shrink:
+                pts[t] = np.where(good, pts[t], pts[t] * 0.5)
+        elif steps:
+            for t in steps:
+                pts[t] = np.where(good, pts[t], pts[t] * 0.5)
+        else:
+            break
     good = np.asarray(ok(**pts))
     if not good.all():
         raise ValueError(f"could not make {int((~good).sum())} of {size} points admissible")

@@ -38,6 +38,7 @@ class SymbolSpec:
         description: what it means, in one line.
         lower: the smallest allowed value.
         strict: whether ``lower`` itself is excluded (``x > lower`` rather than ``x >= lower``).
+        upper: the largest allowed value (``inf``: none); ``upper_strict`` excludes it.
         integer: whether only whole numbers are allowed.
         group: ``"constant"`` (a property of the problem), ``"hyper"`` (chosen by the user) or
             ``"target"`` (an accuracy).
@@ -50,16 +51,23 @@ class SymbolSpec:
     strict: bool
     integer: bool
     group: str
+    upper: float = math.inf
+    upper_strict: bool = False
 
     def allowed(self) -> str:
         """The allowed range in words, as used in error messages."""
         kind = "an integer" if self.integer else "a finite real number"
+        if math.isfinite(self.upper):
+            lo = "(" if self.strict else "["
+            hi = ")" if self.upper_strict else "]"
+            return f"{kind} in {lo}{self.lower:g}, {self.upper:g}{hi}"
         op = ">" if self.strict else ">="
         return f"{kind} {op} {self.lower:g}"
 
 
 def _row(name: str, description: str, *, lower: float = 0.0, strict: bool, integer: bool = False,
-         group: str = "constant", latex: str | None = None) -> SymbolSpec:
+         group: str = "constant", latex: str | None = None, upper: float = math.inf,
+         upper_strict: bool = False) -> SymbolSpec:
     assumptions = {"real": True}
     if integer:
         assumptions["integer"] = True
@@ -68,7 +76,8 @@ def _row(name: str, description: str, *, lower: float = 0.0, strict: bool, integ
     elif lower >= 0:
         assumptions["nonnegative"] = True
     symbol = sp.Symbol(latex or name, **assumptions)
-    return SymbolSpec(name, symbol, description, lower, strict, integer, group)
+    return SymbolSpec(name, symbol, description, lower, strict, integer, group, upper,
+                      upper_strict)
 
 
 _ROWS: tuple[SymbolSpec, ...] = (
@@ -83,7 +92,12 @@ _ROWS: tuple[SymbolSpec, ...] = (
     _row("L1_y", "generalized smoothness, gradient-proportional part, block y", strict=False, latex="L^{1}_{y}"),
     _row("L0_xy", "generalized smoothness, constant part, cross block", strict=False, latex="L^{0}_{xy}"),
     _row("L1_xy", "generalized smoothness, gradient-proportional part, cross block", strict=False, latex="L^{1}_{xy}"),
-    _row("G", "bound on ||grad f_i|| over the region the run visits (H1-gen only)", strict=False, latex="G"),
+    _row("G", "bound on ||grad f_i|| over the region the run visits (H1-gen, l-smooth)", strict=False, latex="G"),
+    # local effective rank (MeZO, Malladi et al. 2023, Assumption 1, two-sided block form)
+    _row("r", "effective rank of the x-block curvature bound: tr(H_x) <= r (L_x + L_xy), 1 <= r <= d_x", lower=1, strict=False, latex="r"),
+    # block l-smoothness, evaluated at the gradient bound G
+    _row("l_x", "l_x(G): the x-block l-smoothness function at the gradient bound G", strict=True, latex="l_x"),
+    _row("l_y", "l_y(G): the y-block l-smoothness function at the gradient bound G", strict=True, latex="l_y"),
     # H3, block heterogeneity
     _row("sigma_x", "heterogeneity of the x-block gradients (additive part)", strict=False, latex=r"\sigma_x"),
     _row("sigma_y", "heterogeneity of the y-block gradients (additive part)", strict=False, latex=r"\sigma_y"),
@@ -105,6 +119,8 @@ _ROWS: tuple[SymbolSpec, ...] = (
     # target
     _row("eps", "target accuracy: min_t E||grad F(z_t)||^2 <= eps^2", strict=True, group="target",
          latex=r"\varepsilon"),
+    _row("delta", "failure probability of a high-probability statement", strict=True,
+         group="target", latex=r"\delta", upper=1.0, upper_strict=True),
 )
 
 TABLE: dict[str, SymbolSpec] = {row.name: row for row in _ROWS}
@@ -156,6 +172,8 @@ def validate_value(name: str, value: object) -> float:
     if not math.isfinite(x):
         raise ValueError(f"{name} must be {row.allowed()}, got {value!r}")
     if (row.strict and x <= row.lower) or (not row.strict and x < row.lower):
+        raise ValueError(f"{name} must be {row.allowed()}, got {value!r}")
+    if (row.upper_strict and x >= row.upper) or (not row.upper_strict and x > row.upper):
         raise ValueError(f"{name} must be {row.allowed()}, got {value!r}")
     if row.integer and x != int(x):
         raise ValueError(f"{name} must be {row.allowed()}, got {value!r}")
