@@ -12,9 +12,12 @@ the same numbers, and changing the sampling scheme does not change the direction
 
 Certified regions: ``left_region`` says whether a trial has left the region where a locally
 smooth problem's constants hold (checked after every step, cumulative); ``max_grad_norm`` is
-the running maximum of max_i ||grad f_i|| over every iterate so far (checked after every step)
-for problems that provide ``max_component_grad_norm`` (the H1-gen theorem needs it below its
-G). Both are reported, never silently ignored.
+the running maximum of max_i ||grad f_i|| for problems that provide
+``max_component_grad_norm`` (the H1-gen theorem needs it below its G): when the problem
+certifies balls (``max_component_grad_norm(x, y, radius)``), over the ball around every iterate
+that contains the step's segment and every ZO perturbation segment the estimator can draw
+(radius mu sqrt(d) for sphere and Rademacher directions, infinite for Gaussian ones: then no
+finite G holds); otherwise at every iterate. Both are reported, never silently ignored.
 
 Divergence: after every step, a trial whose state is no longer finite is marked diverged at
 that epoch, its state is frozen (no further updates) and its later records are NaN with
@@ -38,7 +41,7 @@ from .step import block_oracles, hybrid_step
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["SimConfig", "simulate", "Schedule", "RECORD_COLUMNS"]
+__all__ = ["SimConfig", "simulate", "Schedule", "RECORD_COLUMNS", "perturbation_radius"]
 
 Schedule = float | Callable[[int], float]
 """A learning rate: a constant, or a function of the epoch (0-based) returning one."""
@@ -134,6 +137,28 @@ class SimConfig:
         return d
 
 
+def perturbation_radius(problem: Problem, config: SimConfig) -> float:
+    """The largest ||mu u|| of the run's ZO perturbations: mu sqrt(d_b) for sphere and
+    Rademacher directions (||u|| = sqrt(d_b) exactly) in each ZO block b, infinite for Gaussian
+    directions, 0 without a ZO block."""
+    dims = [d for oracle, d in zip(block_oracles(config.method), (problem.d_x, problem.d_y),
+                                   strict=True) if oracle == "zo"]
+    if not dims:
+        return 0.0
+    if config.directions == "gaussian":
+        return math.inf
+    return config.mu * math.sqrt(max(dims))
+
+
+def _certifies_balls(bound: Callable[..., object]) -> bool:
+    import inspect
+
+    try:
+        return "radius" in inspect.signature(bound).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _start(problem: Problem, x0: np.ndarray | None, y0: np.ndarray | None,
            trials: int) -> tuple[np.ndarray, np.ndarray]:
     sx, sy = problem.start()
@@ -173,13 +198,23 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
     rec = {k: np.full((T + 1, K), np.nan)
            for k in ("F", "grad_x_sq", "grad_y_sq", "max_grad_norm")}
     grad_bound = getattr(problem, "max_component_grad_norm", None)
+    balls = grad_bound is not None and _certifies_balls(grad_bound)
+    zo_radius = perturbation_radius(problem, config)
     running_max = np.zeros(K)
 
-    def track_gradients() -> None:
-        if grad_bound is not None:
-            with np.errstate(all="ignore"):
+    def track_gradients(xp: np.ndarray | None = None, yp: np.ndarray | None = None) -> None:
+        """At the current point, or (balls) over the ball around the previous point (xp, yp)
+        that holds the step and the perturbations."""
+        if grad_bound is None:
+            return
+        with np.errstate(all="ignore"):
+            if balls and xp is not None:
+                step = np.sqrt(np.einsum("bi,bi->b", x - xp, x - xp)
+                               + np.einsum("bi,bi->b", y - yp, y - yp))
+                g = np.asarray(grad_bound(xp, yp, np.maximum(step, zo_radius)), dtype=float)
+            else:
                 g = np.asarray(grad_bound(x, y), dtype=float)
-            np.fmax(running_max, np.where(diverged_at > T, g, -np.inf), out=running_max)
+        np.fmax(running_max, np.where(diverged_at > T, g, -np.inf), out=running_max)
     diverged_at = np.full(K, T + 1)  # epoch from which a trial's records are NaN
     left = np.zeros(K, dtype=bool)
     left_rec = np.zeros((T + 1, K), dtype=bool)
@@ -212,6 +247,7 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
         order = sampler.epoch(t)
         for i in range(n):
             active = diverged_at > T
+            xp, yp = (x.copy(), y.copy()) if balls else (None, None)
             with np.errstate(all="ignore"):
                 nx, ny = hybrid_step(problem, x, y, order[:, i], eta_x=ex, eta_y=ey,
                                      oracles=oracles, mu=config.mu, q=config.q,
@@ -226,7 +262,7 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
             else:
                 x[upd], y[upd] = nx[upd], ny[upd]
             left |= upd & ~problem.in_region(x, y)
-            track_gradients()
+            track_gradients(xp, yp)
         record(t + 1)
         if (diverged_at <= T).all():  # every trial diverged: keep what we have
             for s in range(t + 2, T + 1):

@@ -11,6 +11,7 @@ sympy alone; this module imports numpy lazily for its vectorized evaluators.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -59,7 +60,7 @@ def compile_numeric(args: tuple[sp.Symbol, ...] | list[sp.Symbol], expr: object,
         renamed = tuple(_replace(sp.sympify(e), mapping) for e in expr)
     else:
         renamed = _replace(sp.sympify(expr), mapping)
-    return sp.lambdify(plain, renamed, modules=modules, dummify=False, cse=False)
+    return sp.lambdify(plain, renamed, modules=modules, dummify=False, cse=True)
 
 
 def _special_cases() -> dict[str, dict[str, sp.Expr]]:
@@ -176,6 +177,7 @@ class Bound:
     alt_weighted: sp.Expr | None = None
     adapter_expr: sp.Expr | None = None
     terms: dict[str, sp.Expr] = field(default_factory=dict)
+    alt_full: sp.Expr | None = None
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -187,7 +189,8 @@ class Bound:
         return cls(theorem, theorem.bound, theorem.weighted_bound, theorem.conditions,
                    numerator=theorem.numerator, gamma=tuple(theorem.gamma),
                    alt_weighted=theorem.alternatives.get("weighted"),
-                   adapter_expr=theorem.adapter_bound, terms=dict(theorem.terms))
+                   adapter_expr=theorem.adapter_bound, terms=dict(theorem.terms),
+                   alt_full=theorem.alternatives.get("full"))
 
     def subs(self, **values: object) -> Bound:
         """Substitute table symbols by numbers (validated) or sympy expressions.
@@ -274,7 +277,8 @@ class Bound:
                      tuple(conds), fixed, numerator=opt(self.numerator),
                      gamma=tuple(_xsubs(g, mapping) for g in self.gamma),
                      alt_weighted=opt(self.alt_weighted), adapter_expr=opt(self.adapter_expr),
-                     terms={k: _xsubs(v, mapping) for k, v in self.terms.items()})
+                     terms={k: _xsubs(v, mapping) for k, v in self.terms.items()},
+                     alt_full=opt(self.alt_full))
 
     def special_case(self, name: str) -> Bound:
         """One of :data:`SPECIAL_CASES` (``no_zo_block``, ``zo_only``, ``single_rate``,
@@ -284,7 +288,28 @@ class Bound:
         except KeyError:
             raise ValueError(f"special case must be one of {sorted(SPECIAL_CASES)}, "
                              f"got {name!r}") from None
-        return self._subs({sym(k): v for k, v in case.items()}, case)
+        out = self._subs({sym(k): v for k, v in case.items()}, case)
+        only = {"no_zo_block": "y", "zo_only": "x"}.get(name)
+        if only is None or out.numerator is None or self.theorem.version == "v1":
+            return out
+        return out._one_block(only)
+
+    def _one_block(self, block: str) -> Bound:
+        """The bound when only ``block`` exists (the other block has dimension 0): its gradient
+        is the whole gradient, so the measures divide by that block's gamma eta alone, and the
+        other block's conditions (C4, C5) are void."""
+        i = 0 if block == "x" else 1
+        eta = sym(f"eta_{block}")
+        g = self.gamma[i]
+        expr = self.numerator / (g * eta)
+        weighted = self.numerator / g
+        if self.alt_full is not None:
+            expr = sp.Min(expr, self.alt_full, evaluate=False)
+        if self.alt_weighted is not None:
+            weighted = sp.Min(weighted, self.alt_weighted, evaluate=False)
+        other = "y" if block == "x" else "x"
+        conds = tuple(c for c in self.conditions if c.name not in (f"C4{other}", f"C5{other}"))
+        return dataclasses.replace(self, expr=expr, weighted_expr=weighted, conditions=conds)
 
     # -- symbols and validation ---------------------------------------------------------------
     @cached_property
@@ -598,8 +623,8 @@ class Bound:
 
     def _weights_objective(self, wx: float, wy: float) -> Callable[..., object]:
         """A bound on min_t E[w_x ||grad_x F||^2 + w_y ||grad_y F||^2] as a numpy function of
-        ``self._args``: B max_b(w_b / (gamma_b eta_b)) from the gamma-weighted measure, and the
-        small-T bound alt max_b(w_b / eta_b), the smaller of the two."""
+        ``self._args``: B max_b(w_b / (gamma_b eta_b)) from the gamma-weighted measure, the
+        small-T bounds alt_D max_b(w_b / eta_b) and max_b(w_b) alt_full, the smallest."""
         ex, ey = sym("eta_x"), sym("eta_y")
         if self.numerator is None:
             main = self.weighted_expr * sp.Max(wx / ex, wy / ey, evaluate=False)
@@ -609,7 +634,25 @@ class Bound:
         if self.alt_weighted is not None:
             main = sp.Min(main, self.alt_weighted * sp.Max(wx / ex, wy / ey, evaluate=False),
                           evaluate=False)
+        if self.alt_full is not None:
+            main = sp.Min(main, max(wx, wy) * self.alt_full, evaluate=False)
         return compile_numeric([sym(s) for s in self._args], main)
+
+    def _fixed_symbols(self) -> dict[sp.Symbol, sp.Expr]:
+        return {sym(k): (v if isinstance(v, sp.Basic) else sp.sympify(v))
+                for k, v in self.fixed.items()}
+
+    def _gamma_at_zero(self, ray: dict[sp.Symbol, sp.Expr], eta: sp.Symbol) -> list[sp.Expr]:
+        """gamma_x, gamma_y along the ray eta_x = eta, eta_y = r eta as eta -> 0, computed on
+        the theorem's compact form (in abbreviations: short to expand)."""
+        th = self.theorem
+        out = []
+        for i, g in enumerate(self.gamma):
+            syms = [a for a in th.display_aux if str(a) == (r"\gamma_x", r"\gamma_y")[i]]
+            compact = th.display_aux[syms[0]] if syms else g
+            at0 = sp.expand(_xsubs(compact, ray)).subs(eta, 0)
+            out.append(th.expand_aux(at0) if syms else at0)
+        return out
 
     def _why_empty(self, v: Mapping[str, float]) -> list[str]:
         out = []
@@ -650,26 +693,32 @@ class Bound:
         fixed = {sym(k): sp.nsimplify(x, rational=True) for k, x in v.items() if k != "mu"}
 
         def on_ray(e: sp.Expr) -> sp.Expr:
-            e = e.subs(sub).subs(sp.Min(eta, r * eta), eta * sp.Min(1, r))
-            return e.subs(fixed)
+            e = _xsubs(e, {**sub, **fixed})
+            return e.subs(sp.Min(eta, r * eta), eta * sp.Min(1, r))
 
+        T = sym("T")
         if self.numerator is not None:
             # leading order as eps -> 0: eta -> 0, where gamma_b tends to its constant term
             # (the small-T alternative no longer applies, since T -> infinity)
-            g0 = [sp.nsimplify(_xsubs(g, {sym("eta_x"): 0, sym("eta_y"): 0}).subs(fixed))
-                  for g in self.gamma]
+            g0 = [sp.nsimplify(_xsubs(x, {**self._fixed_symbols(), **fixed}))
+                  for x in self._gamma_at_zero(sub, eta)]
             if not all(x.is_number and x > 0 for x in g0):
                 raise ValueError("the descent coefficients do not tend to positive constants "
                                  f"as the steps go to 0: {g0}")
-            expr = sp.expand(on_ray(self.numerator)) / (eta * sp.Min(g0[0], r * g0[1]))
+            den = eta * sp.Min(g0[0], r * g0[1])
+            num = sp.expand(on_ray(self.numerator))
         else:
-            expr = on_ray(self.expr)
-        mu_part = sp.expand(expr - expr.subs(mu, 0))
-        base = sp.expand(expr.subs(mu, 0))
+            num = sp.expand(on_ray(self.expr) * eta * sp.Min(1, r))
+            den = eta * sp.Min(1, r)
+        mu_free = num.xreplace({mu: 0})
+        mu_part = sp.expand(num - mu_free)
         mu_max = None
         if mu_part != 0:
-            floor = sp.limit(mu_part, eta, 0)
-            if "mu" in v and v["mu"] > 0:
+            low = min(sp.degree(t, eta) for t in sp.Add.make_args(mu_part))
+            floor = (sum(t for t in sp.Add.make_args(mu_part) if sp.degree(t, eta) == low)
+                     / eta**low) if low == 1 else sp.Integer(0)
+            floor = sp.factor(floor / (den / eta))
+            if "mu" in v and v["mu"] > 0 and floor != 0:
                 value = floor.subs(mu, sp.nsimplify(v["mu"], rational=True))
                 raise ValueError(
                     f"with mu fixed at {v['mu']:g} the bound keeps a floor of "
@@ -679,20 +728,25 @@ class Bound:
             if "mu" not in v and floor != 0:
                 roots = sp.solve(sp.Eq(floor, eps**2 / 4), mu)
                 mu_max = sp.simplify(roots[-1]) if roots else None
-        T = sym("T")
-        K_T = sp.simplify(base.coeff(T, -1) * eta)
-        rest = sp.expand(base - base.coeff(T, -1) / T)
+        K_T = sp.factor(mu_free.coeff(T, -1) * eta / den)
+        rest = sp.expand(mu_free - mu_free.coeff(T, -1) / T)
         powers: dict[sp.Rational, sp.Expr] = {}
         for term in sp.Add.make_args(rest):
             if term == 0:
                 continue
             if not term.is_polynomial(eta):
                 raise ValueError(f"unexpected term in the bound: {term}")
-            p = sp.Rational(sp.degree(term, eta))
-            powers[p] = powers.get(p, 0) + term / eta**p
-        nonzero = {p: sp.simplify(k) for p, k in powers.items() if sp.simplify(k) != 0}
+            p = sp.Rational(sp.degree(term, eta)) - 1
+            powers[p] = powers.get(p, 0) + term / eta ** (p + 1)
+        nonzero = {}
+        for p in sorted(powers):  # the lowest power dominates; the others need no factoring
+            if powers[p] != 0:
+                nonzero[p] = sp.factor(powers[p] / (den / eta))
+                break
         caps = []
         for c in self.conditions:
+            if sp.count_ops(c.lhs) + sp.count_ops(c.rhs) > 200:  # C4, C5: not caps
+                continue
             lhs, rhs = sp.expand(on_ray(c.lhs)), on_ray(c.rhs)
             if lhs.has(eta) and lhs.is_polynomial(eta) and sp.degree(lhs, eta) == 1 \
                     and not rhs.has(eta):

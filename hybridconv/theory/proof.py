@@ -413,8 +413,9 @@ class EpochProof:
         Q, n, ex, ey, der = self.Q, self.n, self.ex, self.ey, self.der
         cur = der.current[Q["D"]]
         self.gamma_sym = (sp.Symbol(r"\gamma_x", real=True), sp.Symbol(r"\gamma_y", real=True))
-        self.gamma_compact = (-coefficient(cur, Q["Gx"]) / (n * ex),
-                              -coefficient(cur, Q["Gy"]) / (n * ey))
+        # expanded in the abbreviations, so that eta_b cancels (gamma_b is finite at eta = 0)
+        self.gamma_compact = (sp.expand(-coefficient(cur, Q["Gx"]) / (n * ex)),
+                              sp.expand(-coefficient(cur, Q["Gy"]) / (n * ey)))
         noise = without(cur, Q["Gx"], Q["Gy"])
         self.noise_compact = noise
         gx, gy = self.gamma_sym
