@@ -371,7 +371,7 @@ class Bound:
     @cached_property
     def _descent_fns(self) -> dict[str, Callable[..., object]]:
         return {m: compile_numeric([sym(s) for s in self._args], self.descent_expr(m))
-                for m in MEASURES}
+                for m in MEASURES if self.descent_expr(m) is not None}
 
     def evaluate(self, *, check: bool = True, weighted: bool = False, measure: str | None = None,
                  small_T: bool = True, **values: object) -> float:
@@ -394,17 +394,29 @@ class Bound:
             bad = self.violated(**v)
             if bad:
                 raise ValueError("conditions violated: " + "; ".join(bad))
-        if small_T:
-            fn = {"min": self._fn, "weighted": self._weighted_fn,
-                  "adapter": self._adapter_fn}[measure]
-        else:
+        if not small_T:
             fn = self._descent_fns[measure]
+        elif measure == "min":
+            fn = self._fn
+        elif measure == "weighted":
+            fn = self._weighted_fn
+        else:
+            fn = self._adapter_fn
         return float(fn(*[v[s] for s in self._args]))
 
     # -- vectorized evaluators ------------------------------------------------------------------
     @cached_property
     def _args(self) -> tuple[str, ...]:
         return self.symbols
+
+    @cached_property
+    def _gamma_fns(self) -> tuple[Callable[..., object], ...]:
+        return tuple(compile_numeric([sym(s) for s in self._args], g) for g in self.gamma)
+
+    def gamma_functions(self, values: Mapping[str, object]) -> tuple[float, float]:
+        """(gamma_x, gamma_y) at ``values`` (table names), the descent coefficients."""
+        v = self._values(values)
+        return tuple(float(f(*[v[s] for s in self._args])) for f in self._gamma_fns)
 
     @cached_property
     def term_functions(self) -> tuple[tuple[str, tuple[str, ...], Callable[..., object]], ...]:
@@ -535,7 +547,7 @@ class Bound:
 
     # -- optimal step sizes -------------------------------------------------------------------
     def optimal_step_sizes(self, *, weights: tuple[float, float] = (1.0, 1.0),
-                           resolution: int = 161, **values: object) -> StepSizes:
+                           resolution: int = 81, **values: object) -> StepSizes:
         """The step sizes that minimize the bound, for two rates and for one shared rate.
 
         The objective is a bound on min_t E[w_x ||grad_x F||^2 + w_y ||grad_y F||^2], i.e.
