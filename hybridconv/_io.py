@@ -3,27 +3,40 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["write_text_atomic", "atomic_path", "jsonable"]
+__all__ = ["write_text_atomic", "atomic_path", "jsonable", "dumps_json"]
 
 
 def jsonable(value: object) -> object:
-    """``value`` as plain JSON data: dicts and sequences recursively, numpy scalars as Python
-    numbers, NaN and infinities as ``None`` (strict JSON has no such numbers)."""
+    """``value`` as plain JSON data: dicts and sequences recursively, numpy scalars and
+    arrays as Python numbers and lists, paths as strings, NaN and infinities as ``None``
+    (strict JSON has no such numbers). The package's one NaN policy: every ``--json`` output
+    and every JSON file goes through it."""
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "tolist") and getattr(value, "ndim", 0) > 0:
+        return jsonable(value.tolist())
     if hasattr(value, "item"):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def dumps_json(value: object) -> str:
+    """Strict JSON text of ``value`` (:func:`jsonable`, indented): what every ``--json``
+    prints."""
+    return json.dumps(jsonable(value), indent=2, allow_nan=False)
 
 
 @contextlib.contextmanager

@@ -28,11 +28,14 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
+from . import spec
+
 __all__ = ["BACKENDS", "run_jobs", "check_workers", "check_backend", "defaults"]
 
 R = TypeVar("R")
 
-BACKENDS = ("local", "dask", "ray")
+BACKENDS = spec.BACKENDS.values
+"""A view of :data:`hybridconv.spec.BACKENDS`."""
 
 _DEFAULTS: dict[str, str | None] = {"backend": "local", "address": None}
 
@@ -52,16 +55,12 @@ def defaults(*, backend: str = "local", address: str | None = None) -> Iterator[
 
 def check_workers(workers: object) -> int:
     """Validate a worker count: an integer >= 1."""
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
-    return workers
+    return spec.validate("workers", workers)
 
 
 def check_backend(backend: object) -> str:
     """Validate a backend name: one of :data:`BACKENDS`."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return backend  # type: ignore[return-value]
+    return spec.validate("backend", backend)
 
 
 @contextlib.contextmanager

@@ -94,7 +94,7 @@ def test_steps_json(capsys):
     d = json.loads(out)
     assert code == 0
     assert {"eta_x", "eta_y", "eta", "bound_two_rates", "bound_single_rate", "ratio"} <= set(d)
-    code, out, _ = run(capsys, "theory", "steps", *_sets(*VALUES), "--measure", "scaled",
+    code, out, _ = run(capsys, "theory", "steps", *_sets(*VALUES), "--weights", "natural",
                        "--json")
     assert json.loads(out)["ratio"] > 10
 
@@ -132,5 +132,15 @@ def test_options_before_the_subcommand_are_kept(capsys):
 
 
 def test_steps_scaled_with_missing_values_is_exit_2(capsys):
-    code, out, err = run(capsys, "theory", "steps", "--measure", "scaled", "--set", "L_y=1")
+    code, out, err = run(capsys, "theory", "steps", "--weights", "natural", "--set", "L_y=1")
     assert code == 2 and err.count("\n") == 1
+
+
+def test_steps_measure_full_scaled_is_a_deprecated_spelling_of_weights(capsys):
+    code, out, err = run(capsys, "theory", "steps", *_sets(*VALUES), "--measure", "scaled",
+                         "--json")
+    assert code == 0 and "--measure is deprecated; use --weights" in err
+    assert "'scaled' is deprecated; use 'natural'" in err
+    code, new, _ = run(capsys, "theory", "steps", *_sets(*VALUES), "--weights", "natural",
+                       "--json")
+    assert json.loads(new) == json.loads(out)

@@ -87,7 +87,7 @@ def test_finetune_under_torchrun_matches_one_process(tmp_path):
     import subprocess
     import sys
 
-    from hybridconv.figures.realruns import tiny_model
+    from hybridconv.finetune.tiny import save_tiny_model as tiny_model
 
     tiny_model(tmp_path / "lm")  # a one-layer random causal LM with MiniLM's tokenizer
     args = ["finetune", "--model", str(tmp_path / "lm"), "--method", "hybrid", "--epochs",

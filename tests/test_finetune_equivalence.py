@@ -37,7 +37,7 @@ def _run_finetuner(problem, cfg: SimConfig, schedule=None) -> list[tuple[float, 
     sched = None
     if schedule is not None:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, list(schedule))
-    sampler = ReshufflingSampler(problem.n, kind=cfg.sampling, seed=cfg.seed)
+    sampler = ReshufflingSampler(problem.n, sampling=cfg.sampling, seed=cfg.seed)
     out = []
 
     def record():

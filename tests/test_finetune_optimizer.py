@@ -426,3 +426,153 @@ def test_empty_zo_tensors_and_sphere_under_float64_default():
     finally:
         torch.set_default_dtype(old)
     assert math.isclose(float(u.double().norm() ** 2), 500, rel_tol=1e-5)
+
+
+class _Coupled(torch.nn.Module):
+    """f(x, y) = 0.5 ||x||^2 + x . A y + 0.5 ||y||^2 + 0.1 sum x^3, in float64."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.x = torch.nn.Parameter(torch.randn(5, generator=g, dtype=torch.float64))
+        self.y = torch.nn.Parameter(torch.randn(3, generator=g, dtype=torch.float64))
+        self.register_buffer("A", torch.randn(5, 3, generator=g, dtype=torch.float64))
+
+    def f(self, x, y):
+        return 0.5 * x @ x + x @ self.A @ y + 0.5 * y @ y + 0.1 * (x ** 3).sum()
+
+    def forward(self):
+        return self.f(self.x, self.y)
+
+
+@pytest.mark.parametrize("difference", ["central", "forward"])
+def test_gauss_seidel_takes_the_zo_estimate_at_the_updated_y(difference):
+    """Gauss-Seidel (LMAO's order): y moves first by its exact gradient at (x0, y0); the
+    projected gradient of x is the finite difference at (x0, y1), not at (x0, y0)."""
+    m = _Coupled()
+    x0, y0 = m.x.detach().clone(), m.y.detach().clone()
+    eta_x, eta_y, mu = 1e-2, 1e-1, 1e-3
+    groups = [{"kind": "zo", "params": [m.x]}, {"kind": "fo", "params": [m.y]}]
+    opt = HybridZOFO(groups, lr_x=eta_x, lr_y=eta_y, mu=mu, difference=difference,
+                     schedule="gauss-seidel", seed=5)
+    loss = opt.step(lambda: m())
+    y1 = y0 - eta_y * (y0 + m.A.T @ x0)
+    torch.testing.assert_close(m.y.detach(), y1, rtol=0, atol=1e-14)
+    assert float(loss) == pytest.approx(float(m.f(x0, y0)), rel=1e-6)  # the clean loss
+    pg = opt.log.entries[-1]["projected_grads"][0]
+    u = (x0 - m.x.detach()) / (eta_x * pg)
+    if difference == "central":
+        at = lambda y: float((m.f(x0 + mu * u, y) - m.f(x0 - mu * u, y)) / (2 * mu))  # noqa: E731
+    else:
+        at = lambda y: float((m.f(x0 + mu * u, y) - m.f(x0, y)) / mu)  # noqa: E731
+    assert pg == pytest.approx(at(y1), rel=1e-6)
+    assert abs(pg - at(y0)) > 1e-3 * abs(pg)
+    assert opt.forward_passes == 3  # central: 1 + 2q; forward: 2 + q
+
+
+@pytest.mark.parametrize("difference", ["central", "forward"])
+def test_gauss_seidel_back_propagates_once(difference):
+    """Only the clean FO pass runs with gradients: the ZO passes after the FO update are
+    no-grad (a central step once back-propagated its first perturbed pass too)."""
+    m = _Coupled()
+    groups = [{"kind": "zo", "params": [m.x]}, {"kind": "fo", "params": [m.y]}]
+    opt = HybridZOFO(groups, lr_x=1e-2, lr_y=1e-1, mu=1e-3, difference=difference,
+                     schedule="gauss-seidel", seed=5)
+    grad = []
+
+    def closure():
+        grad.append(torch.is_grad_enabled())
+        return m()
+
+    opt.step(closure)
+    assert grad == [True, False, False]  # central: clean, +mu, -mu; forward: clean, f(x, y1), +mu
+
+
+def test_jacobi_takes_both_oracles_at_the_same_point():
+    m = _Coupled()
+    x0, y0 = m.x.detach().clone(), m.y.detach().clone()
+    groups = [{"kind": "zo", "params": [m.x]}, {"kind": "fo", "params": [m.y]}]
+    opt = HybridZOFO(groups, lr_x=1e-2, lr_y=1e-1, mu=1e-3, seed=5)
+    opt.step(lambda: m())
+    pg = opt.log.entries[-1]["projected_grads"][0]
+    u = (x0 - m.x.detach()) / (1e-2 * pg)
+    at = float((m.f(x0 + 1e-3 * u, y0) - m.f(x0 - 1e-3 * u, y0)) / 2e-3)
+    assert pg == pytest.approx(at, rel=1e-6)
+    torch.testing.assert_close(m.y.detach(), y0 - 1e-1 * (y0 + m.A.T @ x0), rtol=0, atol=1e-14)
+
+
+def test_gauss_seidel_failure_restores_the_fo_block():
+    m = _Coupled()
+    y0 = m.y.detach().clone()
+    groups = [{"kind": "zo", "params": [m.x]}, {"kind": "fo", "params": [m.y]}]
+    opt = HybridZOFO(groups, lr_x=1e-2, lr_y=1e-1, mu=1e-3, schedule="gauss-seidel",
+                     fo_optimizer="adam")
+    calls = []
+
+    def closure():
+        calls.append(1)
+        out = m()
+        return out if len(calls) == 1 else out * float("nan")
+
+    with pytest.raises(FloatingPointError):
+        opt.step(closure)
+    torch.testing.assert_close(m.y.detach(), y0, rtol=0, atol=0)
+    assert not opt.state.get(m.y)
+
+
+def test_gauss_seidel_refuses_the_shared_gradient():
+    m = _Coupled()
+    groups = [{"kind": "zo", "params": [m.x]}, {"kind": "fo", "params": [m.y]}]
+    with pytest.raises(ValueError, match="gauss-seidel"):
+        HybridZOFO(groups, schedule="gauss-seidel", fo_gradient="shared")
+    with pytest.raises(ValueError, match="schedule must be one of jacobi, gauss-seidel"):
+        HybridZOFO(groups, schedule="seidel")
+
+
+@pytest.mark.parametrize("fo_optimizer", ["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_the_fo_block_steps_as_torch_optim_does(fo_optimizer, weight_decay):
+    """Step by step in float64, the FO half of HybridZOFO equals torch.optim.SGD / Adam /
+    AdamW on the same batches (bias corrections, betas, eps and both decays included)."""
+    net = Net(torch.float64, seed=3).eval()
+    ref = copy.deepcopy(net)
+    lr, betas, eps = 5e-2, (0.8, 0.95), 1e-6
+    opt = HybridZOFO([{"params": list(net.parameters()), "kind": "fo",
+                       "weight_decay": weight_decay}], lr_y=lr, fo_optimizer=fo_optimizer,
+                     betas=betas, eps=eps, module=net)
+    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    extra = {} if fo_optimizer == "sgd" else {"betas": betas, "eps": eps}
+    ref_opt = cls[fo_optimizer](ref.parameters(), lr=lr, weight_decay=weight_decay, **extra)
+    X, Y = _data(7)
+    X = X.double()
+    for i in range(6):
+        b = slice(4 * (i % 4), 4 * (i % 4) + 4)
+        opt.step(lambda b=b: torch.nn.functional.cross_entropy(net(X[b]), Y[b]))
+        ref_opt.zero_grad()
+        torch.nn.functional.cross_entropy(ref(X[b]), Y[b]).backward()
+        ref_opt.step()
+        for p, r in zip(net.parameters(), ref.parameters(), strict=True):
+            assert torch.equal(p, r), (fo_optimizer, weight_decay, i)
+    if fo_optimizer != "sgd":
+        ours = opt.state_dict()["state"]
+        theirs = ref_opt.state_dict()["state"]
+        for k in theirs:
+            for key in ("step", "exp_avg", "exp_avg_sq"):
+                assert torch.equal(ours[k][key], theirs[k][key])
+
+
+def test_the_fo_half_is_not_the_reference_with_other_settings():
+    """The comparison above can fail: another beta gives other weights after one step."""
+    net = Net(torch.float64, seed=3).eval()
+    ref = copy.deepcopy(net)
+    opt = HybridZOFO([{"params": list(net.parameters()), "kind": "fo"}], lr_y=5e-2,
+                     fo_optimizer="adam", betas=(0.8, 0.95), module=net)
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=5e-2, betas=(0.8, 0.9))
+    X, Y = _data(7)
+    X = X.double()
+    for _ in range(2):
+        opt.step(lambda: torch.nn.functional.cross_entropy(net(X[:4]), Y[:4]))
+        ref_opt.zero_grad()
+        torch.nn.functional.cross_entropy(ref(X[:4]), Y[:4]).backward()
+        ref_opt.step()
+    assert not torch.equal(net.head.weight, ref.head.weight)

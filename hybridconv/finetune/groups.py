@@ -24,7 +24,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["Selector", "split_parameters", "hybrid_param_groups", "is_adapter_name"]
+from .. import spec
+
+__all__ = ["Selector", "split_parameters", "hybrid_param_groups", "is_adapter_name",
+           "method_selectors", "method_param_groups"]
 
 Selector = str | type | tuple | Sequence[Any] | Callable[[str, torch.Tensor], bool] | None
 
@@ -124,3 +127,52 @@ def hybrid_param_groups(model: torch.nn.Module, *, lr_x: float, lr_y: float,
     if not groups:
         raise ValueError("no parameter is trained: every parameter was selected as frozen")
     return groups
+
+
+def _adapter(n: str, p: torch.Tensor) -> bool:
+    return is_adapter_name(n)
+
+
+def _base(n: str, p: torch.Tensor) -> bool:
+    return not is_adapter_name(n)
+
+
+def _everything(n: str, p: torch.Tensor) -> bool:
+    return True
+
+
+def method_selectors(method: str) -> dict[str, Selector]:
+    """The selectors of a fine-tuning method (:data:`hybridconv.spec.METHODS`):
+
+    ===========  ==============================  =====================  ==================
+    method       zo block (lr_x)                 fo block (lr_y)        frozen
+    ===========  ==============================  =====================  ==================
+    fo           none                            every weight           none
+    fo-peft      none                            PEFT module + head     base
+    zo           every weight (MeZO)             none                   none
+    zo-peft      PEFT module + head              none                   base
+    hybrid       base                            PEFT module + head     peft's head copy
+    ===========  ==============================  =====================  ==================
+
+    ``fo-lora`` / ``zo-lora`` are accepted for ``fo-peft`` / ``zo-peft``.
+
+    >>> sorted(method_selectors("fo-peft"))
+    ['fo', 'frozen']
+    """
+    method = spec.validate("method", method, among=spec.METHODS)
+    return {"fo": dict(fo=_everything), "fo-peft": dict(fo=_adapter, frozen=_base),
+            "zo": dict(zo=_everything), "zo-peft": dict(zo=_adapter, frozen=_base),
+            "hybrid": {}}[method]
+
+
+def method_param_groups(model: torch.nn.Module, method: str, *, lr_x: float, lr_y: float,
+                        zo: Selector = None, fo: Selector = None,
+                        frozen: Selector = None) -> list[dict[str, Any]]:
+    """:func:`hybrid_param_groups` split as :func:`method_selectors` says; explicit selectors
+    (``zo``, ``fo``, ``frozen``) are allowed with ``method="hybrid"`` only (the other methods
+    are defined by their split)."""
+    sel = method_selectors(method)
+    given = {k: v for k, v in (("zo", zo), ("fo", fo), ("frozen", frozen)) if v is not None}
+    if given and sel:
+        raise ValueError(f"zo/fo/frozen selectors need method 'hybrid', got method {method!r}")
+    return hybrid_param_groups(model, lr_x=lr_x, lr_y=lr_y, **(given or sel))

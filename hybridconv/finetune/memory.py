@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["reset_peak", "peak_memory", "current_rss"]
+__all__ = ["reset_peak", "peak_memory", "current_rss", "parameter_bytes"]
 
 
 def _status(field: str) -> int | None:
@@ -59,3 +59,15 @@ def peak_memory(device: str | torch.device = "cpu") -> dict[str, int | str]:
     scale = 1 if sys.platform == "darwin" else 1024
     return {"peak_mem_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale,
             "source": "ru_maxrss (lifetime peak RSS)"}
+
+
+def parameter_bytes(model: torch.nn.Module) -> int:
+    """Bytes of a module's parameters (each tensor once): the reference line of a memory
+    table (MeZO's claim: ZO fine-tuning needs about the memory of inference)."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel() * p.element_size()
+    return total

@@ -51,25 +51,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from torch.optim.adam import adam as _adam
+from torch.optim.adamw import adamw as _adamw
+from torch.optim.sgd import sgd as _sgd
 
-from .directions import CHUNK, DIRECTIONS, DirectionSource, TorchDirections, pieces
+from .. import spec
+from .directions import CHUNK, DirectionSource, TorchDirections, pieces
 
 __all__ = ["HybridZOFO", "ZOLog", "replay", "DIFFERENCES", "FO_OPTIMIZERS", "FO_GRADIENTS"]
 
-DIFFERENCES = ("central", "forward")
-FO_OPTIMIZERS = ("sgd", "adam", "adamw")
-FO_GRADIENTS = ("clean", "shared")
+DIFFERENCES = spec.DIFFERENCES.values
+FO_OPTIMIZERS = spec.FO_OPTIMIZERS.values
+FO_GRADIENTS = spec.FO_GRADIENTS.values
+"""Views of the vocabulary's choice lists (:mod:`hybridconv.spec`)."""
 _HALF = (torch.float16, torch.bfloat16)
-
-
-def _positive(name: str, value: object, *, integer: bool = False, allow_zero: bool = False):
-    ok = isinstance(value, int) if integer else isinstance(value, int | float)
-    if isinstance(value, bool) or not ok or not math.isfinite(float(value)) \
-            or value < 0 or (value == 0 and not allow_zero):
-        kind = "an integer" if integer else "a finite number"
-        raise ValueError(f"{name} must be {kind} {'>= 0' if allow_zero else '> 0'}, "
-                         f"got {value!r}")
-    return value
 
 
 @dataclass
@@ -112,6 +107,10 @@ class HybridZOFO(torch.optim.Optimizer):
         betas, eps: Adam's constants.
         weight_decay: default weight decay of ``fo`` groups (>= 0).
         fo_gradient: ``"clean"`` or ``"shared"`` (see the module docstring).
+        schedule: ``"jacobi"`` (both oracles at the same point z, the theorem's algorithm) or
+            ``"gauss-seidel"`` (LMAO's order: the FO step on y first, then the ZO estimate and
+            step on x at the updated y, same batch; 1 + 2q passes for central differences,
+            2 + q for forward ones). Not covered by the theorem of ``hybridconv.theory``.
         seed: seeds the private generator of step seeds (>= 0).
         master_weights: fp32 master copy of the ZO block; ``None`` = for fp16/bf16 only.
         module: if given, every forward pass of a step runs in eval mode.
@@ -132,32 +131,33 @@ class HybridZOFO(torch.optim.Optimizer):
                  directions: str | DirectionSource = "gaussian",
                  difference: str = "central", fo_optimizer: str = "sgd",
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, fo_gradient: str = "clean", seed: int = 0,
+                 weight_decay: float = 0.0, fo_gradient: str = "clean",
+                 schedule: str = "jacobi", seed: int = 0,
                  master_weights: bool | None = None, module: torch.nn.Module | None = None,
                  threads: int | None = None, distributed: bool | None = None,
                  process_group: Any = None):
-        _positive("lr_x", lr_x)
-        _positive("lr_y", lr_y)
-        _positive("mu", mu)
-        _positive("q", q, integer=True)
-        _positive("eps", eps)
-        _positive("weight_decay", weight_decay, allow_zero=True)
-        _positive("seed", seed, integer=True, allow_zero=True)
-        if difference not in DIFFERENCES:
-            raise ValueError(f"difference must be one of {DIFFERENCES}, got {difference!r}")
-        if fo_optimizer not in FO_OPTIMIZERS:
-            raise ValueError(f"fo_optimizer must be one of {FO_OPTIMIZERS}, "
-                             f"got {fo_optimizer!r}")
-        if fo_gradient not in FO_GRADIENTS:
-            raise ValueError(f"fo_gradient must be one of {FO_GRADIENTS}, got {fo_gradient!r}")
-        if not (isinstance(betas, tuple | list) and len(betas) == 2
-                and all(0 <= b < 1 for b in betas)):
+        lr_x = spec.validate("eta_x", lr_x, label="lr_x")
+        lr_y = spec.validate("eta_y", lr_y, label="lr_y")
+        mu = spec.validate("mu", mu, positive=True)
+        q = spec.validate("q", q)
+        eps = spec.validate("adam_eps", eps, label="eps")
+        weight_decay = spec.validate("weight_decay", weight_decay)
+        seed = spec.validate("seed", seed)
+        difference = spec.validate("difference", difference)
+        fo_optimizer = spec.validate("fo_optimizer", fo_optimizer)
+        fo_gradient = spec.validate("fo_gradient", fo_gradient)
+        schedule = spec.validate("schedule", schedule)
+        if schedule == "gauss-seidel" and fo_gradient == "shared":
+            raise ValueError("fo_gradient='shared' needs schedule='jacobi': under "
+                             "gauss-seidel the ZO passes come after the FO update")
+        if not (isinstance(betas, tuple | list) and len(betas) == 2):
             raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+        betas = tuple(spec.validate("beta", b, label=f"betas[{i}]") for i, b in enumerate(betas))
         if isinstance(directions, str):
             directions = TorchDirections(directions)
         elif not isinstance(directions, DirectionSource):
-            raise ValueError(f"directions must be one of {DIRECTIONS} or a DirectionSource, "
-                             f"got {directions!r}")
+            raise ValueError(f"directions must be {spec.DIRECTIONS.allowed()} or a "
+                             f"DirectionSource, got {directions!r}")
         groups = list(params)
         if not groups or not all(isinstance(g, dict) for g in groups):
             raise ValueError("params must be a non-empty list of parameter groups (dicts with "
@@ -167,13 +167,15 @@ class HybridZOFO(torch.optim.Optimizer):
             if kind not in ("zo", "fo"):
                 raise ValueError(f"every parameter group needs kind 'zo' or 'fo', got {kind!r}")
             g.setdefault("lr", lr_x if kind == "zo" else lr_y)
-            _positive(f"lr of a {kind!r} group", g["lr"])
+            g["lr"] = spec.validate("eta_x" if kind == "zo" else "eta_y", g["lr"],
+                                    label=f"lr of a {kind!r} group")
             if kind == "zo" and g.get("weight_decay", 0.0):
                 raise ValueError("weight_decay applies to 'fo' groups only")
         defaults = dict(lr=lr_y, weight_decay=weight_decay, fo_optimizer=fo_optimizer,
                         betas=tuple(betas), eps=eps)
         super().__init__(groups, defaults)
         self.mu, self.q, self.difference, self.fo_gradient = mu, q, difference, fo_gradient
+        self.schedule = schedule
         self.directions, self.module, self.seed = directions, module, seed
         self._gen = torch.Generator(device="cpu")
         self._gen.manual_seed(seed)
@@ -182,7 +184,7 @@ class HybridZOFO(torch.optim.Optimizer):
         self._moves: list[tuple[int, float, float]] = []
         zo = self.zo_params()
         if threads is not None:
-            _positive("threads", threads, integer=True)
+            threads = spec.validate("threads", threads)
         self.threads = threads or default_threads(zo)
         if any(not p.is_contiguous() for p in zo):
             raise ValueError("ZO parameters must be contiguous tensors")
@@ -224,6 +226,15 @@ class HybridZOFO(torch.optim.Optimizer):
         dist.all_reduce(scalars, group=self.process_group)
         scalars /= world
         self.comm_bytes += scalars.numel() * scalars.element_size()
+        self._all_reduce_grads(fo)
+        values = scalars.cpu().tolist()
+        return values[0], values[1:]
+
+    def _all_reduce_grads(self, fo: Sequence[torch.Tensor]) -> None:
+        """Average the FO block's gradients over the ranks."""
+        import torch.distributed as dist
+
+        world = dist.get_world_size(self.process_group)
         grads = [p.grad for p in fo if p.grad is not None]
         if grads:
             flat = torch.cat([g.reshape(-1) for g in grads])
@@ -234,8 +245,6 @@ class HybridZOFO(torch.optim.Optimizer):
             for g in grads:
                 g.copy_(flat[i:i + g.numel()].view_as(g))
                 i += g.numel()
-        values = scalars.cpu().tolist()
-        return values[0], values[1:]
 
     # --- groups -------------------------------------------------------------------------
     def zo_params(self) -> list[torch.Tensor]:
@@ -288,6 +297,9 @@ class HybridZOFO(torch.optim.Optimizer):
         cur, k = 0.0, 0
         pgs: list[float] = []
         sides: list[float] = []
+        gauss_seidel = self.schedule == "gauss-seidel" and bool(fo) and bool(zo)
+        backup = None
+        clean = None
         try:
             for p in fo:
                 p.grad = None
@@ -301,12 +313,28 @@ class HybridZOFO(torch.optim.Optimizer):
             if f0 is not None and not math.isfinite(float(f0)):
                 raise FloatingPointError(f"non-finite loss {float(f0)} at step "
                                          f"{self.steps}; nothing was updated")
+            if gauss_seidel:  # FO step on y now; the ZO passes below see the new y
+                if not all(bool(torch.isfinite(p.grad).all()) for p in fo
+                           if p.grad is not None):
+                    raise FloatingPointError(f"non-finite gradient at step {self.steps}; "
+                                             "nothing was updated")
+                if self.distributed:  # every rank applies the same FO update
+                    self._all_reduce_grads(fo)
+                backup = self._fo_snapshot(fo)
+                self._fo_update()
+                clean, f0 = f0, None
+                if not central:  # the forward difference's base value, at the new y
+                    f0 = self._call(closure, grad=False)
+                    if not math.isfinite(float(f0)):
+                        raise FloatingPointError(f"non-finite loss {float(f0)} at step "
+                                                 f"{self.steps}; nothing was updated")
             fuse = not any(m is not None for m in self._master)
             for k in range(q if zo else 0):
                 last = fuse and k == q - 1
                 self._set_offset(seed, k, mu, 0.0)
                 cur = mu
-                shared = bool(fo) and f0 is None and k == 0  # central + shared only
+                shared = bool(fo) and f0 is None and clean is None and k == 0  # central +
+                # shared only (under gauss-seidel the FO pass came first: no backward here)
                 fp = self._call(closure, grad=shared)
                 if central:
                     self._set_offset(seed, k, -mu, mu)
@@ -321,17 +349,24 @@ class HybridZOFO(torch.optim.Optimizer):
                     cur = 0.0
         except BaseException:  # a failing closure or a non-finite clean loss
             self._abort(seed, k, cur)
+            if backup is not None:
+                self._fo_restore(fo, backup)
             raise
         finally:
             if self.module is not None and mode:
                 self.module.train(mode)
-        loss = float(f0) if f0 is not None else sum(sides) / len(sides)
+        if clean is not None:
+            loss = float(clean)
+        else:
+            loss = float(f0) if f0 is not None else sum(sides) / len(sides)
         if self.distributed:  # every rank ends with the same loss, projections and gradients
-            loss, pgs = self._all_reduce(loss, pgs, fo)
+            loss, pgs = self._all_reduce(loss, pgs, [] if gauss_seidel else fo)
         finite = math.isfinite(loss) and all(math.isfinite(v) for v in pgs) and all(
             bool(torch.isfinite(p.grad).all()) for p in fo if p.grad is not None)
         if not finite:
             self._abort(seed, q - 1, cur)
+            if backup is not None:
+                self._fo_restore(fo, backup)
             raise FloatingPointError(
                 f"non-finite loss or gradient at step {self.steps} (loss {loss}); "
                 "nothing was updated")
@@ -342,9 +377,25 @@ class HybridZOFO(torch.optim.Optimizer):
             self.log.entries.append({"step": self.steps, "seed": seed,
                                      "projected_grads": pgs, "loss": loss,
                                      "lr_x": sorted(set(lrs)) if len(set(lrs)) == 1 else lrs})
-        self._fo_update()
+        if not gauss_seidel:
+            self._fo_update()
         self.steps += 1
         return torch.tensor(loss)
+
+    def _fo_snapshot(self, fo: Sequence[torch.Tensor]) -> list[Any]:
+        """The FO block's weights and optimizer state, to undo a Gauss-Seidel FO update when
+        the step's ZO half fails (the FO block is the small PEFT module)."""
+        return [(p.detach().clone(), copy.deepcopy(self.state[p]) if p in self.state else None)
+                for p in fo]
+
+    @torch.no_grad()
+    def _fo_restore(self, fo: Sequence[torch.Tensor], backup: list[Any]) -> None:
+        for p, (w, st) in zip(fo, backup, strict=True):
+            p.copy_(w)
+            if st is None:
+                self.state.pop(p, None)
+            else:
+                self.state[p] = st
 
     def _abort(self, seed: int, k: int, cur: float) -> None:
         """Move the block back from x + cur u_k and log the failed step's moves."""
@@ -356,35 +407,39 @@ class HybridZOFO(torch.optim.Optimizer):
 
     @torch.no_grad()
     def _fo_update(self) -> None:
+        """y <- the FO rule's update of the ``fo`` groups, by torch's own functional
+        optimizers (``torch.optim.sgd.sgd``, ``torch.optim.adam.adam``,
+        ``torch.optim.adamw.adamw``: what ``torch.optim.SGD`` / ``Adam`` / ``AdamW`` call in
+        ``step()``), with the same state layout (``step``, ``exp_avg``, ``exp_avg_sq``), so an
+        FO block steps exactly as it would under those classes (``tests/
+        test_finetune_optimizer.py`` compares them step by step in float64).
+
+        sgd: y <- y - eta_y (g + wd y); adam: Kingma & Ba (2015), Algorithm 1, with L2 weight
+        decay added to g; adamw: Loshchilov & Hutter (2019), decoupled decay y <- y (1 - eta_y
+        wd) before the Adam step."""
         for g in self.param_groups:
             if g["kind"] != "fo":
                 continue
-            lr, wd, algo = g["lr"], g["weight_decay"], g["fo_optimizer"]
-            for p in g["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                if algo == "sgd":
-                    if wd:
-                        grad = grad.add(p, alpha=wd)
-                    p.add_(grad, alpha=-lr)
-                    continue
-                b1, b2 = g["betas"]
-                st = self.state[p]
-                if not st:
-                    st["step"] = torch.zeros((), dtype=torch.float32)
+            params = [p for p in g["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if g["fo_optimizer"] == "sgd":
+                _sgd(params, grads, [None] * len(params), weight_decay=g["weight_decay"],
+                     momentum=0.0, lr=g["lr"], dampening=0.0, nesterov=False, maximize=False)
+                continue
+            states = [self.state[p] for p in params]
+            for p, st in zip(params, states, strict=True):
+                if not st:  # as torch.optim.Adam initializes it (CPU, not capturable)
+                    st["step"] = torch.tensor(0.0, dtype=torch.float32)
                     st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                st["step"] += 1
-                t = float(st["step"])
-                if algo == "adamw":
-                    p.mul_(1 - lr * wd)
-                elif wd:
-                    grad = grad.add(p, alpha=wd)
-                st["exp_avg"].lerp_(grad, 1 - b1)
-                st["exp_avg_sq"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
-                denom = (st["exp_avg_sq"].sqrt() / math.sqrt(1 - b2 ** t)).add_(g["eps"])
-                p.addcdiv_(st["exp_avg"], denom, value=-lr / (1 - b1 ** t))
+            rule = _adam if g["fo_optimizer"] == "adam" else _adamw
+            b1, b2 = g["betas"]
+            rule(params, grads, [st["exp_avg"] for st in states],
+                 [st["exp_avg_sq"] for st in states], [], [st["step"] for st in states],
+                 amsgrad=False, beta1=b1, beta2=b2, lr=g["lr"], weight_decay=g["weight_decay"],
+                 eps=g["eps"], maximize=False)
 
     # --- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

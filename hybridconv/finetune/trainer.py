@@ -1,20 +1,25 @@
-"""One runner for the five methods: FO full, FO-LoRA, ZO full, ZO-LoRA and hybrid.
+"""One runner for every method: FO full, FO-PEFT, ZO full (MeZO), ZO-PEFT and hybrid.
 
 ===========  =========================================  ===============  ====================
 method       zo block (lr_x, two forward passes)        fo block (lr_y)  frozen
 ===========  =========================================  ===============  ====================
 fo           none                                       every weight     none
-fo-lora      none                                       LoRA + head      base
+fo-peft      none                                       PEFT + head      base
 zo           every weight (MeZO)                        none             none
-zo-lora      LoRA + head                                none             base
-hybrid       base (``*.base_layer.*`` and the rest)     LoRA + head      peft's head copy
+zo-peft      PEFT + head                                none             base
+hybrid       base (``*.base_layer.*`` and the rest)     PEFT + head      peft's head copy
 ===========  =========================================  ===============  ====================
+
+The PEFT module (``peft``: ``lora``, ``prompt`` or ``prefix``, :func:`~.models.apply_peft`)
+is the y block; ``fo-lora`` / ``zo-lora`` are accepted and mean ``fo-peft`` / ``zo-peft``
+with ``peft="lora"``. ``schedule`` orders the hybrid's two oracles (``jacobi``: both at one
+point, the theorem's algorithm; ``gauss-seidel``: LMAO's order).
 
 Every method runs through the same :class:`~.optimizer.HybridZOFO` (a method without a ZO
 block is plain SGD / Adam), the same :class:`~.sampler.ReshufflingSampler` and the same loop,
 so steps, forward passes, wall time and memory are comparable side by side. Training runs
-whole epochs (a mid-epoch stop is a different algorithm); the test set is evaluated before
-training (epoch 0) and after every epoch.
+whole epochs (a mid-epoch stop is a different algorithm); the test set and the dev split are
+evaluated before training (epoch 0), every ``eval_every`` epochs and after the last one.
 
 Output folder: ``config.json``, ``results.json`` (rewritten atomically after every epoch,
 ``status`` = ``running`` / ``completed`` / ``diverged``), ``steps.csv`` (per-step clean loss)
@@ -31,79 +36,115 @@ import math
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .. import spec
 from .._io import write_text_atomic
 from .groups import hybrid_param_groups, is_adapter_name
 from .memory import peak_memory, reset_peak
-from .optimizer import DIFFERENCES, FO_GRADIENTS, FO_OPTIMIZERS, HybridZOFO
-from .sampler import SAMPLINGS, ReshufflingSampler
+from .optimizer import HybridZOFO
+from .sampler import ReshufflingSampler
 
-__all__ = ["METHODS", "METHOD_DEFAULTS", "FinetuneConfig", "finetune", "build_optimizer"]
+__all__ = ["METHOD_DEFAULTS", "FinetuneConfig", "finetune", "build_optimizer",
+           "default_rates", "evaluate"]
 
-METHODS = ("fo", "fo-lora", "zo", "zo-lora", "hybrid")
-METHOD_DEFAULTS: dict[str, dict[str, float]] = {
-    # plain SGD on every block (the theorem's optimizer), chosen by the sweep of
-    # docs/finetune_sweep.csv (scripts/finetune_results.py sweep): per method, the highest
-    # final test accuracy among runs whose final training loss is below ln 2 (they learned),
-    # ties to the lower training loss
-    "fo": dict(lr_y=1e-2),
-    "fo-lora": dict(lr_y=5e-2),
-    "zo": dict(lr_x=1e-3, mu=1e-3),
-    "zo-lora": dict(lr_x=1e-3, mu=1e-2),
-    "hybrid": dict(lr_x=1e-4, lr_y=5e-2, mu=1e-3),
+PEFT_METHODS = ("fo-peft", "zo-peft", "hybrid")
+"""The methods of :data:`hybridconv.spec.METHODS` that train a PEFT module."""
+
+METHOD_DEFAULTS: dict[tuple[str, str | None], dict[str, float]] = {
+    # plain SGD on every block (the theorem's optimizer); chosen by the dev-split sweep of
+    # experiments/sweep_minilm.toml (MiniLM, mr, 128 examples per class, 10 epochs of batch
+    # 16; rows in docs/finetune_sweep.csv, the rule in docs/finetune.md): per (method, PEFT
+    # kind) the rate with the highest final dev accuracy
+    ("fo", None): dict(lr_y=1e-2),
+    ("zo", None): dict(lr_x=1e-4, mu=1e-3),
+    ("fo-peft", "lora"): dict(lr_y=5e-2),
+    ("zo-peft", "lora"): dict(lr_x=1e-3, mu=1e-2),
+    ("hybrid", "lora"): dict(lr_x=1e-5, lr_y=5e-2, mu=1e-3),
+    ("fo-peft", "prompt"): dict(lr_y=5e-2),
+    ("zo-peft", "prompt"): dict(lr_x=1e-3, mu=1e-2),
+    ("hybrid", "prompt"): dict(lr_x=1e-5, lr_y=5e-2, mu=1e-3),
+    ("fo-peft", "prefix"): dict(lr_y=5e-2),
+    ("zo-peft", "prefix"): dict(lr_x=1e-3, mu=1e-2),
+    ("hybrid", "prefix"): dict(lr_x=1e-5, lr_y=5e-2, mu=1e-3),
 }
-"""Learning rates and smoothing radius used when the command line does not give them."""
+"""Learning rates and smoothing radius used when the command line does not give them, keyed
+by (method, PEFT kind); full-model methods have kind ``None``."""
+
+
+def default_rates(method: str, peft: str | None) -> dict[str, float]:
+    """The defaults of :data:`METHOD_DEFAULTS` for a method (and PEFT kind)."""
+    method = spec.validate("method", method, among=spec.METHODS)
+    return dict(METHOD_DEFAULTS[(method, peft if method in PEFT_METHODS else None)])
+
+
+def _opt(default: Any, help: str) -> Any:
+    """A config field with its help text (the CLI is generated from these)."""
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class FinetuneConfig:
     """A fine-tuning run (CLI: ``hybridconv finetune``). ``None`` rates take
-    :data:`METHOD_DEFAULTS`."""
+    :func:`default_rates`."""
 
-    model: str = "minilm"
-    task: str = "mr"
-    method: str = "hybrid"
-    epochs: int = 5
-    batch_size: int = 16
-    lr_x: float | None = None
-    lr_y: float | None = None
-    mu: float | None = None
-    q: int = 1
-    seed: int = 0
-    k_shot: int | None = 16
-    test_size: int | None = 1000
-    max_length: int = 64
-    lora_r: int = 8
-    lora_alpha: int = 16
-    fo_optimizer: str = "sgd"
-    directions: str = "gaussian"
-    difference: str = "central"
-    fo_gradient: str = "clean"
-    sampling: str = "rr"
-    eval_batch_size: int = 64
-    device: str = "cpu"
-    dtype: str = "float32"
-    diagnostics_every: int = 0
-    diagnostics_examples: int = 32
-    diagnostics_probes: int = 8
-    autocast: str = "none"
+    model: str = _opt("minilm", "minilm, smollm2, random:SHAPE or a local Hugging Face "
+                      "directory")
+    task: str = _opt("mr", "labelled task shipped in a package (hybridconv.finetune.tasks)")
+    method: str = _opt("hybrid", spec.METHODS.help)
+    peft: str = _opt("lora", spec.PEFT_KINDS.help + " (methods fo-peft, zo-peft, hybrid)")
+    schedule: str = _opt("jacobi", spec.SCHEDULES.help)
+    epochs: int = _opt(4, "training epochs (whole passes over the k-shot training set)")
+    batch_size: int = _opt(16, "examples per step")
+    lr_x: float | None = _opt(None, "learning rate of the ZO block (default: per method and "
+                              "PEFT kind, docs/finetune.md)")
+    lr_y: float | None = _opt(None, "learning rate of the FO block (default: per method)")
+    mu: float | None = _opt(None, "ZO smoothing radius (default: per method)")
+    q: int = _opt(1, "ZO directions per step")
+    seed: int = _opt(0, "seed of every random draw (k-shot set, head, adapters, order, "
+                     "directions)")
+    k_shot: int | None = _opt(512, "training examples per class (None: the whole train pool)")
+    test_size: int | None = _opt(1000, "test examples (None: all)")
+    max_length: int = _opt(64, "tokens per example (longer ones are truncated)")
+    lora_r: int = _opt(8, "LoRA rank")
+    lora_alpha: int = _opt(16, "LoRA scaling alpha (scale alpha / r)")
+    num_virtual_tokens: int = _opt(10, "virtual tokens of prompt or prefix tuning")
+    fo_optimizer: str = _opt("sgd", spec.FO_OPTIMIZERS.help)
+    directions: str = _opt("gaussian", spec.DIRECTIONS.help)
+    difference: str = _opt("central", spec.DIFFERENCES.help)
+    fo_gradient: str = _opt("clean", spec.FO_GRADIENTS.help)
+    sampling: str = _opt("rr", spec.SAMPLINGS.help)
+    eval_every: int = _opt(1, "evaluate test and dev every K epochs (and after the last)")
+    eval_batch_size: int = _opt(64, "examples per evaluation batch")
+    device: str = _opt("cpu", "torch device")
+    dtype: str = _opt("float32", spec.DTYPES.help)
+    diagnostics_every: int = _opt(0, "measure the local constants every K epochs (0: off)")
+    diagnostics_examples: int = _opt(32, "size of the fixed subset the diagnostics use")
+    diagnostics_probes: int = _opt(8, "Hutchinson probes for tr(H_xx)")
+    autocast: str = _opt("none", spec.AUTOCASTS.help)
 
     def __post_init__(self) -> None:
-        choices = {"method": METHODS, "fo_optimizer": FO_OPTIMIZERS,
-                   "difference": DIFFERENCES, "fo_gradient": FO_GRADIENTS,
-                   "sampling": SAMPLINGS, "dtype": ("float32", "bfloat16", "float16"),
-                   "directions": ("gaussian", "sphere", "rademacher"),
-                   "autocast": ("none", "bfloat16", "float16")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        alias = self.method in spec.METHODS.aliases
+        self.method = spec.validate("method", self.method, among=spec.METHODS)
+        if alias and self.peft != "lora":
+            raise ValueError(f"method fo-lora / zo-lora mean peft 'lora', got peft "
+                             f"{self.peft!r}: use method {self.method!r} with that peft")
+        if self.method in PEFT_METHODS:
+            self.peft = spec.validate("peft", self.peft)
+        else:
+            self.peft = None  # a full-model method trains no PEFT module
+        for name in ("schedule", "fo_optimizer", "directions", "difference", "fo_gradient",
+                     "sampling", "dtype", "autocast"):
+            spec.validate(name, getattr(self, name))
         for name, low in (("epochs", 1), ("batch_size", 1), ("q", 1), ("seed", 0),
                           ("max_length", 8), ("lora_r", 1), ("lora_alpha", 1),
+                          ("num_virtual_tokens", 1), ("eval_every", 1),
                           ("eval_batch_size", 1), ("k_shot", 1), ("test_size", 1),
                           ("diagnostics_every", 0), ("diagnostics_examples", 2),
                           ("diagnostics_probes", 2)):
@@ -121,14 +162,25 @@ class FinetuneConfig:
             torch.device(self.device)
         except RuntimeError:
             raise ValueError(f"device must be a torch device, got {self.device!r}") from None
-        if self.diagnostics_every and self.method not in ("fo-lora", "zo-lora", "hybrid"):
-            raise ValueError("diagnostics_every needs a method with LoRA (fo-lora, zo-lora, "
-                             f"hybrid): the blocks are base weights and adapters, got "
-                             f"method {self.method!r}")
+        if self.diagnostics_every and not (self.method in PEFT_METHODS
+                                           and self.peft == "lora"):
+            raise ValueError("diagnostics_every needs a LoRA method (fo-peft, zo-peft or "
+                             "hybrid with peft 'lora'): the blocks are base weights and "
+                             f"adapters, got method {self.method!r}")
+
+    @property
+    def uses_peft(self) -> bool:
+        return self.method in PEFT_METHODS
+
+    def label(self) -> str:
+        """``hybrid-lora``, ``fo``, ``hybrid-prompt-gs``: the method as tables name it."""
+        out = self.method + (f"-{self.peft}" if self.uses_peft else "")
+        return out + ("-gs" if self.method == "hybrid" and self.schedule == "gauss-seidel"
+                      else "")
 
     def resolved(self) -> dict[str, float]:
         """lr_x, lr_y, mu after defaults (only those the method uses)."""
-        d = dict(METHOD_DEFAULTS[self.method])
+        d = default_rates(self.method, self.peft)
         for k in ("lr_x", "lr_y", "mu"):
             if getattr(self, k) is not None and k in d:
                 d[k] = getattr(self, k)
@@ -136,25 +188,27 @@ class FinetuneConfig:
 
 
 def build_optimizer(cfg: FinetuneConfig, loaded) -> HybridZOFO:
-    """Apply LoRA if the method needs it and split the parameters as the table says."""
-    from .models import apply_lora
+    """Apply the PEFT module if the method needs it and split the parameters as the table
+    says; returns the :class:`~.optimizer.HybridZOFO` over the blocks."""
+    from .models import apply_peft
 
-    if cfg.method in ("fo-lora", "zo-lora", "hybrid"):
-        apply_lora(loaded, r=cfg.lora_r, alpha=cfg.lora_alpha, seed=cfg.seed)
+    if cfg.uses_peft:
+        apply_peft(loaded, cfg.peft, r=cfg.lora_r, alpha=cfg.lora_alpha,
+                   num_virtual_tokens=cfg.num_virtual_tokens, seed=cfg.seed)
     rates = cfg.resolved()
     lr_x, lr_y = rates.get("lr_x", 1.0), rates.get("lr_y", 1.0)
     model = loaded.model
     adapter = lambda n, p: is_adapter_name(n)  # noqa: E731
     base = lambda n, p: not is_adapter_name(n)  # noqa: E731
     everything = lambda n, p: True  # noqa: E731
-    sel = {"fo": dict(fo=everything), "fo-lora": dict(fo=adapter, frozen=base),
-           "zo": dict(zo=everything), "zo-lora": dict(zo=adapter, frozen=base),
+    sel = {"fo": dict(fo=everything), "fo-peft": dict(fo=adapter, frozen=base),
+           "zo": dict(zo=everything), "zo-peft": dict(zo=adapter, frozen=base),
            "hybrid": {}}[cfg.method]
     groups = hybrid_param_groups(model, lr_x=lr_x, lr_y=lr_y, **sel)
     return HybridZOFO(groups, lr_x=lr_x, lr_y=lr_y, mu=rates.get("mu", 1e-3), q=cfg.q,
                       directions=cfg.directions, difference=cfg.difference,
                       fo_optimizer=cfg.fo_optimizer, fo_gradient=cfg.fo_gradient,
-                      seed=cfg.seed, module=model)
+                      schedule=cfg.schedule, seed=cfg.seed, module=model)
 
 
 @torch.no_grad()
@@ -250,26 +304,38 @@ def data_parallel(device: str) -> tuple[int, int, str]:
     return 0, 1, device
 
 
-def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = False,
-             force: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) a fine-tuning run into folder ``out``; returns the results dict.
+@dataclass
+class _Run:
+    """What one run holds while it trains (the named steps of :func:`finetune` share it)."""
 
-    Under ``torchrun --nproc-per-node N`` every rank trains on its contiguous 1/N of each
-    batch (``batch_size`` is the global batch and must be a multiple of N), the optimizer
-    averages the losses, projected gradients and FO gradients over the ranks (see
-    :class:`~.optimizer.HybridZOFO`), and rank 0 alone writes the run folder.
-    """
-    from .models import load_model
-    from .tasks import load_task
+    cfg: FinetuneConfig
+    out: Path
+    lead: bool
+    rank: int
+    world: int
+    task: Any = None
+    loaded: Any = None
+    opt: Any = None
+    sampler: Any = None
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    step_rows: list[str] = field(default_factory=list)
+    diagnostics: list[dict[str, Any]] = field(default_factory=list)
+    wall: float = 0.0
+    held: dict[str, Any] = field(default_factory=dict)
 
-    rank, world, device = data_parallel(cfg.device)
-    if world > 1:
-        if cfg.batch_size % world:
-            raise ValueError(f"batch_size must be a multiple of the {world} ranks, got "
-                             f"{cfg.batch_size}")
-        cfg = FinetuneConfig(**{**asdict(cfg), "device": device})
-    lead = rank == 0
-    out = Path(out)
+    @property
+    def results_path(self) -> Path:
+        return self.out / "results.json"
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+
+def _prepare(cfg: FinetuneConfig, out: Path, *, resume: bool, force: bool,
+             lead: bool) -> tuple[FinetuneConfig, dict | None, dict | None]:
+    """Check the output folder: (config to run, checkpoint to resume from, finished results
+    to return as they are)."""
     results_path, ckpt_path = out / "results.json", out / "checkpoint.pt"
     if resume:
         if not ckpt_path.exists():
@@ -279,169 +345,233 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = Fals
         if cfg.epochs < saved.epochs:
             raise ValueError(f"epochs must be >= {saved.epochs} (the resumed run's), "
                              f"got {cfg.epochs}")
-        done = ckpt["curve"][-1]["epoch"]
-        if done >= cfg.epochs and results_path.exists():  # nothing left to train
-            return json.loads(results_path.read_text())
+        if ckpt["curve"][-1]["epoch"] >= cfg.epochs and results_path.exists():
+            return saved, None, json.loads(results_path.read_text())  # nothing left
         saved.epochs = cfg.epochs
-        cfg = saved
-    else:
-        ckpt = None
-        existing = [p for p in (results_path, ckpt_path) if p.exists()]
-        if existing and not force and lead:
-            raise ValueError(f"{existing[0]} exists: pass --resume to continue it or "
-                             f"--force to overwrite it")
-        for p in (results_path, ckpt_path, out / "steps.csv", out / "diagnostics.json"):
-            if lead:
-                p.unlink(missing_ok=True)
+        return saved, ckpt, None
+    existing = [p for p in (results_path, ckpt_path) if p.exists()]
+    if existing and not force and lead:
+        raise ValueError(f"{existing[0]} exists: pass --resume to continue it or "
+                         f"--force to overwrite it")
     if lead:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+        for p in (results_path, ckpt_path, out / "steps.csv", out / "diagnostics.json"):
+            p.unlink(missing_ok=True)
+    return cfg, None, None
 
-    task = load_task(cfg.task, k_shot=cfg.k_shot, test_size=cfg.test_size,
-                     data_seed=cfg.seed)
-    dtype = getattr(torch, cfg.dtype)
-    loaded = load_model(cfg.model, task, seed=cfg.seed, dtype=dtype, device=cfg.device)
-    opt = build_optimizer(cfg, loaded)
-    model = loaded.model
-    sampler = ReshufflingSampler(len(task.train), kind=cfg.sampling, seed=cfg.seed)
-    curve: list[dict[str, Any]] = []
-    step_rows: list[str] = []
-    diagnostics: list[dict[str, Any]] = []
-    wall, start_epoch = 0.0, 0
+
+def _build(run: _Run, ckpt: dict | None) -> int:
+    """Load task, model and optimizer; restore a checkpoint; returns the first epoch."""
+    from .models import load_model
+    from .tasks import load_task
+
+    cfg = run.cfg
+    run.task = load_task(cfg.task, k_shot=cfg.k_shot, test_size=cfg.test_size,
+                         data_seed=cfg.seed)
+    run.loaded = load_model(cfg.model, run.task, seed=cfg.seed, dtype=getattr(torch, cfg.dtype),
+                            device=cfg.device)
+    run.opt = build_optimizer(cfg, run.loaded)
+    run.sampler = ReshufflingSampler(len(run.task.train), sampling=cfg.sampling, seed=cfg.seed)
+    model = run.loaded.model
+    start = 0
     if ckpt is not None:
         table = dict(model.named_parameters())
         with torch.no_grad():
             for n, v in ckpt["model"].items():
                 table[n].copy_(v)
-        opt.load_state_dict(ckpt["optimizer"])
-        sampler.load_state_dict(ckpt["sampler"])
-        curve, step_rows, wall = ckpt["curve"], ckpt["steps"], ckpt["wall_s"]
-        diagnostics = ckpt.get("diagnostics", [])
-        start_epoch = curve[-1]["epoch"]
+        run.opt.load_state_dict(ckpt["optimizer"])
+        run.sampler.load_state_dict(ckpt["sampler"])
+        run.curve, run.step_rows, run.wall = ckpt["curve"], ckpt["steps"], ckpt["wall_s"]
+        run.diagnostics = ckpt.get("diagnostics", [])
+        start = run.curve[-1]["epoch"]
     with torch.no_grad():  # make every weight resident before the peak is reset: shipped
         for p in model.parameters():  # safetensors are memory-mapped, and a ZO or FO-full
             float(p.detach().sum())  # write would otherwise count untouched pages as new
     reset_peak(cfg.device)
+    return start
 
-    held: dict[str, Any] = {}
 
-    def hold() -> None:
-        """Keep the training's peak so far (diagnostics are not part of training)."""
-        for k, v in peak_memory(cfg.device).items():
-            held[k] = max(held.get(k, v), v) if isinstance(v, int) else v
+def _hold(run: _Run) -> None:
+    """Keep the training's peak memory so far (diagnostics are not part of training)."""
+    for k, v in peak_memory(run.cfg.device).items():
+        run.held[k] = max(run.held.get(k, v), v) if isinstance(v, int) else v
 
-    def write(status: str, error: str | None = None) -> dict[str, Any]:
-        last = curve[-1]
-        hold()
-        mem = dict(held)
-        results = {
-            "status": status, **({"error": error} if error else {}),
-            "accuracy": last["accuracy"], "test_loss": last["test_loss"],
-            "best_accuracy": max(c["accuracy"] for c in curve),
-            "steps": opt.steps, "epochs": last["epoch"],
-            "forward_passes": opt.forward_passes, "wall_s": wall, **mem,
-            "trained_params": sum(p.numel() for g in opt.param_groups for p in g["params"]),
-            "zo_params": sum(p.numel() for p in opt.zo_params()),
-            "train_examples": len(task.train), "task": task.describe(),
-            "config": asdict(cfg), "resolved": cfg.resolved(), "curve": curve,
-            "versions": _versions(), "world_size": world,
-            **({"comm_bytes": opt.comm_bytes} if world > 1 else {}),
-        }
-        if lead:
-            write_text_atomic(results_path, json.dumps(results, indent=2) + "\n")
-            write_text_atomic(out / "steps.csv", "step,epoch,loss\n" + "".join(step_rows))
-        return results
 
-    def save(wall: float) -> None:
-        if not lead:
-            return
-        tmp = ckpt_path.with_name(".checkpoint.pt.tmp")
-        torch.save({"config": asdict(cfg), "model": _trained_state(opt, model),
-                    "optimizer": opt.state_dict(), "sampler": sampler.state_dict(),
-                    "curve": curve, "steps": step_rows, "wall_s": wall,
-                    "diagnostics": diagnostics}, tmp)
-        os.replace(tmp, ckpt_path)
+def _point(run: _Run, epoch: int, train_loss: float | None) -> dict[str, Any]:
+    """One evaluation point of the curve: test and dev accuracy and loss."""
+    cfg, task = run.cfg, run.task
+    test = evaluate(run.loaded, task, task.test, cfg)
+    dev = evaluate(run.loaded, task, task.dev, cfg) if task.dev else {}
+    return {"epoch": epoch, "step": run.opt.steps, "train_loss": train_loss,
+            "forward_passes": run.opt.forward_passes, "wall_s": run.wall, **test,
+            **({"dev_accuracy": dev["accuracy"], "dev_loss": dev["test_loss"]} if dev else {})}
 
-    def measure(epoch: int) -> None:
-        """Diagnostics at the start, every ``diagnostics_every`` epochs and at the end
-        (outside the timed training and after the memory peak's window: it needs memory for
-        double backward)."""
-        if not lead or not cfg.diagnostics_every or any(d["epoch"] == epoch
-                                                         for d in diagnostics):
-            return
-        if epoch == 0 or epoch % cfg.diagnostics_every == 0 or epoch == cfg.epochs:
-            hold()
-            try:
-                diagnostics.append(diagnose(loaded, task, cfg, epoch=epoch, step=opt.steps))
-            except (RuntimeError, ValueError) as e:  # out of memory, an unsupported op...:
-                diagnostics.append({"epoch": epoch, "step": opt.steps,  # recorded, the
-                                    "error": str(e).splitlines()[0][:300]})  # run goes on
-            import gc
 
-            gc.collect()
-            if torch.device(cfg.device).type == "cuda":
-                torch.cuda.empty_cache()
-            reset_peak(cfg.device)
-            write_text_atomic(out / "diagnostics.json", json.dumps(
-                {"config": asdict(cfg), "subset_examples": len(diagnostics_subset(task, cfg)),
-                 "train_examples": len(task.train), "points": diagnostics},
-                indent=2) + "\n")
+def _write(run: _Run, status: str, error: str | None = None) -> dict[str, Any]:
+    """results.json and steps.csv, atomically (rank 0)."""
+    opt, cfg, task, curve = run.opt, run.cfg, run.task, run.curve
+    evaluated = [c for c in curve if c.get("accuracy") is not None]
+    last = evaluated[-1]
+    _hold(run)
+    results = {
+        "status": status, **({"error": error} if error else {}),
+        "accuracy": last["accuracy"], "test_loss": last["test_loss"],
+        "dev_accuracy": last.get("dev_accuracy"),
+        "best_accuracy": max(c["accuracy"] for c in evaluated),
+        "steps": opt.steps, "epochs": curve[-1]["epoch"],
+        "forward_passes": opt.forward_passes, "wall_s": run.wall, **run.held,
+        "trained_params": sum(p.numel() for g in opt.param_groups for p in g["params"]),
+        "zo_params": sum(p.numel() for p in opt.zo_params()),
+        "train_examples": len(task.train), "task": task.describe(),
+        "config": asdict(cfg), "label": cfg.label(), "resolved": cfg.resolved(),
+        "curve": curve, "versions": _versions(), "world_size": run.world,
+        **({"comm_bytes": opt.comm_bytes} if run.world > 1 else {}),
+    }
+    if run.lead:
+        write_text_atomic(run.results_path, json.dumps(results, indent=2) + "\n")
+        write_text_atomic(run.out / "steps.csv", "step,epoch,loss\n" + "".join(run.step_rows))
+    return results
 
-    if not curve:
-        curve.append({"epoch": 0, "step": 0, "train_loss": None, "forward_passes": 0,
-                      "wall_s": 0.0, **evaluate(loaded, task, task.test, cfg)})
-    measure(start_epoch)
+
+def _save(run: _Run) -> None:
+    """The checkpoint of the last good epoch (atomic replace)."""
+    if not run.lead:
+        return
+    tmp = run.ckpt_path.with_name(".checkpoint.pt.tmp")
+    torch.save({"config": asdict(run.cfg), "model": _trained_state(run.opt, run.loaded.model),
+                "optimizer": run.opt.state_dict(), "sampler": run.sampler.state_dict(),
+                "curve": run.curve, "steps": run.step_rows, "wall_s": run.wall,
+                "diagnostics": run.diagnostics}, tmp)
+    os.replace(tmp, run.ckpt_path)
+
+
+def _measure(run: _Run, epoch: int) -> None:
+    """Diagnostics at the start, every ``diagnostics_every`` epochs and at the end (outside
+    the timed training and after the memory peak's window: double backward needs memory)."""
+    cfg = run.cfg
+    if not run.lead or not cfg.diagnostics_every or any(d["epoch"] == epoch
+                                                         for d in run.diagnostics):
+        return
+    if not (epoch == 0 or epoch % cfg.diagnostics_every == 0 or epoch == cfg.epochs):
+        return
+    _hold(run)
+    try:
+        run.diagnostics.append(diagnose(run.loaded, run.task, cfg, epoch=epoch,
+                                        step=run.opt.steps))
+    except (RuntimeError, ValueError) as e:  # out of memory, an unsupported op...: recorded,
+        run.diagnostics.append({"epoch": epoch, "step": run.opt.steps,  # the run goes on
+                                "error": str(e).splitlines()[0][:300]})
+    import gc
+
+    gc.collect()
+    if torch.device(cfg.device).type == "cuda":
+        torch.cuda.empty_cache()
+    reset_peak(cfg.device)
+    write_text_atomic(run.out / "diagnostics.json", json.dumps(
+        {"config": asdict(cfg), "subset_examples": len(diagnostics_subset(run.task, cfg)),
+         "train_examples": len(run.task.train), "points": run.diagnostics}, indent=2) + "\n")
+
+
+def _loss_fn(run: _Run):
+    """The batch loss; under ``autocast`` the forward runs in bf16/fp16 while the weights
+    (and so the ZO perturbation and its restore) stay in their own dtype."""
+    cfg, loaded = run.cfg, run.loaded
 
     def forward(b: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The batch loss; under ``autocast`` the forward runs in bf16/fp16 while the weights
-        (and so the ZO perturbation and its restore) stay in their own dtype."""
         if cfg.autocast == "none":
             return loaded.loss(b)
         with torch.autocast(device_type=torch.device(cfg.device).type,
                             dtype=getattr(torch, cfg.autocast)):
             return loaded.loss(b).float()
 
+    return forward
+
+
+def _train_epoch(run: _Run, epoch: int, forward, bar) -> list[float]:
+    """One whole epoch of steps in the sampler's order; returns the clean losses."""
+    cfg, task = run.cfg, run.task
+    run.sampler.set_epoch(epoch)
+    order = list(run.sampler)
+    losses: list[float] = []
+    for i in range(0, len(order), cfg.batch_size):
+        idx = order[i:i + cfg.batch_size]
+        if run.world > 1:  # this rank's contiguous share of the global batch
+            idx = ReshufflingSampler.shard(idx, run.rank, run.world)
+        batch = _to(run.loaded.encode(task, [task.train[j] for j in idx], cfg.max_length),
+                    cfg.device)
+        loss = float(run.opt.step(lambda b=batch: forward(b)))
+        losses.append(loss)
+        run.step_rows.append(f"{run.opt.steps},{epoch + 1},{loss!r}\n")
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+    return losses
+
+
+def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = False,
+             force: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) a fine-tuning run into folder ``out``; returns the results dict.
+
+    Steps: check the folder (:func:`_prepare`), build task, model, PEFT module and optimizer
+    (:func:`_build`), evaluate the start, then per epoch train (:func:`_train_epoch`),
+    evaluate (every ``eval_every`` epochs and after the last), checkpoint (:func:`_save`)
+    and rewrite results.json (:func:`_write`).
+
+    Under ``torchrun --nproc-per-node N`` every rank trains on its contiguous 1/N of each
+    batch (``batch_size`` is the global batch and must be a multiple of N), the optimizer
+    averages the losses, projected gradients and FO gradients over the ranks (see
+    :class:`~.optimizer.HybridZOFO`), and rank 0 alone writes the run folder.
+    """
+    rank, world, device = data_parallel(cfg.device)
+    if world > 1:
+        if cfg.batch_size % world:
+            raise ValueError(f"batch_size must be a multiple of the {world} ranks, got "
+                             f"{cfg.batch_size}")
+        cfg = FinetuneConfig(**{**asdict(cfg), "device": device})
+    lead = rank == 0
+    out = Path(out)
+    cfg, ckpt, finished = _prepare(cfg, out, resume=resume, force=force, lead=lead)
+    if finished is not None:
+        return finished
+    if lead:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+    run = _Run(cfg=cfg, out=out, lead=lead, rank=rank, world=world)
+    start = _build(run, ckpt)
+    if not run.curve:
+        run.curve.append(_point(run, 0, None))
+    _measure(run, start)
+    forward = _loss_fn(run)
     bar = None
     if progress and lead:
         from tqdm.auto import tqdm
 
-        n_batches = math.ceil(len(task.train) / cfg.batch_size)
-        bar = tqdm(total=(cfg.epochs - start_epoch) * n_batches, unit="step",
-                   desc=f"{cfg.method} {cfg.model} {cfg.task}")
+        n_batches = math.ceil(len(run.task.train) / cfg.batch_size)
+        bar = tqdm(total=(cfg.epochs - start) * n_batches, unit="step",
+                   desc=f"{cfg.label()} {cfg.model} {cfg.task}")
     error = None
-    for epoch in range(start_epoch, cfg.epochs):
-        sampler.set_epoch(epoch)
-        order = list(sampler)
-        losses = []
+    for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         try:
-            for i in range(0, len(order), cfg.batch_size):
-                idx = order[i:i + cfg.batch_size]
-                if world > 1:  # this rank's contiguous share of the global batch
-                    idx = ReshufflingSampler.shard(idx, rank, world)
-                batch = _to(loaded.encode(task, [task.train[j] for j in idx],
-                                          cfg.max_length), cfg.device)
-                loss = float(opt.step(lambda b=batch: forward(b)))
-                losses.append(loss)
-                step_rows.append(f"{opt.steps},{epoch + 1},{loss!r}\n")
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4f}")
+            losses = _train_epoch(run, epoch, forward, bar)
         except FloatingPointError as e:
             error = str(e)
-            wall += time.perf_counter() - t0
+            run.wall += time.perf_counter() - t0
             break
-        wall += time.perf_counter() - t0
-        curve.append({"epoch": epoch + 1, "step": opt.steps,
-                      "train_loss": sum(losses) / len(losses),
-                      "forward_passes": opt.forward_passes, "wall_s": wall,
-                      **evaluate(loaded, task, task.test, cfg)})
-        save(wall)  # the epoch's training is safe before the diagnostics run
+        run.wall += time.perf_counter() - t0
+        done = epoch + 1
+        if done % cfg.eval_every == 0 or done == cfg.epochs:
+            run.curve.append(_point(run, done, sum(losses) / len(losses)))
+        else:  # not evaluated: the training loss and the cost still go on the curve
+            run.curve.append({"epoch": done, "step": run.opt.steps,
+                              "train_loss": sum(losses) / len(losses),
+                              "forward_passes": run.opt.forward_passes, "wall_s": run.wall,
+                              "accuracy": None, "test_loss": None})
+        _save(run)  # the epoch's training is safe before the diagnostics run
         if cfg.diagnostics_every:
-            measure(epoch + 1)
-            save(wall)
-        if epoch + 1 < cfg.epochs:
-            write("running")
+            _measure(run, done)
+            _save(run)
+        if done < cfg.epochs:
+            _write(run, "running")
     if bar is not None:
         bar.close()
-    return write("diverged" if error else "completed", error)
+    return _write(run, "diverged" if error else "completed", error)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
+from .. import spec
 from .base import Problem
 from .quadratic import QuadraticProblem
 
@@ -24,14 +25,11 @@ FAMILIES: dict[str, str] = {
     "hetero": "hybridconv.problems.hetero:HeteroQuadraticProblem",
     "lowrank": "hybridconv.problems.lowrank:LowRankQuadraticProblem",
 }
+"""Family name (:data:`hybridconv.spec.FAMILIES`) -> the class that implements it."""
 
 
 def make_problem(name: str, n: int, d_x: int, d_y: int, *, seed: int = 0,
                  **params: object) -> Problem:
     """Build the problem family ``name`` with n components and block dimensions d_x, d_y."""
-    try:
-        target = FAMILIES[name]
-    except KeyError:
-        raise ValueError(f"problem must be one of {sorted(FAMILIES)}, got {name!r}") from None
-    module, cls = target.split(":")
+    module, cls = FAMILIES[spec.validate("problem", name)].split(":")
     return getattr(import_module(module), cls)(n, d_x, d_y, seed=seed, **params)

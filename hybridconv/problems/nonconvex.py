@@ -47,6 +47,8 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .base import Problem, check_real
@@ -84,10 +86,12 @@ class NonconvexProblem(Problem):
 
     Args:
         n, d_x, d_y: number of components and block dimensions.
-        L_x, m_x, L_y, m_y, coupling, sigma_x, sigma_y: the quadratic part's parameters, as in
-            :class:`QuadraticProblem` (largest / smallest eigenvalues of H_xx and H_yy, ||H_xy||,
-            heterogeneity). Note that the reported constant ``L_x`` is the bound of the *whole*
-            f_i, not this parameter.
+        Lq_x, m_x, Lq_y, m_y, coupling, sigma_x, sigma_y: the quadratic part's parameters,
+            ``L_x, m_x, L_y, m_y, ...`` of :class:`QuadraticProblem` (largest / smallest
+            eigenvalues of H_xx and H_yy, ||H_xy||, heterogeneity). Named ``Lq_x``, ``Lq_y``
+            because the constants ``L_x``, ``L_y`` that :meth:`constants` reports bound the
+            *whole* f_i (quadratic part plus regularizer), not these; the old keywords
+            ``L_x``, ``L_y`` are deprecated aliases.
         lam: weight of the regularizer (>= 0); nonconvex when lam / 2 > lambda_min(H).
         seed: seeds the instance (the quadratic part draws from ``default_rng([seed, 0])``).
     """
@@ -95,12 +99,22 @@ class NonconvexProblem(Problem):
     name = "nonconvex"
     f_star_exact = False
 
-    def __init__(self, n: int, d_x: int, d_y: int, *, L_x: float = 1.0, m_x: float = 0.1,
-                 L_y: float = 1.0, m_y: float = 0.1, coupling: float = 0.05,
-                 sigma_x: float = 1.0, sigma_y: float = 1.0, lam: float = 1.0, seed: int = 0):
+    def __init__(self, n: int, d_x: int, d_y: int, *, Lq_x: float = 1.0, m_x: float = 0.1,
+                 Lq_y: float = 1.0, m_y: float = 0.1, coupling: float = 0.05,
+                 sigma_x: float = 1.0, sigma_y: float = 1.0, lam: float = 1.0, seed: int = 0,
+                 **deprecated: float):
+        for old, new in (("L_x", "Lq_x"), ("L_y", "Lq_y")):
+            if old in deprecated:
+                warnings.warn(f"NonconvexProblem({old}=...) is deprecated: the quadratic part's "
+                              f"parameter is {new} ({old} is the constant it reports)",
+                              DeprecationWarning, stacklevel=2)
+                value = deprecated.pop(old)
+                Lq_x, Lq_y = (value, Lq_y) if new == "Lq_x" else (Lq_x, value)
+        if deprecated:
+            raise TypeError(f"unexpected keyword arguments {sorted(deprecated)}")
         super().__init__(n, d_x, d_y, seed=seed)
         self.lam = check_real("lam", lam)
-        self.quadratic = QuadraticProblem(n, d_x, d_y, L_x=L_x, m_x=m_x, L_y=L_y, m_y=m_y,
+        self.quadratic = QuadraticProblem(n, d_x, d_y, L_x=Lq_x, m_x=m_x, L_y=Lq_y, m_y=m_y,
                                           coupling=coupling, sigma_x=sigma_x, sigma_y=sigma_y,
                                           seed=seed)
 

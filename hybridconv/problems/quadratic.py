@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import spec
 from .base import Problem, check_int, check_real
 
 __all__ = ["QuadraticProblem"]
@@ -201,7 +202,7 @@ class QuadraticProblem(Problem):
             total = sum(P)
             noise = (n / (n - 1)) * sum(p @ S @ p.T for p in P) - total @ S @ total.T / (n - 1)
             sigma = solve_discrete_lyapunov(np.linalg.matrix_power(M, n), noise)
-        elif method == "hybrid" and sampling in ("rr", "so", "ig", "wr"):
+        elif method == "hybrid" and sampling in spec.SAMPLINGS.values:
             if np.abs(e[:, dx:]).max(initial=0.0) > 0:
                 raise ValueError("the hybrid closed form needs sigma_y = 0 (FO noise on y would "
                                  "add a sampling-dependent term)")

@@ -13,23 +13,38 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["DIRECTIONS", "DIFFERENCES", "sample_directions", "zo_estimate"]
+from .. import spec
 
-DIRECTIONS = ("gaussian", "sphere", "rademacher")
-DIFFERENCES = ("central", "forward")
+__all__ = ["DIRECTIONS", "DIFFERENCES", "SAMPLERS", "sample_directions", "zo_estimate"]
+
+DIRECTIONS = spec.DIRECTIONS.values
+DIFFERENCES = spec.DIFFERENCES.values
+"""Views of :data:`hybridconv.spec.DIRECTIONS` and :data:`hybridconv.spec.DIFFERENCES`."""
+
+
+def _gaussian(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return rng.standard_normal(shape)
+
+
+def _sphere(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    g = rng.standard_normal(shape)
+    norm = np.linalg.norm(g, axis=-1, keepdims=True)
+    return g * (np.sqrt(shape[-1]) / np.where(norm > 0, norm, 1.0))
+
+
+def _rademacher(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return rng.integers(0, 2, size=shape).astype(float) * 2.0 - 1.0
+
+
+SAMPLERS: dict[str, Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]] = {
+    "gaussian": _gaussian, "sphere": _sphere, "rademacher": _rademacher}
+"""The numpy sampler of each direction distribution of :data:`hybridconv.spec.DIRECTIONS`
+(one entry per row; docs/vocabulary.md shows how to add one)."""
 
 
 def sample_directions(rng: np.random.Generator, shape: tuple[int, ...], kind: str) -> np.ndarray:
     """Directions of shape (..., d): E u u^T = I for all three kinds."""
-    if kind == "gaussian":
-        return rng.standard_normal(shape)
-    if kind == "sphere":
-        g = rng.standard_normal(shape)
-        norm = np.linalg.norm(g, axis=-1, keepdims=True)
-        return g * (np.sqrt(shape[-1]) / np.where(norm > 0, norm, 1.0))
-    if kind == "rademacher":
-        return rng.integers(0, 2, size=shape).astype(float) * 2.0 - 1.0
-    raise ValueError(f"directions must be one of {DIRECTIONS}, got {kind!r}")
+    return SAMPLERS[spec.validate("directions", kind)](rng, shape)
 
 
 def zo_estimate(

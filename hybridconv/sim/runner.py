@@ -26,16 +26,15 @@ that epoch, its state is frozen (no further updates) and its later records are N
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .. import spec
 from ..problems.base import Problem
-from .estimators import DIFFERENCES, DIRECTIONS
-from .samplers import SAMPLINGS, Sampler
+from .samplers import Sampler
 from .step import block_oracles, hybrid_step
 
 if TYPE_CHECKING:
@@ -55,19 +54,15 @@ RECORD_COLUMNS = ("trial", "epoch", "F", "grad_x_sq", "grad_y_sq", "grad_sq", "d
 
 def _rate(name: str, schedule: Schedule, epoch: int) -> float:
     value = schedule(epoch) if callable(schedule) else schedule
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}") from None
-    if isinstance(value, bool) or not math.isfinite(v) or v <= 0:
-        where = f" at epoch {epoch}" if callable(schedule) else ""
-        raise ValueError(f"{name} must be a finite number > 0{where}, got {value!r}")
-    return v
+    label = f"{name} at epoch {epoch}" if callable(schedule) else name
+    return spec.validate(name, value, label=label)
 
 
 @dataclass(frozen=True)
 class SimConfig:
-    """Hyper-parameters of a simulation (names as in the theory's symbol table).
+    """Hyper-parameters of a simulation (names as in the theory's symbol table; domains,
+    defaults and help texts from :mod:`hybridconv.spec`, which ``hybridconv simulate``'s
+    options are generated from).
 
     Attributes:
         method: ``"hybrid"`` (ZO on x, FO on y), ``"zo"`` (both ZO), ``"fo"`` (both FO) or
@@ -83,38 +78,20 @@ class SimConfig:
         seed: seeds the sampler and the directions.
     """
 
-    method: str = field(default="hybrid", metadata={"help": "hybrid, zo, fo or reversed"})
-    sampling: str = field(default="rr", metadata={"help": "rr, so, ig or wr"})
-    eta_x: Schedule = field(default=1e-3, metadata={"help": "learning rate of block x"})
-    eta_y: Schedule = field(default=1e-2, metadata={"help": "learning rate of block y"})
-    mu: float = field(default=1e-3, metadata={"help": "ZO smoothing radius"})
-    q: int = field(default=1, metadata={"help": "ZO directions per step"})
-    directions: str = field(default="gaussian", metadata={"help": "gaussian, sphere, rademacher"})
-    difference: str = field(default="central", metadata={"help": "central or forward"})
-    epochs: int = field(default=10, metadata={"help": "number of epochs T"})
-    trials: int = field(default=100, metadata={"help": "independent trials K"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
+    method: str = spec.option(among=spec.SIM_METHODS)
+    sampling: str = spec.option("sampling")
+    eta_x: Schedule = spec.option("eta_x", schedule=True)
+    eta_y: Schedule = spec.option("eta_y", schedule=True)
+    mu: float = spec.option("mu", positive=True)
+    q: int = spec.option("q")
+    directions: str = spec.option("directions")
+    difference: str = spec.option("difference")
+    epochs: int = spec.option("epochs")
+    trials: int = spec.option("trials")
+    seed: int = spec.option("seed")
 
     def __post_init__(self) -> None:
-        block_oracles(self.method)
-        if self.sampling not in SAMPLINGS:
-            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
-        if self.directions not in DIRECTIONS:
-            raise ValueError(f"directions must be one of {DIRECTIONS}, got {self.directions!r}")
-        if self.difference not in DIFFERENCES:
-            raise ValueError(f"difference must be one of {DIFFERENCES}, got {self.difference!r}")
-        for name in ("eta_x", "eta_y"):
-            sched = getattr(self, name)
-            if not callable(sched):
-                _rate(name, sched, 0)
-        mu = self.mu
-        if isinstance(mu, bool) or not isinstance(mu, int | float) or not math.isfinite(mu) \
-                or mu <= 0:
-            raise ValueError(f"mu must be a finite number > 0, got {mu!r}")
-        for name, low in (("q", 1), ("epochs", 1), ("trials", 1), ("seed", 0)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+        spec.validate_fields(self)
 
     def hyperparameters(self, n: int) -> dict[str, float]:
         """The theory's hyper-parameter symbols (constant rates only)."""

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import spec
+
 __all__ = ["SAMPLINGS", "Sampler"]
 
-SAMPLINGS = ("rr", "so", "ig", "wr")
+SAMPLINGS = spec.SAMPLINGS.values
+"""A view of :data:`hybridconv.spec.SAMPLINGS`."""
 
 
 class Sampler:
@@ -24,8 +27,7 @@ class Sampler:
     """
 
     def __init__(self, kind: str, *, n: int, trials: int, rng: np.random.Generator):
-        if kind not in SAMPLINGS:
-            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {kind!r}")
+        kind = spec.validate("sampling", kind)
         self.kind, self.n, self.trials, self.rng = kind, n, trials, rng
         base = np.tile(np.arange(n), (trials, 1))
         self._fixed = rng.permuted(base, axis=1) if kind == "so" else base

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import spec
 from ..problems.base import Problem
 from .estimators import zo_estimate
 
@@ -18,16 +19,13 @@ __all__ = ["METHODS", "block_oracles", "hybrid_step"]
 
 METHODS: dict[str, tuple[str, str]] = {"hybrid": ("zo", "fo"), "zo": ("zo", "zo"),
                                        "fo": ("fo", "fo"), "reversed": ("fo", "zo")}
-"""Method name -> (oracle of x, oracle of y). ``reversed`` (FO on x, ZO on y) is the mirror
-image of the hybrid, for ablations."""
+"""Method name (:data:`hybridconv.spec.SIM_METHODS`) -> (oracle of x, oracle of y).
+``reversed`` (FO on x, ZO on y) is the mirror image of the hybrid, for ablations."""
 
 
 def block_oracles(method: str) -> tuple[str, str]:
     """(oracle of x, oracle of y) for a method name."""
-    try:
-        return METHODS[method]
-    except KeyError:
-        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}") from None
+    return METHODS[spec.validate("method", method, among=spec.SIM_METHODS)]
 
 
 def hybrid_step(

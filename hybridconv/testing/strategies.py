@@ -73,11 +73,10 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.strategies import SearchStrategy
 
-from ..problems import FAMILIES, Problem, make_problem
+from .. import spec
+from ..problems import Problem, make_problem
 from ..problems.gensmooth import GenSmoothProblem
 from ..sim.runner import SimConfig
-from ..sim.samplers import SAMPLINGS
-from ..sim.step import METHODS
 from ..theory.bound import Bound, hybrid_bound
 
 __all__ = [
@@ -96,10 +95,10 @@ __all__ = [
 DEFAULT_FAMILIES: tuple[str, ...] = ("quadratic", "nonconvex", "lora")
 """The families :func:`problems` draws by default (``gensmooth`` needs the H1-gen bound)."""
 
-COUPLINGS: tuple[str, ...] = ("zero", "weak", "strong")
-"""Cross-block coupling regimes: L_xy = 0, L_xy in [1e-3, 1e-1] sqrt(m_x m_y) and
-L_xy in [0.9, 0.99] sqrt(m_x m_y) (sqrt(m_x m_y) is the largest coupling that keeps the
-quadratic part positive definite)."""
+COUPLINGS: tuple[str, ...] = spec.COUPLINGS.values
+"""Cross-block coupling regimes (:data:`hybridconv.spec.COUPLINGS`): L_xy = 0,
+L_xy in [1e-3, 1e-1] sqrt(m_x m_y) and L_xy in [0.9, 0.99] sqrt(m_x m_y) (sqrt(m_x m_y) is
+the largest coupling that keeps the quadratic part positive definite)."""
 
 _HYPER = ("eta_x", "eta_y", "eta", "mu", "q", "n", "T")
 """The bound's symbols that the configuration (not the problem) supplies."""
@@ -136,12 +135,16 @@ def _real(name: str, value: object, *, low: float, high: float = math.inf,
     return float(value)
 
 
-def _choices(name: str, value: object, allowed: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, Sequence) or not value \
-            or any(v not in allowed for v in value):
-        raise InvalidArgument(f"{name}={value!r} must be a non-empty sequence of names from "
-                              f"{tuple(allowed)}")
-    return tuple(dict.fromkeys(value))
+def _choices(name: str, value: object, allowed: spec.Choice) -> tuple[str, ...]:
+    """A non-empty sequence of names from a vocabulary choice list (:mod:`hybridconv.spec`)."""
+    bad = InvalidArgument(f"{name}={value!r} must be a non-empty sequence of names from "
+                          f"{allowed.values}")
+    if isinstance(value, str) or not isinstance(value, Sequence) or not value:
+        raise bad
+    try:
+        return tuple(dict.fromkeys(spec.validate(allowed.name, v, among=allowed) for v in value))
+    except ValueError:
+        raise bad from None
 
 
 def _int_or_strategy(name: str, value: object, *, minimum: int) -> SearchStrategy[int]:
@@ -284,7 +287,7 @@ def problems(*, families: Sequence[str] = DEFAULT_FAMILIES, min_n: int = 1, max_
     """Synthetic finite sums with certified constants, covering the theorem's edges.
 
     Args:
-        families: names from :data:`hybridconv.problems.FAMILIES` to draw from (shrinks
+        families: names from :data:`hybridconv.spec.FAMILIES` to draw from (shrinks
             towards the first).
         min_n, max_n: number of components n (n = 1 and n = max_n drawn on purpose).
         min_d_x, max_d_x: dimension of the ZO block (both ends drawn on purpose). For
@@ -308,7 +311,7 @@ def problems(*, families: Sequence[str] = DEFAULT_FAMILIES, min_n: int = 1, max_
     >>> (p.m, p.p, p.d_y % 2)
     (1, 1, 0)
     """
-    families = _choices("families", families, tuple(FAMILIES))
+    families = _choices("families", families, spec.FAMILIES)
     min_n = _int("min_n", min_n, minimum=1)
     max_n = _int("max_n", max_n, minimum=1)
     _order("min_n", min_n, "max_n", max_n)
@@ -316,7 +319,7 @@ def problems(*, families: Sequence[str] = DEFAULT_FAMILIES, min_n: int = 1, max_
     max_d_x = _int("max_d_x", max_d_x, minimum=1)
     _order("min_d_x", min_d_x, "max_d_x", max_d_x)
     max_d_y = _int("max_d_y", max_d_y, minimum=1)
-    coupling = _choices("coupling", coupling, COUPLINGS)
+    coupling = _choices("coupling", coupling, spec.COUPLINGS)
     if seed is not None:
         seed = _int("seed", seed, minimum=0)
     shapes = lora_shapes(min_d_x=min_d_x, max_d_x=max_d_x, max_d_y=max_d_y)
@@ -356,7 +359,8 @@ def problems(*, families: Sequence[str] = DEFAULT_FAMILIES, min_n: int = 1, max_
             params["coupling"] = largest * draw(_log_uniform(1e-3, 1e-1))
         else:
             params["coupling"] = largest * draw(st.floats(0.9, 0.99))
-        if family == "nonconvex":
+        if family == "nonconvex":  # its quadratic part's L_x, L_y are called Lq_x, Lq_y
+            params["Lq_x"], params["Lq_y"] = params.pop("L_x"), params.pop("L_y")
             params["lam"] = draw(_zero_or(_log_uniform(1e-2, 3.0)))
         elif family == "gensmooth":
             params["ridge"] = draw(_log_uniform(0.05, 1.0))
@@ -381,8 +385,8 @@ def _config_args(problem: object, bound: object, methods: object, samplings: obj
         raise InvalidArgument(f"bound={bound.theorem.name!r} has no free step sizes eta_x, "
                               "eta_y to draw (a single-rate special case?)")
     out: dict[str, object] = {
-        "methods": _choices("methods", methods, tuple(METHODS)),
-        "samplings": _choices("samplings", samplings, SAMPLINGS),
+        "methods": _choices("methods", methods, spec.SIM_METHODS),
+        "samplings": _choices("samplings", samplings, spec.SAMPLINGS),
         "min_q": _int("min_q", min_q, minimum=1),
         "max_q": _int("max_q", max_q, minimum=1),
         "boundary_probability": _real("boundary_probability", boundary_probability, low=0.0,
@@ -415,8 +419,8 @@ def configs(problem: Problem, *, bound: Bound | None = None,
     Args:
         problem: the problem the configuration is for (its constants and n enter the caps).
         bound: the bound whose conditions the step sizes satisfy; default :func:`bound_for`.
-        methods: from :data:`hybridconv.sim.METHODS` (the theorem is about ``"hybrid"``).
-        samplings: from :data:`hybridconv.sim.SAMPLINGS` (the theorem is about ``"rr"``).
+        methods: from :data:`hybridconv.spec.SIM_METHODS` (the theorem is about ``"hybrid"``).
+        samplings: from :data:`hybridconv.spec.SAMPLINGS` (the theorem is about ``"rr"``).
         min_q, max_q: ZO directions per step (q = 1 and q = max_q drawn on purpose).
         boundary_probability: in [0, 1], see above.
         min_mu, max_mu: the smoothing radius, log-uniform, both ends drawn on purpose.

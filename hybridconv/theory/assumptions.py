@@ -31,10 +31,12 @@ References:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import sympy as sp
 
+from .. import spec as vocab
 from .symbols import sym
 
 __all__ = [
@@ -51,10 +53,11 @@ __all__ = [
     "curvature_model",
 ]
 
-DIRECTIONS = ("gaussian", "sphere", "rademacher")
-DIFFERENCES = ("central", "forward")
-ASSUMPTIONS = ("h1", "h1-gen", "effective-rank", "l-smooth")
-"""The curvature models a theorem can be derived under (``hybridconv theory --assumption``)."""
+DIRECTIONS = vocab.DIRECTIONS.values
+DIFFERENCES = vocab.DIFFERENCES.values
+ASSUMPTIONS = vocab.ASSUMPTIONS.values
+"""Views of :data:`hybridconv.spec.DIRECTIONS`, ``DIFFERENCES`` and ``ASSUMPTIONS`` (the
+curvature models a theorem can be derived under: ``hybridconv theory --assumption``)."""
 
 
 @dataclass(frozen=True)
@@ -92,10 +95,8 @@ class ZOEstimator:
     name: str = "H4"
 
     def __post_init__(self) -> None:
-        if self.directions not in DIRECTIONS:
-            raise ValueError(f"directions must be one of {DIRECTIONS}, got {self.directions!r}")
-        if self.difference not in DIFFERENCES:
-            raise ValueError(f"difference must be one of {DIFFERENCES}, got {self.difference!r}")
+        vocab.validate("directions", self.directions)
+        vocab.validate("difference", self.difference)
 
     @property
     def statement(self) -> str:
@@ -105,47 +106,51 @@ class ZOEstimator:
             "((1 + th) c_v ||grad_x f||^2 + (1 + 1/th) nu^2) / q"
         )
 
-    # -- the sharp constants, in a dimension ``d`` ------------------------------------------
+    # -- the sharp constants, in a dimension ``d`` (from the vocabulary row's moments) -------
+    def _moment(self, key: str, d: sp.Expr | None) -> sp.Expr:
+        m = self.moments()[key]
+        return m if d is None else m.xreplace({sym("d_x"): d})
+
     def variance_constant(self, d: sp.Expr | None = None) -> sp.Expr:
-        """c_v = E||<a,u>u - a||^2 / ||a||^2 (exact)."""
-        d = sym("d_x") if d is None else d
-        return d + 1 if self.directions == "gaussian" else d - 1
+        """c_v = E||<a,u>u - a||^2 / ||a||^2 = E<a,u>^2 ||u||^2 - 1 (a a unit vector; exact,
+        since E<a,u>u = a): d + 1 for Gaussian directions, d - 1 for fixed-norm ones."""
+        return self._moment("E_au2_u2", d) - 1
 
     def sixth_moment(self, d: sp.Expr | None = None) -> sp.Expr:
         """m6 = E||u||^6 (exact)."""
-        d = sym("d_x") if d is None else d
-        return d * (d + 2) * (d + 4) if self.directions == "gaussian" else d**3
+        return self._moment("E_u6", d)
 
     def bias_constant(self, d: sp.Expr | None = None) -> sp.Expr:
         """c_b with ||E g - grad f|| <= c_b L mu (see the class docstring)."""
-        d = sym("d_x") if d is None else d
-        return d / 2 if self.directions == "rademacher" else sp.sqrt(d)
+        return self._moment("bias", d)
 
     # -- legacy constants (theorem v1) ----------------------------------------------------------
     def c1(self) -> sp.Expr:
-        d = sym("d_x")
-        return 2 * (d + 2) if self.directions == "gaussian" else 2 * d
+        """2 E<a,u>^2 ||u||^2: 2 (d + 2) for Gaussian directions, 2 d for fixed-norm ones."""
+        return 2 * self.moments()["E_au2_u2"]
 
     def c2(self) -> sp.Expr:
-        d = sym("d_x")
-        if self.directions == "gaussian":
-            return d * (d + 2) * (d + 4) / 2
-        return d**3 / 2
+        """E||u||^6 / 2: d (d + 2) (d + 4) / 2 (Gaussian), d^3 / 2 (fixed norm)."""
+        return self.moments()["E_u6"] / 2
 
     def cb(self) -> sp.Expr:
-        d = sym("d_x")
-        if self.directions == "gaussian":
-            return (d + 3) ** sp.Rational(3, 2) / 2
-        return d ** sp.Rational(3, 2) / 2
+        """E||u||^3 / 2 or its bound: (d + 3)^{3/2} / 2 (Gaussian), d^{3/2} / 2 (fixed norm)."""
+        return self.moments()["E_u3_bound"] / 2
 
     def moments(self) -> dict[str, sp.Expr]:
-        """Exact direction moments (a a unit vector): E<a,u>^2||u||^2, E||u||^6, and a bound on
-        E||u||^3 ([NS17] Lemma 1: E||u||^p <= (d + p)^{p/2} for p >= 2)."""
-        d = sym("d_x")
-        if self.directions == "gaussian":
-            return {"E_au2_u2": d + 2, "E_u6": d * (d + 2) * (d + 4),
-                    "E_u3_bound": (d + 3) ** sp.Rational(3, 2)}
-        return {"E_au2_u2": d, "E_u6": d**3, "E_u3_bound": d ** sp.Rational(3, 2)}
+        """Exact direction moments the constants come from (a a unit vector):
+        ``E<a,u>^2||u||^2``, ``E||u||^6``, ``E||u||^3`` (or an upper bound for the Gaussian,
+        [NS17] Lemma 1: E||u||^p <= (d + p)^{p/2} for p >= 2) and the smoothing-bias factor
+        ``bias``. They are the vocabulary row's (:data:`hybridconv.spec.DIRECTIONS`
+        ``.properties``), in ``d = d_x``."""
+        return dict(_moments(self.directions))
+
+
+@functools.cache
+def _moments(directions: str) -> tuple[tuple[str, sp.Expr], ...]:
+    d = sym("d_x")
+    rows = vocab.DIRECTIONS.properties[directions]
+    return tuple((k, sp.sympify(v, locals={"d": d})) for k, v in rows.items())
 
 
 @dataclass(frozen=True)
@@ -425,7 +430,4 @@ def curvature_model(assumption: str) -> HybridSmoothness:
     """The curvature model named ``assumption`` (one of :data:`ASSUMPTIONS`)."""
     models = {"h1": HybridSmoothness, "h1-gen": GeneralizedHybridSmoothness,
               "effective-rank": EffectiveRank, "l-smooth": BlockLSmoothness}
-    try:
-        return models[assumption]()
-    except KeyError:
-        raise ValueError(f"assumption must be one of {ASSUMPTIONS}, got {assumption!r}") from None
+    return models[vocab.validate("assumption", assumption)]()

@@ -251,12 +251,10 @@ def theorem_for(assumption: str = "h1", estimator: ZOEstimator | None = None, *,
                 version: str = "sharp") -> Theorem:
     """The theorem named by ``assumption`` (h1, h1-gen, effective-rank, l-smooth) and
     ``version`` (``sharp``, the default, or ``v1``, H1 and H1-gen only)."""
-    from .assumptions import ASSUMPTIONS
+    from .. import spec as vocab
 
-    if assumption not in ASSUMPTIONS:
-        raise ValueError(f"assumption must be one of {ASSUMPTIONS}, got {assumption!r}")
-    if version not in ("sharp", "v1"):
-        raise ValueError(f"version must be 'sharp' or 'v1', got {version!r}")
+    assumption = vocab.validate("assumption", assumption)
+    version = vocab.validate("theorem", version, label="version")
     est = estimator or ZOEstimator()
     if version == "v1":
         from .legacy import (

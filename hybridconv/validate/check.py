@@ -36,6 +36,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .. import spec
+from .._io import jsonable
 from ..problems.base import Problem
 from ..sim.runner import SimConfig, simulate
 from ..theory.bound import Bound
@@ -43,7 +45,8 @@ from ..theory.bound import Bound
 __all__ = ["Verdict", "check", "VERDICTS", "MEASURES"]
 
 VERDICTS = ("holds", "violated", "inconclusive")
-MEASURES = ("min", "weighted")
+MEASURES = spec.MEASURES.values
+"""A view of :data:`hybridconv.spec.MEASURES`."""
 
 
 @dataclass(frozen=True)
@@ -86,12 +89,9 @@ class Verdict:
     trivial: bool = False
 
     def as_dict(self) -> dict[str, object]:
-        """JSON-ready (infinities and NaN as strings, so that the output is valid JSON)."""
-        out = asdict(self)
-        for k, v in out.items():
-            if isinstance(v, float) and not math.isfinite(v):
-                out[k] = str(v)
-        return out
+        """JSON-ready (:func:`hybridconv._io.jsonable`: infinities and NaN as ``None``, the
+        package's one policy, so that the output is strict JSON)."""
+        return jsonable(asdict(self))  # type: ignore[return-value]
 
 
 def _values(problem: Problem, config: SimConfig, x0: np.ndarray | None,
@@ -117,12 +117,9 @@ def check(bound: Bound, problem: Problem, config: SimConfig, *, confidence: floa
     """
     if not isinstance(bound, Bound):
         raise ValueError(f"bound must be a hybridconv.theory.Bound, got {bound!r}")
-    if not (isinstance(confidence, float | int) and 0 < confidence < 1):
-        raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
-    if isinstance(instances, bool) or not isinstance(instances, int) or instances < 1:
-        raise ValueError(f"instances must be an integer >= 1, got {instances!r}")
-    if measure not in MEASURES:
-        raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
+    confidence = spec.validate("confidence", confidence)
+    instances = spec.validate("instances", instances)
+    measure = spec.validate("measure", measure)
     if config.trials < 2:
         raise ValueError(f"config.trials must be >= 2 for a confidence interval, got "
                          f"{config.trials}")
@@ -161,7 +158,7 @@ def check(bound: Bound, problem: Problem, config: SimConfig, *, confidence: floa
         table = run.pivot(index="trial", columns="epoch", values="grad_sq").to_numpy()
         level = alpha / (T * instances)
         q = float(stats.t.ppf(1 - level, K - 1))
-        with np.errstate(invalid="ignore"):
+        with np.errstate(all="ignore"):
             means = table.mean(axis=0)
             half = q * table.std(axis=0, ddof=1) / math.sqrt(K)
         t_star = int(np.nanargmin(means)) if np.isfinite(means).any() else 0

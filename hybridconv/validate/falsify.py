@@ -104,7 +104,7 @@ def _instance(family: str, p: dict[str, float], bound: Bound, *, epochs: int, tr
         m_x = p["m_x"]
         L_y = p["L_y"]
         m_y = p["m_y_rel"] * L_y
-        params = dict(L_x=1.0, m_x=m_x, L_y=L_y, m_y=m_y,
+        params = dict(m_x=m_x, m_y=m_y, **{"Lq_y" if family == "nonconvex" else "L_y": L_y},
                       coupling=p["coupling_rel"] * math.sqrt(m_x * m_y),
                       sigma_x=p["sigma_x"], sigma_y=p["sigma_y"])
         if family == "nonconvex":

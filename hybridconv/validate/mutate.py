@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import sympy as sp
 
+from .. import spec
 from .._io import write_text_atomic
 from ..theory.bound import Bound, sample_admissible
 from ..theory.symbols import sym
@@ -136,7 +137,7 @@ def instance_pool(bound: Bound, *, families: tuple[str, ...] = ("quadratic", "no
                 x0, y0 = z[: problem.d_x], z[problem.d_x:]
             verdicts = {m: check(bound, problem, config, confidence=confidence,
                                  instances=2 * len(specs), measure=m, x0=x0, y0=y0)
-                        for m in ("min", "weighted")}
+                        for m in spec.MEASURES.values}
         except ValueError:
             continue
         values = {**problem.constants(x0, y0), **config.hyperparameters(problem.n)}

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import spec
 from .._io import jsonable
 from ..theory.bound import Bound, hybrid_bound, natural_weights
 
@@ -223,8 +224,7 @@ def sweep_summary(run_dirs: Sequence[str | Path], *, metric: str = "test_loss") 
         ValueError: for an unknown metric, a run without both learning rates, or a sweep
             without a completed run.
     """
-    if metric not in ("test_loss", "accuracy"):
-        raise ValueError(f"metric must be 'test_loss' or 'accuracy', got {metric!r}")
+    metric = spec.validate("metric", metric)
     rows = []
     for d in run_dirs:
         path = Path(d) / "results.json"

@@ -1,0 +1,148 @@
+"""Mutation testing of the core modules with mutmut: do the tests bite?
+
+    nice -n 10 python scripts/mutation_testing.py                      # every module, in turn
+    nice -n 10 python scripts/mutation_testing.py --module hybridconv/sim/step.py
+    python scripts/mutation_testing.py --report                        # tables from the cache
+
+mutmut (3.x, configured in pyproject.toml ``[tool.mutmut]``: the modules and their test files)
+copies the package to ``mutants/``, plants one small change at a time (an operator, a constant,
+a keyword argument, a returned value) and runs the tests that reach the changed function; a
+mutant is *killed* when a test fails (or times out). Results are cached in ``mutants/``: a
+rerun only tests mutants whose function changed, so an interrupted run resumes where it
+stopped. Each module runs as its own ``mutmut run`` (one module's mutants at a time, at most
+``--max-children`` test processes), as docs/testing.md asks of CPU-heavy jobs.
+
+Writes ``docs/mutation-testing.csv`` (one row per mutant: module, name, status) and prints the
+kill rate per module as a Markdown table (docs/testing.md quotes it; survivors are explained
+there). The slow test ``tests/test_mutation.py`` runs this harness on one small module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+KILLED = {1: "killed", 3: "killed", 36: "timeout", 24: "timeout", -24: "timeout",
+          152: "timeout", 255: "timeout", 37: "type check"}
+"""mutmut's exit codes that mean a test noticed the mutant (``mutmut.stats``)."""
+SURVIVED = {0: "survived", 5: "no tests", 33: "no tests"}
+
+
+def modules(root: Path = ROOT) -> list[str]:
+    """The modules of ``[tool.mutmut] only_mutate``."""
+    conf = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["mutmut"]
+    return list(conf["only_mutate"])
+
+
+def dotted(module: str) -> str:
+    return module.removesuffix(".py").replace("/", ".")
+
+
+def run_module(module: str, *, max_children: int, root: Path = ROOT) -> int:
+    """``mutmut run`` on one module's mutants; returns mutmut's exit status."""
+    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children),
+           f"{dotted(module)}.*"]
+    print("$ " + " ".join(cmd), flush=True)
+    return subprocess.call(cmd, cwd=root)
+
+
+def status_of(code: int | None) -> str:
+    if code is None:
+        return "not checked"
+    return KILLED.get(code) or SURVIVED.get(code) or "suspicious"
+
+
+def results(root: Path = ROOT) -> list[dict[str, str]]:
+    """One row per mutant of the cached run: module, mutant, status."""
+    rows = []
+    for module in modules(root):
+        meta = root / "mutants" / (module + ".meta")
+        if not meta.exists():
+            continue
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        for name, code in sorted(codes.items()):
+            rows.append({"module": module, "mutant": name, "status": status_of(code)})
+    return rows
+
+
+def table(rows: list[dict[str, str]]) -> str:
+    """Markdown: per module, mutants, killed (incl. timeouts), survived (incl. untested),
+    kill rate."""
+    lines = ["| module | mutants | killed | survived | not checked | kill rate |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    total = Counter()
+    by_module: dict[str, Counter] = {}
+    for r in rows:
+        by_module.setdefault(r["module"], Counter())[r["status"]] += 1
+    for module, c in by_module.items():
+        killed = c["killed"] + c["timeout"] + c["type check"]
+        survived = c["survived"] + c["no tests"] + c["suspicious"]
+        checked = killed + survived
+        total.update(killed=killed, survived=survived, unchecked=c["not checked"])
+        rate = f"{killed / checked:.1%}" if checked else "-"
+        lines.append(f"| {module} | {sum(c.values())} | {killed} | {survived} | "
+                     f"{c['not checked']} | {rate} |")
+    checked = total["killed"] + total["survived"]
+    if checked:
+        lines.append(f"| **all** | {checked + total['unchecked']} | {total['killed']} | "
+                     f"{total['survived']} | {total['unchecked']} | "
+                     f"**{total['killed'] / checked:.1%}** |")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict[str, str]], path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["module", "mutant", "status"])
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--module", action="append", help="a module of [tool.mutmut] only_mutate "
+                    "(repeatable; default: all, one after the other)")
+    ap.add_argument("--max-children", type=int, default=2, help="test processes (default 2)")
+    ap.add_argument("--report", action="store_true", help="only the tables, from the cache")
+    ap.add_argument("--csv", default=str(ROOT / "docs" / "mutation-testing.csv"),
+                    help="where to write the per-mutant statuses")
+    args = ap.parse_args(argv)
+    known = modules()
+    chosen = args.module or known
+    unknown = [m for m in chosen if m not in known]
+    if unknown:
+        ap.error(f"--module must be one of {', '.join(known)}, got {', '.join(unknown)}")
+    if not args.report:
+        os.nice(10) if os.nice(0) < 10 else None
+        for module in chosen:
+            code = run_module(module, max_children=args.max_children)
+            if code not in (0, 1):  # mutmut returns 1 when mutants survive
+                print(f"mutmut run failed on {module} (exit status {code})", file=sys.stderr)
+                return code
+    rows = results()
+    if args.csv:
+        write_csv(rows, Path(args.csv))
+    print(table(rows))
+    survivors = [r for r in rows if r["status"] in ("survived", "no tests", "suspicious")]
+    if survivors:
+        print("\nsurvivors (mutmut show NAME prints the change):")
+        for r in survivors:
+            print(f"  {r['mutant']}: {r['status']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

