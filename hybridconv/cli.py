@@ -341,12 +341,12 @@ def _experiment(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from .sim.runner import SimConfig
-    from .theory.bound import hybrid_bound
     from .validate import check, falsify
+    from .validate.falsify import family_bound
 
     pc = from_args(ProblemConfig, args)
     cfg = from_args(CheckConfig, args)
-    bound = hybrid_bound(assumption="h1-gen" if pc.problem == "gensmooth" else "h1")
+    bound = family_bound(pc.problem)  # the hypotheses the family satisfies
     if cfg.mutations or cfg.report:
         return _reports(pc, cfg, bound, args)
     try:
@@ -367,7 +367,8 @@ def _check(args: argparse.Namespace) -> int:
                                             **problem.constants(), **hyper)
             config = SimConfig(eta_x=ex if cfg.eta_x is None else cfg.eta_x,
                                eta_y=ey if cfg.eta_y is None else cfg.eta_y, mu=cfg.mu,
-                               q=cfg.q, epochs=cfg.epochs, trials=cfg.trials, seed=cfg.seed)
+                               q=cfg.q, epochs=cfg.epochs, trials=cfg.trials, seed=cfg.seed,
+                               directions=bound.theorem.setting.estimator.directions)
             v = check(bound, problem, config, confidence=cfg.confidence,
                       measure=cfg.measure, allow_outside=cfg.allow_outside)
             out = {**v.as_dict(), "eta_x": config.eta_x, "eta_y": config.eta_y,
@@ -399,9 +400,9 @@ def _reports(pc: ProblemConfig, cfg: CheckConfig, bound, args: argparse.Namespac
         if cfg.mutations:
             from .validate.mutate import mutation_report, write_mutation_report
 
-            if pc.problem not in ("quadratic", "nonconvex"):
-                raise CLIError("--mutations plants wrong H1 bounds on the quadratic and nonconvex "
-                               "families; drop --problem")
+            if pc.problem not in ("quadratic", "nonconvex", "hetero"):
+                raise CLIError("--mutations plants wrong H1 bounds on the quadratic, nonconvex "
+                               "and hetero families; drop --problem")
             for name in ("mutations.md", "mutations.csv"):
                 target = Path(cfg.out_dir) / "docs" / name
                 if target.exists() and not cfg.force:

@@ -743,15 +743,16 @@ def test_variance_constant_is_exact_in_two_dimensions(directions: str) -> None:
     a = sp.symbols("a1:3", real=True)
     if directions == "gaussian":
         value = gaussian_expectation(
-            sum(((a[0] * u1 + a[1] * u2) * ui - ai) ** 2 for ui, ai in zip((u1, u2), a)), u1, u2)
+            sum(((a[0] * u1 + a[1] * u2) * ui - ai) ** 2
+                for ui, ai in zip((u1, u2), a, strict=True)), u1, u2)
     elif directions == "sphere":
         th_ = sp.Symbol("th_", real=True)
         uu = (sp.sqrt(2) * sp.cos(th_), sp.sqrt(2) * sp.sin(th_))
         value = circle_average(sum(((a[0] * uu[0] + a[1] * uu[1]) * ui - ai) ** 2
-                                   for ui, ai in zip(uu, a)), th_)
+                                   for ui, ai in zip(uu, a, strict=True)), th_)
     else:
         value = sum(sum(((a[0] * s0 + a[1] * s1) * si - ai) ** 2
-                        for si, ai in zip((s0, s1), a))
+                        for si, ai in zip((s0, s1), a, strict=True))
                     for s0, s1 in itertools.product((-1, 1), repeat=2)) / 4
     c_v = ZOEstimator(directions).variance_constant(sp.Integer(2))
     assert sp.expand(value - c_v * (a[0] ** 2 + a[1] ** 2)) == 0

@@ -602,6 +602,25 @@ def test_hetero_h3_is_tight_along_the_top_eigenvector():
         assert ratio == pytest.approx(1.0, rel=1e-9)
 
 
+def test_hetero_small_block_keeps_sum_zero_and_a_valid_h3():
+    """n = 4, d_y = 2 < d / (n - 1): {v_y = 0} is {0}, so only sum_i c_i = 0 is imposed (the
+    minimizer of F stays every epoch's fixed point in the mean) and the Young pair is valid:
+    H3's ratio stays <= 1 at random points and along the worst direction."""
+    p = make_problem("hetero", 4, 4, 2, hetero=0.3, m_x=0.5, m_y=0.5, sigma_y=1.2, seed=0)
+    assert p.exact_h3() == {"x": True, "y": False}          # (n - 1) d_x = 12 > d = 6
+    assert np.abs(p.c.sum(axis=0)).max() < 1e-12
+    z = p.minimizer()
+    g = np.einsum("nij,j->ni", p.Hs, z) + p.b
+    assert np.abs(g.sum(axis=0)).max() < 1e-10                  # sum_i grad f_i(z*) = 0
+    c = p.constants()
+    rng = np.random.default_rng(0)
+    zs = z[None] + 3.0 * rng.standard_normal((64, p.d_x + p.d_y))
+    for block, ratios in _h3_ratios(p, c, zs[:, :p.d_x], zs[:, p.d_x:]).items():
+        assert np.max(ratios) <= 1 + 1e-9, block
+    big = make_problem("hetero", 8, 4, 3, hetero=0.3, seed=0)
+    assert big.exact_h3() == {"x": True, "y": True}
+
+
 def test_hetero_reduces_to_the_quadratic():
     a = make_problem("hetero", 5, 3, 2, hetero=0.0, seed=1)
     b = make_problem("quadratic", 5, 3, 2, seed=1)

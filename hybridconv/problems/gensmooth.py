@@ -90,6 +90,8 @@ class GenSmoothProblem(Problem):
             :class:`QuadraticProblem`.
         ridge: norm of every ridge direction w_i (> 0).
         offset: standard deviation of the ridge offsets beta_i (>= 0).
+        G_margin: the default gradient level G of :meth:`constants`, as a multiple (>= 1) of
+            max_i ||grad f_i|| at the start.
         seed: seeds the instance.
     """
 
@@ -99,10 +101,11 @@ class GenSmoothProblem(Problem):
     def __init__(self, n: int, d_x: int, d_y: int, *, L_x: float = 1.0, m_x: float = 0.1,
                  L_y: float = 1.0, m_y: float = 0.1, coupling: float = 0.05,
                  sigma_x: float = 1.0, sigma_y: float = 1.0, ridge: float = 0.5,
-                 offset: float = 0.5, seed: int = 0):
+                 offset: float = 0.5, G_margin: float = 1.0, seed: int = 0):
         super().__init__(n, d_x, d_y, seed=seed)
         self.ridge = check_real("ridge", ridge, strict=True)
         self.offset = check_real("offset", offset)
+        self.G_margin = check_real("G_margin", G_margin, minimum=1.0)
         self.quadratic = QuadraticProblem(n, d_x, d_y, L_x=L_x, m_x=m_x, L_y=L_y, m_y=m_y,
                                           coupling=coupling, sigma_x=sigma_x, sigma_y=sigma_y,
                                           seed=seed)
@@ -207,14 +210,17 @@ class GenSmoothProblem(Problem):
     def constants(self, x0=None, y0=None, G=None) -> dict[str, float]:
         """The theory's constants, H1 and H3 certified on {max_i ||grad f_i|| <= G}.
 
-        ``G`` defaults to max_i ||grad f_i(z0)|| at the start z0 = (x0, y0) (default
-        :meth:`start`); a run must check :meth:`max_component_grad_norm` stays <= G.
+        ``G`` defaults to ``G_margin`` times max_i ||grad f_i(z0)|| at the start z0 = (x0, y0)
+        (default :meth:`start`); a run must check :meth:`max_component_grad_norm` stays <= G.
+        A margin > 1 leaves room for the steps and the ZO perturbations (a larger G is as
+        certified, at the price of larger L_b = L0_b + L1_b G).
         """
         sx, sy = self.start()
         px = sx if x0 is None else np.asarray(x0, dtype=float)
         py = sy if y0 is None else np.asarray(y0, dtype=float)
         if G is None:
-            G = float(self.max_component_grad_norm(px.reshape(1, -1), py.reshape(1, -1))[0])
+            G = self.G_margin * float(self.max_component_grad_norm(px.reshape(1, -1),
+                                                                   py.reshape(1, -1))[0])
         else:
             G = check_real("G", G)
         gen = self.generalized_constants()

@@ -8,20 +8,26 @@ d_y, seed and spectral parameters) and E_i symmetric perturbations of spectral n
 has the same minimizer and F* as the shared-Hessian quadratic; the components may be
 nonconvex (when ``hetero`` exceeds H's smallest eigenvalue).
 
-H3, exactly. With g = grad F(z) = H z + b0 (so z = H^{-1}(g - b0)) and A_i = E_i H^{-1},
+H3. With g = grad F(z) = H z + b0 (so z = H^{-1}(g - b0)) and A_i = E_i H^{-1},
 
-    grad f_i(z) - grad F(z) = E_i z + (b_i - b0) = A_i g + c_i,   c_i = b_i - b0 - A_i b0.
+    grad f_i(z) - grad F(z) = E_i z + (b_i - b0) = A_i g + c_i,   c_i = b_i - b0 - A_i b0,
 
-The c_i are drawn and then projected so that sum_i c_i = 0 and sum_i A_i^T P_b c_i = 0 for both
-blocks (P_b keeps block b); then the cross terms vanish and
+so, for each block b (P_b keeps block b),
 
-    (1/n) sum_i ||P_b (A_i g + c_i)||^2 = g^T K_b g + (1/n) sum_i ||P_b c_i||^2,
-    K_b = (1/n) sum_i A_i^T P_b A_i,
+    (1/n) sum_i ||P_b (A_i g + c_i)||^2 = g^T K_b g + 2 g^T v_b + s_b,
+    K_b = (1/n) sum_i A_i^T P_b A_i,  v_b = (1/n) sum_i A_i^T P_b c_i,
+    s_b = (1/n) sum_i ||P_b c_i||^2.
 
-so ``Theta_b = lambda_max(K_b)`` and ``sigma_b^2 = (1/n) sum_i ||P_b c_i||^2`` make H3 hold with
-equality along the top eigenvector of K_b: both constants are exact. The block parts of the c_i
-are rescaled to the requested ``sigma_x``, ``sigma_y`` (the projection is linear and block-wise,
-so rescaling keeps it). H1: ``L_x = max_i ||(H_i)_xx||``, ``L_y = max_i ||(H_i)_yy||``,
+The block parts of the c_i are drawn, projected (orthogonally, in R^{n d_b}) onto
+{sum_i P_b c_i = 0, v_b = 0}, and rescaled to the requested ``sigma_x``, ``sigma_y`` (the
+constraints are linear and involve block b only, so rescaling keeps them). Then
+``Theta_b = lambda_max(K_b)`` and ``sigma_b^2 = s_b`` make H3 hold with equality along the top
+eigenvector of K_b: both constants are exact. The set {v_b = 0} has dimension
+(n - 1) d_b - d_x - d_y at least; where it is {0} (a small block, few components) only
+sum_i P_b c_i = 0 is imposed, and Young's inequality 2 g^T v_b <= tau ||g||^2 + ||v_b||^2 / tau
+with tau = lambda_max(K_b) gives the valid (not exact) pair
+``Theta_b = 2 lambda_max(K_b)``, ``sigma_b^2 = s_b + ||v_b||^2 / lambda_max(K_b)``;
+``exact_h3()`` says which. H1: ``L_x = max_i ||(H_i)_xx||``, ``L_y = max_i ||(H_i)_yy||``,
 ``L_xy = max_i ||(H_i)_xy||`` (exact: H_i is constant). ``f_star`` exact.
 
 Example:
@@ -48,7 +54,7 @@ __all__ = ["HeteroQuadraticProblem"]
 
 
 class HeteroQuadraticProblem(Problem):
-    """f_i(z) = 1/2 z^T (H + E_i) z + b_i^T z: component Hessians differ, Theta > 0 exactly.
+    """f_i(z) = 1/2 z^T (H + E_i) z + b_i^T z: component Hessians differ, Theta > 0.
 
     Args:
         n, d_x, d_y: number of components and block dimensions.
@@ -83,28 +89,40 @@ class HeteroQuadraticProblem(Problem):
         self.Hs = H[None] + E
         Hinv = np.linalg.inv(H)
         self.A = E @ Hinv                                                  # (n, d, d)
-        c = self._project(rng.standard_normal((self.n, d)))
+        c = rng.standard_normal((self.n, d))
+        self._exact: dict[str, bool] = {}
         for block, target in (("x", check_real("sigma_x", sigma_x)),
                               ("y", check_real("sigma_y", sigma_y))):
-            sl = slice(0, d_x) if block == "x" else slice(d_x, d)
+            sl = self._slice(block)
+            c[:, sl], self._exact[block] = self._project(c[:, sl], sl)
             spread = np.sqrt((c[:, sl] ** 2).sum(axis=1).mean())
             c[:, sl] *= (target / spread) if spread > 0 and self.n > 1 else 0.0
         self.c = c
         self.b = self.b0 + c + np.einsum("nij,j->ni", self.A, self.b0)
 
-    def _project(self, c: np.ndarray) -> np.ndarray:
-        """c with sum_i c_i = 0 and sum_i A_i^T P_b c_i = 0 (b = x, y): the orthogonal
-        projection of the stacked vector onto the null space of these 3 d linear maps."""
-        n, d, dx = self.n, self.d_x + self.d_y, self.d_x
-        rows = [np.tile(np.eye(d), (1, n))]                              # sum_i c_i
-        for sl in (slice(0, dx), slice(dx, d)):
-            P = np.zeros((d, d))
-            P[sl, sl] = np.eye(sl.stop - sl.start)
-            rows.append(np.concatenate([self.A[i].T @ P for i in range(n)], axis=1))
-        M = np.concatenate(rows, axis=0)                                 # (3d, n d)
-        flat = c.reshape(-1)
-        flat = flat - M.T @ np.linalg.lstsq(M @ M.T, M @ flat, rcond=None)[0]
-        return flat.reshape(n, d)
+    def _slice(self, block: str) -> slice:
+        return slice(0, self.d_x) if block == "x" else slice(self.d_x, self.d_x + self.d_y)
+
+    def _project(self, cb: np.ndarray, sl: slice) -> tuple[np.ndarray, bool]:
+        """Block parts cb (n, d_b) projected orthogonally onto {sum_i cb_i = 0,
+        sum_i A_i[sl]^T cb_i = 0}, and True; where that set is {0}, onto {sum_i cb_i = 0}
+        only, and False (see the module docstring)."""
+        n, db = cb.shape
+        rows = [np.tile(np.eye(db), (1, n))]                             # sum_i cb_i
+        rows.append(np.concatenate([self.A[i][sl, :].T for i in range(n)], axis=1))
+        M = np.concatenate(rows, axis=0)                                 # (d_b + d, n d_b)
+        _, s, Vt = np.linalg.svd(M)
+        rank = int((s > s[0] * max(M.shape) * 1e-12).sum()) if s.size and s[0] > 0 else 0
+        null = Vt[rank:]                                                 # an orthonormal basis
+        if null.shape[0] > 0:
+            flat = null.T @ (null @ cb.reshape(-1))
+            return flat.reshape(n, db), True
+        return cb - cb.mean(axis=0), False
+
+    def exact_h3(self) -> dict[str, bool]:
+        """Per block: whether ``constants()``'s Theta_b, sigma_b are exact (v_b = 0) or the
+        valid Young pair (see the module docstring)."""
+        return dict(self._exact)
 
     # components
     def values(self, x, y, idx):
@@ -154,10 +172,18 @@ class HeteroQuadraticProblem(Problem):
             "L_y": float(np.linalg.norm(Hs[:, dx:, dx:], 2, axis=(1, 2)).max()),
             "L_xy": float(np.linalg.norm(Hs[:, :dx, dx:], 2, axis=(1, 2)).max()),
         }
-        for block, sl in (("x", slice(0, dx)), ("y", slice(dx, None))):
-            K = np.einsum("nji,njk->ik", self.A[:, sl, :], self.A[:, sl, :]) / self.n
-            out[f"Theta_{block}"] = float(max(np.linalg.eigvalsh((K + K.T) / 2)[-1], 0.0))
-            out[f"sigma_{block}"] = float(np.sqrt((self.c[:, sl] ** 2).sum(axis=1).mean()))
+        for block in ("x", "y"):
+            sl = self._slice(block)
+            PA = self.A[:, sl, :]                                        # P_b A_i, (n, d_b, d)
+            K = np.einsum("nji,njk->ik", PA, PA) / self.n
+            lam = float(max(np.linalg.eigvalsh((K + K.T) / 2)[-1], 0.0))
+            s_b = float((self.c[:, sl] ** 2).sum(axis=1).mean())
+            v = np.einsum("nji,nj->i", PA, self.c[:, sl]) / self.n
+            if self._exact[block] or lam == 0.0:                         # v_b = 0
+                out[f"Theta_{block}"], out[f"sigma_{block}"] = lam, float(np.sqrt(s_b))
+            else:
+                out[f"Theta_{block}"] = 2 * lam
+                out[f"sigma_{block}"] = float(np.sqrt(s_b + float(v @ v) / lam))
         out.update({"Delta": self._delta(x0, y0), "d_x": float(self.d_x),
                     "d_y": float(self.d_y)})
         return out

@@ -26,6 +26,7 @@ that epoch, its state is frozen (no further updates) and its later records are N
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING

@@ -68,7 +68,6 @@ import math
 from collections.abc import Sequence
 from functools import cache
 
-import numpy as np
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.strategies import SearchStrategy
@@ -260,20 +259,7 @@ class MarginGenSmoothProblem(GenSmoothProblem):
 
     def __init__(self, n: int, d_x: int, d_y: int, *, G_margin: float = 1.1,
                  **params: object):
-        super().__init__(n, d_x, d_y, **params)
-        if isinstance(G_margin, bool) or not isinstance(G_margin, int | float) \
-                or not 1 <= G_margin < math.inf:
-            raise ValueError(f"G_margin must be a finite number >= 1, got {G_margin!r}")
-        self.G_margin = float(G_margin)
-
-    def constants(self, x0=None, y0=None, G=None) -> dict[str, float]:
-        if G is None:
-            sx, sy = self.start()
-            px = sx if x0 is None else np.asarray(x0, dtype=float)
-            py = sy if y0 is None else np.asarray(y0, dtype=float)
-            G = self.G_margin * float(self.max_component_grad_norm(px.reshape(1, -1),
-                                                                   py.reshape(1, -1))[0])
-        return super().constants(x0, y0, G=G)
+        super().__init__(n, d_x, d_y, G_margin=G_margin, **params)
 
     def __repr__(self) -> str:
         return (f"GenSmoothProblem(n={self.n}, d_x={self.d_x}, d_y={self.d_y}, seed={self.seed}, "

@@ -385,8 +385,9 @@ class BlockLSmoothness(HybridSmoothness):
         return {"xx": lx * lx, "xy": lx * ly, "yx": ly * lx, "yy": ly * ly}
 
     @staticmethod
-    def from_h1(t: sp.Expr = sp.Integer(1)) -> dict[sp.Symbol, sp.Expr]:
+    def from_h1(t: sp.Expr | int = 1) -> dict[sp.Symbol, sp.Expr]:
         """The substitution l_x = L_x + t L_xy, l_y = L_y + L_xy / t under which H1 gives it."""
+        t = sp.sympify(t)
         return {sym("l_x"): sym("L_x") + t * sym("L_xy"),
                 sym("l_y"): sym("L_y") + sym("L_xy") / t}
 

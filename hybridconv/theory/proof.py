@@ -482,7 +482,7 @@ class EpochProof:
             uses=("gradient_gap", "H2"),
         )
 
-    # -- results ------------------------------------------------------------------------------------
+    # -- results ---------------------------------------------------------------------------------
     def expand(self, expr: sp.Expr) -> sp.Expr:
         """An expression in table symbols (abbreviations expanded; the values of the
         abbreviations are in table symbols, so one replacement suffices). Min and Max are

@@ -5,7 +5,9 @@ The measured quantity is exactly what the theorem bounds:
 * ``measure="min"`` (default): min over epochs t < T of E||grad F(z_t)||^2, where z_t is the
   iterate at the start of epoch t (the simulator's rows with ``epoch < T``);
 * ``measure="weighted"``: (1/T) sum_{t<T} E[eta_x ||grad_x F(z_t)||^2 + eta_y ||grad_y F(z_t)||^2],
-  the block-weighted measure, against ``bound.weighted_expr``.
+  the block-weighted measure, against ``bound.weighted_expr``;
+* ``measure="adapter"``: (1/T) sum_{t<T} E||grad_y F(z_t)||^2, the FO block alone (the
+  adapter in fine-tuning), against ``bound.adapter_expr``.
 
 Statistics. Each expectation is estimated by the mean over K independent trials, with a
 one-sided Student-t interval (CLT; K >= 30 is advised, K >= 2 is required). The level is
@@ -128,7 +130,7 @@ def check(bound: Bound, problem: Problem, config: SimConfig, *, confidence: floa
     if outside and not allow_outside:
         raise ValueError("the instance breaks the theorem's conditions: " + "; ".join(outside)
                          + " (allow_outside=True, or --allow-outside, checks it anyway)")
-    expr_value = bound.evaluate(check=False, weighted=measure == "weighted", **values)
+    expr_value = bound.evaluate(check=False, measure=measure, **values)
 
     df = simulate(problem, config, x0=x0, y0=y0)
     T = config.epochs
@@ -167,7 +169,10 @@ def check(bound: Bound, problem: Problem, config: SimConfig, *, confidence: floa
         lower = float(np.min(means - half)) if np.isfinite(means).all() else math.inf
     else:
         eta_x, eta_y = values["eta_x"], values["eta_y"]
-        w = (eta_x * run["grad_x_sq"] + eta_y * run["grad_y_sq"]).to_numpy().reshape(T, K)
+        if measure == "weighted":
+            w = (eta_x * run["grad_x_sq"] + eta_y * run["grad_y_sq"]).to_numpy().reshape(T, K)
+        else:  # adapter: the FO block alone
+            w = run["grad_y_sq"].to_numpy().reshape(T, K)
         per_trial = w.mean(axis=0)
         level = alpha / instances
         q = float(stats.t.ppf(1 - level, K - 1))
