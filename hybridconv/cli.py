@@ -222,15 +222,26 @@ def _check_run(args: argparse.Namespace) -> int:
                                            "; ".join(rc.violated)))
     print(f"largest admissible rates: eta_x = {rc.admissible['eta_x']:.3g}, "
           f"eta_y = {rc.admissible['eta_y']:.3g}")
-    print(f"bound at T = {v['T']:g}: {rc.bound_final:.4g}; measured min ||grad F||^2 over "
-          f"earlier points: {rc.measured_final:.4g}; dominant term: {rc.dominant} "
-          f"({rc.shares[rc.dominant]:.1%})")
+    if rc.dominant:
+        print(f"dominant term under H1: {rc.dominant} ({rc.shares[rc.dominant]:.1%})")
+    if rc.violated_er:
+        print("conditions under the effective rank: " + "; ".join(rc.violated_er))
+    ratios = rc.ratios
+    print(f"bound / measured at T = {v['T']:g}:")
+    print(f"  H1, min_t ||grad F||^2: {rc.bound_final:.4g} / {rc.measured_final:.4g} = "
+          f"{ratios['h1']:.4g}")
     if math.isfinite(rc.effective_rank):
-        print(f"with d_x = effective rank {rc.effective_rank:.4g}: bound "
-              f"{rc.bound_final_effective:.4g}")
+        print(f"  effective rank r = {rc.effective_rank:.4g}, min_t ||grad F||^2: "
+              f"{rc.bound_final_er:.4g} / {rc.measured_final:.4g} = "
+              f"{ratios['effective-rank']:.4g}")
+    print(f"  H1, adapter (1/T) sum_t ||grad_y F||^2: {rc.bound_adapter:.4g} / "
+          f"{rc.measured_adapter:.4g} = {ratios['h1 adapter']:.4g}")
+    if math.isfinite(rc.effective_rank):
+        print(f"  effective rank, adapter: {rc.bound_adapter_er:.4g} / "
+              f"{rc.measured_adapter:.4g} = {ratios['effective-rank adapter']:.4g}")
     print(f"eta_y / eta_x: used {rc.used_ratio:.4g}, theorem's best {rc.predicted_ratio:.4g}"
-          + (f" (effective rank: {rc.predicted_ratio_effective:.4g})"
-             if math.isfinite(rc.predicted_ratio_effective) else ""))
+          + (f" (effective rank: {rc.predicted_ratio_er:.4g})"
+             if math.isfinite(rc.predicted_ratio_er) else ""))
     if sweep is not None:
         best = sweep[sweep["best"]].iloc[0]
         print(f"sweep ({cfg.metric}, mean over seeds): best ratio {best['ratio']:.4g} "
@@ -516,6 +527,8 @@ def _theory(args: argparse.Namespace) -> int:
             print("conditions: " + ("all hold" if not violated else "; ".join(violated)))
         return 0
 
+    if action == "steps" and opts.compare:
+        return _steps_compare(bound, values, opts.json)
     if action == "steps":
         from .theory.bound import natural_weights
 
@@ -554,6 +567,33 @@ def _theory(args: argparse.Namespace) -> int:
             print(cx.regime)
         return 0
     raise CLIError(f"unknown theory action {action!r}")
+
+
+def _steps_compare(bound, values: dict, as_json: bool) -> int:
+    """``theory steps --compare``: predicted against measured (``validate.predict``)."""
+    from .figures import regimes
+    from .figures.measure import build_problem
+    from .validate.predict import compare_steps
+
+    size = {k: int(values.get(k, d)) for k, d in (("n", 8), ("d_x", 16), ("d_y", 4))}
+    mu, q = float(values.get("mu", 1e-3)), int(values.get("q", 1))
+    try:
+        problem = build_problem(regimes.FAMILY, size["n"], size["d_x"], size["d_y"],
+                                regimes.SEED, regimes.PARAMS)
+        cmp = compare_steps(problem, epochs=60, trials=8, grid=7, mu=mu, q=q,
+                            seed=regimes.SEED, bound=bound)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    if as_json:
+        _print_json({**cmp.as_dict(), "problem": {"family": regimes.FAMILY, **size,
+                                                  **regimes.PARAMS}})
+    else:
+        print(f"problem: {regimes.FAMILY} n = {size['n']}, d_x = {size['d_x']}, "
+              f"d_y = {size['d_y']}, {regimes.PARAMS}; mu = {mu:g}, q = {q}, 60 epochs, "
+              f"8 trials")
+        for line in cmp.lines():
+            print(line)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -111,12 +111,12 @@ class HeteroQuadraticProblem(Problem):
         rows = [np.tile(np.eye(db), (1, n))]                             # sum_i cb_i
         rows.append(np.concatenate([self.A[i][sl, :].T for i in range(n)], axis=1))
         M = np.concatenate(rows, axis=0)                                 # (d_b + d, n d_b)
-        _, s, Vt = np.linalg.svd(M)
+        _, s, Vt = np.linalg.svd(M, full_matrices=False)
         rank = int((s > s[0] * max(M.shape) * 1e-12).sum()) if s.size and s[0] > 0 else 0
-        null = Vt[rank:]                                                 # an orthonormal basis
-        if null.shape[0] > 0:
-            flat = null.T @ (null @ cb.reshape(-1))
-            return flat.reshape(n, db), True
+        if n * db > rank:                                    # the null space is not {0}
+            row = Vt[:rank]                                  # the row space, orthonormal
+            flat = cb.reshape(-1)
+            return (flat - row.T @ (row @ flat)).reshape(n, db), True
         return cb - cb.mean(axis=0), False
 
     def exact_h3(self) -> dict[str, bool]:

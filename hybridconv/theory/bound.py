@@ -314,8 +314,8 @@ class Bound:
     # -- symbols and validation ---------------------------------------------------------------
     @cached_property
     def symbols(self) -> tuple[str, ...]:
-        """Table names the bound and its conditions need, sorted."""
-        free = set(self.expr.free_symbols)
+        """Table names the bound (every measure) and its conditions need, sorted."""
+        free = set(self.expr.free_symbols) | set(self.weighted_expr.free_symbols)
         for c in self.conditions:
             free |= c.lhs.free_symbols | c.rhs.free_symbols
         return tuple(sorted(name_of(s) for s in free))
@@ -370,8 +370,16 @@ class Bound:
 
     @cached_property
     def _descent_fns(self) -> dict[str, Callable[..., object]]:
-        return {m: compile_numeric([sym(s) for s in self._args], self.descent_expr(m))
-                for m in MEASURES if self.descent_expr(m) is not None}
+        """Compiled on first use, per measure."""
+        return {}
+
+    def _descent_fn(self, measure: str) -> Callable[..., object]:
+        if measure not in self._descent_fns:
+            expr = self.descent_expr(measure)
+            if expr is None:
+                raise ValueError(f"this bound makes no claim on the {measure} measure")
+            self._descent_fns[measure] = compile_numeric([sym(s) for s in self._args], expr)
+        return self._descent_fns[measure]
 
     def evaluate(self, *, check: bool = True, weighted: bool = False, measure: str | None = None,
                  small_T: bool = True, **values: object) -> float:
@@ -395,7 +403,7 @@ class Bound:
             if bad:
                 raise ValueError("conditions violated: " + "; ".join(bad))
         if not small_T:
-            fn = self._descent_fns[measure]
+            fn = self._descent_fn(measure)
         elif measure == "min":
             fn = self._fn
         elif measure == "weighted":

@@ -60,7 +60,7 @@ class Verdict:
         empirical: the measured quantity (see the module docstring).
         ci_lower, ci_upper: its one-sided confidence bounds at ``confidence``.
         bound: the bound's value for this instance.
-        ratio: empirical / bound.
+        ratio: empirical / bound (a zero bound: 0 unless the lower confidence bound is > 0).
         epoch: the epoch attaining the min (``measure="min"``), else -1.
         trials, epochs: K and T.
         confidence: 1 - alpha (before the Bonferroni split over epochs and instances).
@@ -194,7 +194,10 @@ def check(bound: Bound, problem: Problem, config: SimConfig, *, confidence: floa
         verdict = "holds"
     else:
         verdict = "inconclusive"
-    ratio = empirical / expr_value if expr_value > 0 else math.inf
+    if expr_value > 0:
+        ratio = empirical / expr_value
+    else:  # a zero bound (a run started at a stationary point): only a significant excess counts
+        ratio = math.inf if lower > 0 else 0.0
     trivial = measure == "min" and math.isfinite(g0) and g0 <= expr_value
     return Verdict(verdict, empirical, lower, upper, float(expr_value), float(ratio), t_star, K,
                    T, float(confidence), outside, diverged, measure, trivial)

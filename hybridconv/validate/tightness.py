@@ -285,7 +285,11 @@ def _markdown(df: pd.DataFrame, pepit: pd.DataFrame | str, floor: pd.DataFrame |
         "```",
         "",
         f"Settings: {', '.join(f'{k} = {v}' for k, v in settings.items())}; "
-        f"{seconds:.0f} s in all.",
+        f"{seconds:.0f} s in all."
+        + ("" if set(df["family"]) == set(FAMILIES) and set(df["regime"]) == set(REGIMES)
+           else f" This is a subset of the rows (families {sorted(set(df['family']))}, "
+                f"regimes {sorted(set(df['regime']))}: `tightness_report(families=..., "
+                "regimes=...)`)."),
         "",
         f"**Aim.** The bound within 10x of the worst instance found (ratio >= {AIM}), and "
         f"within 2x somewhere in every family (best ratio >= {BEST_AIM}). Where it is looser, "
