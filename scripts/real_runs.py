@@ -56,7 +56,7 @@ def main() -> None:
         f"weights (d_x = {v['d_x']:.0f}), FO (plain SGD) on LoRA (r = 8) and the head; "
         f"{st['k_shot']} examples per class, batch {st['batch_size']}, {st['epochs']} epochs "
         f"(n = {v['n']:.0f} minibatches per epoch), max length {st['max_length']}, "
-        f"eta_x = {st['diag_lr_x']:g}, eta_y = {st['lr_y']:g}, mu = 1e-3, q = 1, seed 0.",
+        f"eta_x = {st['diag_lr_x']:g}, eta_y = {st['diag_lr_y']:g}, mu = 1e-3, q = 1, seed 0.",
         "",
         f"Constants are measured at the start and every {st['diagnostics_every']} epochs on "
         f"a fixed subset of {st['diagnostics_examples']} training examples "

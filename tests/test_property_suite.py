@@ -15,7 +15,7 @@ import math
 
 import pytest
 import sympy as sp
-from hypothesis import HealthCheck, Phase, find, given, settings, target
+from hypothesis import HealthCheck, Phase, assume, find, given, settings, target
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
@@ -25,7 +25,7 @@ from hybridconv.testing import bound_for, configs, instances, lora_shapes, probl
 from hybridconv.theory import hybrid_bound
 from hybridconv.validate import check
 
-FAMILIES = ("quadratic", "nonconvex", "lora", "gensmooth")
+FAMILIES = ("quadratic", "nonconvex", "lora", "gensmooth", "hetero", "lowrank")
 
 FAST_EXAMPLES = 40
 """Examples per family in the default run (about 0.05 s each on the 2-core machine)."""
@@ -49,7 +49,13 @@ def hold(problem, config, bound=None, *, examples: int):
     ratios. The min measure alone is often decided by epoch 0 (``Verdict.trivial``: C1-C2 put
     the Delta term above (32/T) ||grad F(z_0)||^2); the weighted measure tests the dynamics."""
     bound = bound_for(problem, config) if bound is None else bound
-    verdict = check(bound, problem, config, confidence=CONFIDENCE, instances=2 * examples)
+    try:
+        verdict = check(bound, problem, config, confidence=CONFIDENCE, instances=2 * examples)
+    except ValueError as e:
+        # a run that leaves the region where its constants are certified (a gensmooth run
+        # whose gradients outgrow G) is outside the theorem's hypotheses: nothing to check
+        assume("allow_outside" not in str(e))
+        raise
     weighted = check(bound, problem, config, confidence=CONFIDENCE, instances=2 * examples,
                      measure="weighted")
     for v in (verdict, weighted):

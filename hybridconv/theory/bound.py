@@ -121,6 +121,8 @@ class Complexity:
             bound has no mu-term).
         regime: a sentence saying which term dominates.
         eps_max: the formula holds for eps <= eps_max (where eta(eps) meets C1-C3's caps).
+        probability: the target holds with probability >= 1 - delta (a high-probability
+            theorem), not in expectation.
     """
 
     eps_exponent: sp.Rational
@@ -130,6 +132,7 @@ class Complexity:
     mu_max: sp.Expr | None
     regime: str
     eps_max: sp.Expr = sp.oo
+    probability: bool = False
 
     def as_dict(self) -> dict[str, object]:
         return {"eps_exponent": str(self.eps_exponent),
@@ -139,7 +142,8 @@ class Complexity:
                 "noise_power": None if self.noise_power is None else str(self.noise_power),
                 "mu_max": None if self.mu_max is None else sp.sstr(self.mu_max),
                 "regime": self.regime, "eps_max": sp.sstr(self.eps_max),
-                "measure": "min_t E||grad F(z_t)||^2 <= eps^2"}
+                "measure": ("min_t ||grad F(z_t)||^2 <= eps^2 with probability >= 1 - delta"
+                            if self.probability else "min_t E||grad F(z_t)||^2 <= eps^2")}
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,9 @@ class Bound:
         adapter_expr: the bound on the adapter-only measure (1/T) sum_t E||grad_y F(z_t)||^2.
         terms: the named terms of the numerator and of the small-T bound
             (:func:`~.terms.bound_terms`), empty for a bound of your own.
+        alt_full: the small-T bound on min_t E||grad F(z_t)||^2 (None if there is none).
+        only: ``"x"`` or ``"y"`` for a one-block special case (the other block absent): its
+            measures divide by that block's gamma alone.
 
     Example:
         >>> b = hybrid_bound()
@@ -178,6 +185,7 @@ class Bound:
     adapter_expr: sp.Expr | None = None
     terms: dict[str, sp.Expr] = field(default_factory=dict)
     alt_full: sp.Expr | None = None
+    only: str | None = None
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -309,7 +317,9 @@ class Bound:
             weighted = sp.Min(weighted, self.alt_weighted, evaluate=False)
         other = "y" if block == "x" else "x"
         conds = tuple(c for c in self.conditions if c.name not in (f"C4{other}", f"C5{other}"))
-        return dataclasses.replace(self, expr=expr, weighted_expr=weighted, conditions=conds)
+        return dataclasses.replace(self, expr=expr, weighted_expr=weighted, conditions=conds,
+                                   only=block,
+                                   adapter_expr=expr if block == "y" else None)
 
     # -- symbols and validation ---------------------------------------------------------------
     @cached_property
@@ -364,6 +374,11 @@ class Bound:
                     "adapter": self.adapter_expr}[measure]
         gx, gy = self.gamma
         ex, ey = sym("eta_x"), sym("eta_y")
+        if self.only is not None:  # a one-block special case: that block's gamma alone
+            g, eta = (gx, ex) if self.only == "x" else (gy, ey)
+            den = {"min": g * eta, "weighted": g,
+                   "adapter": g * eta if self.only == "y" else None}[measure]
+            return None if den is None else self.numerator / den
         den = {"min": sp.Min(gx * ex, gy * ey, evaluate=False),
                "weighted": sp.Min(gx, gy, evaluate=False), "adapter": gy * ey}[measure]
         return self.numerator / den
@@ -502,7 +517,10 @@ class Bound:
         for s in ("eta_x", "eta_y"):
             cap = math.inf
             for f in self._caps.get(s, ()):
-                val = float(f(*[args.get(k, 1.0) for k in self._args]))
+                try:
+                    val = float(f(*[args.get(k, 1.0) for k in self._args]))
+                except ZeroDivisionError:  # eta_b's coefficient is 0 here: no cap from it
+                    continue
                 if math.isfinite(val) and val > 0:
                     cap = min(cap, val)
             caps.append(cap if math.isfinite(cap) else 1.0)
@@ -686,6 +704,30 @@ class Bound:
 
     # -- complexity ---------------------------------------------------------------------------
     def complexity(self, *, ratio: float = 1.0, **values: object) -> Complexity:
+        """Leading-order number of epochs to reach min_t E||grad F(z_t)||^2 <= eps^2; for a
+        high-probability theorem (l-smooth), min_t ||grad F(z_t)||^2 <= eps^2 with probability
+        at least 1 - delta, which Markov's inequality gets from the bound at delta eps^2: every
+        result below with eps replaced by eps sqrt(delta) (``delta`` among the values, or left
+        symbolic). See :meth:`_complexity` for the method.
+        """
+        out = self._complexity(ratio=ratio, **{k: x for k, x in values.items()
+                                               if k != "delta"})
+        if self.theorem.high_probability is None:
+            return out
+        eps, delta = sym("eps"), sym("delta")
+        d = sp.nsimplify(validate_value("delta", values["delta"]), rational=True) \
+            if "delta" in values else delta
+
+        def at(e: sp.Expr | None) -> sp.Expr | None:
+            return None if e is None else sp.simplify(e.subs(eps, eps * sp.sqrt(d)))
+
+        eps_max = out.eps_max if out.eps_max == sp.oo else sp.simplify(out.eps_max / sp.sqrt(d))
+        return Complexity(out.eps_exponent, at(out.epochs), at(out.eta), out.noise_power,
+                          at(out.mu_max), out.regime + "; with probability >= 1 - delta "
+                          "(Markov's inequality: the bound at delta eps^2)", eps_max,
+                          probability=True)
+
+    def _complexity(self, *, ratio: float = 1.0, **values: object) -> Complexity:
         """Leading-order number of epochs to reach min_t E||grad F(z_t)||^2 <= eps^2.
 
         Method: set eta_x = eta, eta_y = ratio * eta; treat mu as a free accuracy parameter
