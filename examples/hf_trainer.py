@@ -38,7 +38,8 @@ class ScriptArguments:
     model: str = field(default="smollm2", metadata={"help": "smollm2, minilm, random:SHAPE "
                                                             "or a local Hugging Face folder"})
     task: str = field(default="mr", metadata={"help": "mr, boolq, winogrande, ..."})
-    peft: str = field(default="lora", metadata={"help": "PEFT module for the PEFT methods"})
+    peft: str = field(default="lora", metadata={"help": "lora, prompt or prefix (for the methods "
+                                                        "fo-peft, zo-peft, hybrid)"})
     k_shot: int = field(default=8, metadata={"help": "training examples per class"})
     test_size: int = field(default=32, metadata={"help": "test examples"})
     max_length: int = field(default=64, metadata={"help": "tokens per example"})
@@ -60,12 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
                      data_seed=args.seed)
     loaded = models.load_model(script.model, task, seed=args.seed)
     if args.method not in ("zo", "fo"):  # the methods with a PEFT module
-        if hasattr(models, "apply_peft"):
-            models.apply_peft(loaded, script.peft, seed=args.seed)
-        elif script.peft == "lora":
-            models.apply_lora(loaded, seed=args.seed)
-        else:
-            raise SystemExit(f"--peft {script.peft} needs hybridconv.finetune.models.apply_peft")
+        models.apply_peft(loaded, script.peft, seed=args.seed)
     objective = TaskObjective(loaded, task, max_length=script.max_length)
     trainer = HybridTrainer(loaded.model, args, train_dataset=task.train,
                             eval_dataset=task.test, **objective.trainer_kwargs())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -10,7 +11,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["write_text_atomic", "atomic_path", "jsonable", "dumps_json"]
+__all__ = ["write_text_atomic", "atomic_path", "jsonable", "dumps_json", "check_output",
+           "OutputExists", "write_text_exclusive"]
 
 
 def jsonable(value: object) -> object:
@@ -68,3 +70,85 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+class OutputExists(FileExistsError):
+    """An output file that appeared while the command ran (another run wrote it): an exclusive
+    write refused to replace it."""
+
+
+def check_output(path: str | os.PathLike, label: str, *, kind: str = "file") -> Path:
+    """Check, before any work, that ``path`` can be written: a ``file`` (its name is not a
+    folder's, its folder can be created and written) or a ``dir`` (not a file). Creates
+    nothing: a temporary file in the deepest folder that exists is made and removed.
+
+    Raises:
+        ValueError: starting with ``label`` (the option as typed, e.g. ``--out``), saying
+            what is wrong with the path.
+    """
+    text = os.fspath(path)
+    if not text.strip():
+        raise ValueError(f"{label} is empty; give a {'file' if kind == 'file' else 'folder'} "
+                         "name")
+    if kind == "file" and text.endswith(("/", os.sep)):
+        raise ValueError(f"{label} {text} names a directory; give a file name in it "
+                         f"({text.rstrip('/' + os.sep)}/FILE)")
+    p = Path(text)
+    for part in p.parts:
+        if len(os.fsencode(part)) > 255:
+            raise ValueError(f"{label}: the name {part[:20]}... is {len(part)} characters "
+                             "long; file systems allow 255")
+    if len(os.fsencode(os.path.abspath(text))) >= 4096:
+        raise ValueError(f"{label}: the path is {len(text)} characters long; the system "
+                         "allows 4095")
+    if kind == "file" and p.is_dir():
+        raise ValueError(f"{label} {text} is a directory; give a file name")
+    if kind == "dir" and p.exists() and not p.is_dir():
+        raise ValueError(f"{label} {text} is a file, not a directory")
+    probe = p.parent if kind == "file" else p
+    probe = Path(os.path.abspath(probe))
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{label} {text}: {probe} is a file, not a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".hybridconv-probe.")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise ValueError(f"{label} {text}: cannot write in {probe} "
+                         f"({e.strerror or e})") from None
+    return p
+
+
+def write_text_exclusive(path: str | Path, text: str) -> Path:
+    """Like :func:`write_text_atomic`, but never replaces a file: the complete temporary
+    file is hard-linked to ``path``, which fails if ``path`` exists. Two runs writing the same
+    new file at once: one wins, the other gets :class:`OutputExists` (nothing is lost
+    silently)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        Path(tmp).write_text(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        exists = OutputExists(f"{path} appeared while this command ran (another run wrote "
+                              "it); nothing was replaced: pass --force to overwrite it")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise exists from None
+        except OSError as e:  # no hard links here (some network or FAT file systems):
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise  # claim the name exclusively, then rename the full file over it
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            except FileExistsError:
+                raise exists from None
+            os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path

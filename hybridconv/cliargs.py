@@ -28,7 +28,8 @@ from typing import Any
 
 from . import spec
 
-__all__ = ["CLIError", "add_options", "from_args", "option_error", "flag_of", "Option"]
+__all__ = ["CLIError", "add_options", "from_args", "option_error", "flag_of", "Option",
+           "typed_options"]
 
 
 class CLIError(Exception):
@@ -127,7 +128,8 @@ def describe(cls: type, name: str, overrides: Mapping[str, Any] | None = None) -
         nullable=meta.get("nullable", False) or default is None,
         none_value=meta.get("none_value"), kind=kind, choices=choices,
         positional=meta.get("positional", False), nargs=meta.get("nargs"),
-        append=meta.get("append", False), metavar=meta.get("metavar"),
+        append=meta.get("append", False),
+        metavar=meta.get("metavar") or (canon.upper() if kind == "quantity" else None),
         default_help=meta.get("default_help"), reason=meta.get("reason"),
         required=meta.get("required"))
 
@@ -195,6 +197,14 @@ class _Checked(argparse.Action):
         _remember(namespace, self.dest, option_string)
 
 
+class _Switch(argparse._StoreTrueAction):
+    """A switch (``store_true``) that remembers it was typed."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, True)
+        _remember(namespace, self.dest, option_string)
+
+
 class _Deprecated(argparse.Action):
     """A deprecated spelling of a switch."""
 
@@ -210,6 +220,12 @@ class _Deprecated(argparse.Action):
 
 
 _TYPED = "_typed_flags"
+
+
+def typed_options(args: argparse.Namespace) -> dict[str, str]:
+    """The options the user typed: destination -> the spelling typed (``{"eta_x":
+    "--lr-x"}``)."""
+    return dict(getattr(args, _TYPED, None) or {})
 
 
 def _remember(namespace: argparse.Namespace, dest: str, option_string: str | None) -> None:
@@ -231,7 +247,7 @@ def help_text(opt: Option) -> str:
     text = opt.help
     if opt.required:
         text += f" (required {opt.required})" if opt.required != "yes" else " (required)"
-    elif opt.kind != "bool":
+    elif opt.kind != "bool" and "(default" not in text:
         if opt.default is None or opt.default == []:
             text += f" (default: {opt.default_help or 'none'})"
         else:
@@ -269,12 +285,12 @@ def add_options(parser: argparse.ArgumentParser, cls: type, *, skip: Iterable[st
         kw: dict[str, Any] = {"help": help_text(opt), "default": default}
         if opt.kind == "bool":
             if opt.deprecated:
-                parser.add_argument(*opt.flags, action="store_true", **kw)
+                parser.add_argument(*opt.flags, dest=opt.dest, action=_Switch, **kw)
                 parser.add_argument(*opt.deprecated, dest=opt.dest, opt=opt,
                                     action=_Deprecated, help=argparse.SUPPRESS,
                                     default=argparse.SUPPRESS)
             else:
-                parser.add_argument(*opt.flags, dest=opt.dest, action="store_true", **kw)
+                parser.add_argument(*opt.flags, dest=opt.dest, action=_Switch, **kw)
             out.append(opt)
             continue
         metavar = opt.metavar

@@ -33,16 +33,32 @@ class ProblemConfig:
     problem: str = option("problem")
     n: int = option("n")
     d_x: int = option("d_x", positive=True)
-    d_y: int = option("d_y")
+    d_y: int | None = option("d_y", default=None,
+                             reason="a LoRA problem needs d_y = r (m + p)",
+                             default_help="6; with --problem lora m + p, the rank-1 adapter of "
+                             "the m x p matrix of d_x = m p: 9 for d_x = 20")
 
     def __post_init__(self) -> None:
         spec.validate_fields(self)
+
+    @property
+    def dims(self) -> tuple[int, int]:
+        """(d_x, d_y), with the family's d_y when it is not given."""
+        if self.d_y is not None:
+            return self.d_x, self.d_y
+        if self.problem == "lora":
+            from .problems.lora import lora_factors
+
+            m, p = lora_factors(self.d_x)
+            return self.d_x, m + p
+        return self.d_x, int(spec.QUANTITIES["d_y"].default)
 
     def make(self, seed: int) -> Problem:
         """The problem instance of ``seed``."""
         from .problems import make_problem
 
-        return make_problem(self.problem, self.n, self.d_x, self.d_y, seed=seed)
+        d_x, d_y = self.dims
+        return make_problem(self.problem, self.n, d_x, d_y, seed=seed)
 
 
 @dataclass(frozen=True)
@@ -97,6 +113,8 @@ class CheckConfig:
     out_dir: str = option(default=".", help="where docs/ is written (--mutations, --report)")
     force: bool = option(default=False, help="overwrite existing report or history files")
     json: bool = option(default=False, help="JSON output")
+    no_progress: bool = option(default=False, help="no progress bar (--falsify, --mutations, "
+                               "--report)")
 
     def __post_init__(self) -> None:
         spec.validate_fields(self)
@@ -170,6 +188,9 @@ class FiguresConfig:
                                  "--workers")
     out: str | None = option(help="output folder", metavar="DIR",
                              default_help="paper_figures, or paper_figures/quick with --quick")
+    no_cache: bool = option(default=False, help="compute the fine-tuning runs again instead of "
+                            "reusing those cached (OUT/cache) by an earlier build with the same "
+                            "settings and code")
     no_progress: bool = option(default=False, help="no progress bars")
 
 

@@ -30,7 +30,7 @@ from typing import TypeVar
 
 from . import spec
 
-__all__ = ["BACKENDS", "run_jobs", "check_workers", "check_backend", "defaults"]
+__all__ = ["BACKENDS", "run_jobs", "check_workers", "check_backend", "defaults", "cpus"]
 
 R = TypeVar("R")
 
@@ -51,6 +51,14 @@ def defaults(*, backend: str = "local", address: str | None = None) -> Iterator[
         yield
     finally:
         _DEFAULTS.update(old)
+
+
+def cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def check_workers(workers: object) -> int:
@@ -115,14 +123,16 @@ def _engine(backend: str, workers: int, address: str | None) -> Iterator[None]:
 
 def run_jobs(fn: Callable[..., R], jobs: Sequence[Mapping[str, object]], *, workers: int = 1,
              backend: str | None = None, address: str | None = None, progress: bool = False,
-             desc: str = "") -> list[R]:
+             desc: str = "", on_result: Callable[[int, R], None] | None = None) -> list[R]:
     """``[fn(**job) for job in jobs]``, on ``workers`` processes of ``backend``.
 
     ``workers=1`` with the local backend runs in this process; a cluster backend always ships
     the jobs to the engine (``workers`` then sizes a local cluster; on a remote one the
     cluster's own size applies). ``backend=None`` takes the one set by :func:`defaults`
     (``local`` otherwise). Results come back in the order of ``jobs``; a tqdm bar counts
-    finished jobs when ``progress`` is set.
+    finished jobs when ``progress`` is set; ``on_result(i, result)`` is called in this
+    process as each result arrives, in the order they finish (how the figures' run cache
+    stores each run as soon as it is done).
     """
     check_workers(workers)
     if backend is None:
@@ -138,6 +148,8 @@ def run_jobs(fn: Callable[..., R], jobs: Sequence[Mapping[str, object]], *, work
             out = []
             for job in jobs:
                 out.append(fn(**job))
+                if on_result is not None:
+                    on_result(len(out) - 1, out[-1])
                 if bar is not None:
                     bar.update(1)
             return out
@@ -145,14 +157,21 @@ def run_jobs(fn: Callable[..., R], jobs: Sequence[Mapping[str, object]], *, work
 
         with _engine(backend, workers, address):
             n_jobs = min(workers, len(jobs)) if backend == "local" else -1
-            gen = Parallel(n_jobs=n_jobs, return_as="generator")(
-                delayed(fn)(**job) for job in jobs)
-            out = []
-            for r in gen:
-                out.append(r)
+            gen = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+                delayed(_indexed)(fn, i, job) for i, job in enumerate(jobs))
+            out: list = [None] * len(jobs)
+            for i, r in gen:
+                out[i] = r
+                if on_result is not None:
+                    on_result(i, r)
                 if bar is not None:
                     bar.update(1)
         return out
     finally:
         if bar is not None:
             bar.close()
+
+
+
+def _indexed(fn: Callable[..., R], i: int, job: Mapping[str, object]) -> tuple[int, R]:
+    return i, fn(**job)

@@ -56,6 +56,7 @@ __all__ = [
     "METHODS",
     "PEFT_KINDS",
     "BASELINES",
+    "HEADS",
     "SCHEDULES",
     "FO_OPTIMIZERS",
     "FO_GRADIENTS",
@@ -200,14 +201,18 @@ DIRECTIONS = Choice(
                   "sphere": "uniform on the sphere of radius sqrt(d)",
                   "rademacher": "independent +-1 coordinates"},
     properties={"gaussian": {"E_au2_u2": "d + 2", "E_u6": "d*(d + 2)*(d + 4)",
-                             "E_u3_bound": "(d + 3)**(3/2)", "bias": "sqrt(d)"},
-                "sphere": {**_FIXED_NORM, "bias": "sqrt(d)"},
-                "rademacher": {**_FIXED_NORM, "bias": "d/2"}})
+                             "E_u3_bound": "(d + 3)**(3/2)", "bias": "sqrt(d)",
+                             "bias_lemma": "stein_smoothing_bias"},
+                "sphere": {**_FIXED_NORM, "bias": "sqrt(d)",
+                           "bias_lemma": "ball_smoothing_bias"},
+                "rademacher": {**_FIXED_NORM, "bias": "d/2",
+                               "bias_lemma": "rademacher_smoothing_bias"}})
 """Each distribution's moments (``a`` a unit vector, ``d`` the dimension): E<a,u>^2 ||u||^2,
 E||u||^6 and E||u||^3 or an upper bound of it (the Gaussian's: [NS17] Lemma 1,
 E||u||^p <= (d + p)^{p/2}), and ``bias``, the factor c_b of the smoothing bias
 ||E g - grad f|| <= c_b L mu (Stein's identity for Gaussian directions, ball smoothing for the
-sphere: sqrt(d); a direct Taylor bound for Rademacher: d / 2);
+sphere: sqrt(d); a direct Taylor bound for Rademacher: d / 2) and ``bias_lemma``, the lemma of
+:mod:`hybridconv.theory.lemmas` that proves it;
 ``hybridconv.theory.assumptions.ZOEstimator`` builds the estimator's constants from them.
 Adding a distribution: docs/vocabulary.md."""
 DIFFERENCES = Choice(
@@ -245,6 +250,11 @@ BASELINES = Choice(
     descriptions={"probe": "logistic regression (L-BFGS, L2 chosen on dev) on frozen features",
                   "zero-shot": "the model's accuracy before training (prompt-based LMs)"})
 """Baseline rows of an experiment (``hybridconv.experiments``), beside :data:`METHODS`."""
+HEADS = Choice(
+    "head", ("layernorm", "standardized"), "layernorm",
+    "normalisation before a classifier's zero-initialised linear head: a non-affine LayerNorm "
+    "per example, or per coordinate with the training set's feature statistics (the probe's; "
+    "fragile under ZO perturbation of the base, see docs/finetune.md)")
 SCHEDULES = Choice(
     "schedule", ("jacobi", "gauss-seidel"), "jacobi",
     "order of the two oracles in a hybrid step: jacobi = both at the same point (the "
@@ -270,8 +280,8 @@ ASSUMPTIONS = Choice(
                   "l-smooth": "two-sided block l-smoothness, l_b(G) at the gradient level G"})
 THEOREMS = Choice(
     "theorem", ("sharp", "v1"), "sharp",
-    "which derivation of the hybrid reshuffling theorem: the sharp one (default) or the first "
-    "one, kept for comparison (h1 and h1-gen only)")
+    "which derivation of the hybrid reshuffling theorem: the sharp one or the first one (v1), "
+    "kept for comparison (h1 and h1-gen only)")
 FAMILIES = Choice(
     "problem", ("quadratic", "nonconvex", "lora", "gensmooth", "hetero", "lowrank"),
     "quadratic", "synthetic problem family with certified constants",
@@ -307,9 +317,9 @@ TASKS = Choice("task", ("mr", "boolq", "piqa", "winogrande"), "mr",
                "offline classification task (docs/finetune.md)")
 
 CHOICES: dict[str, Choice] = {c.name: c for c in (
-    DIRECTIONS, DIFFERENCES, SAMPLINGS, PEFT_KINDS, SCHEDULES, FO_OPTIMIZERS, FO_GRADIENTS,
-    ASSUMPTIONS, THEOREMS, FAMILIES, MEASURES, DTYPES, AUTOCASTS, BACKENDS, WEIGHTS, METRICS,
-    TASKS, COUPLINGS)}
+    DIRECTIONS, DIFFERENCES, SAMPLINGS, PEFT_KINDS, SCHEDULES, HEADS, FO_OPTIMIZERS,
+    FO_GRADIENTS, ASSUMPTIONS, THEOREMS, FAMILIES, MEASURES, DTYPES, AUTOCASTS, BACKENDS,
+    WEIGHTS, METRICS, TASKS, COUPLINGS)}
 """Name -> :class:`Choice`. ``method`` is not here: the simulator's and the fine-tuner's
 method lists differ (:data:`SIM_METHODS`, :data:`METHODS`); pass the list explicitly."""
 
@@ -403,8 +413,9 @@ _OPTION_ROWS: tuple[Quantity, ...] = (
              upper=2**63 - 1, default=0),
     Quantity("workers", "processes for independent jobs (results do not depend on it)",
              lower=1, integer=True, default=1),
-    Quantity("threads", "threads that regenerate a ZO direction (results do not depend on it)",
-             lower=1, integer=True),
+    Quantity("threads", "worker threads of one run: a simulation's blocks of trials, or the "
+             "regeneration of a ZO direction (results do not depend on it)", lower=1,
+             integer=True),
     Quantity("confidence", "confidence level of a statistical verdict", lower=0.0,
              strict=True, upper=1.0, upper_strict=True, default=0.99),
     Quantity("instances", "checks done at once (the confidence is split over them)", lower=1,

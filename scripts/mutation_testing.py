@@ -50,10 +50,40 @@ def dotted(module: str) -> str:
     return module.removesuffix(".py").replace("/", ".")
 
 
-def run_module(module: str, *, max_children: int, root: Path = ROOT) -> int:
-    """``mutmut run`` on one module's mutants; returns mutmut's exit status."""
-    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children),
-           f"{dotted(module)}.*"]
+def snapshot(dest: Path, root: Path = ROOT) -> Path:
+    """Copy the working tree's files (tracked, and untracked but not ignored) to ``dest``,
+    keeping ``dest/mutants`` (mutmut's cache): the run then tests a frozen copy while the
+    working tree may change."""
+    import shutil
+
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                             "--exclude-standard"], cwd=root, check=True,
+                            capture_output=True).stdout.decode().split("\0")
+    keep = {f for f in listed if f and (root / f).is_file()}
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in keep:
+        src, dst = root / f, dest / f
+        if not dst.exists() or dst.read_bytes() != src.read_bytes():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    for old in dest.rglob("*.py"):  # files deleted from the tree since the last snapshot
+        rel = old.relative_to(dest).as_posix()
+        if not rel.startswith("mutants/") and rel not in keep:
+            old.unlink()
+    return dest
+
+
+def run_module(module: str, *, max_children: int, root: Path = ROOT,
+               survivors_only: bool = False) -> int:
+    """``mutmut run`` on one module's mutants (``survivors_only``: those that survived the
+    cached run, after tests were added); returns mutmut's exit status."""
+    names = [f"{dotted(module)}.*"]
+    if survivors_only:
+        names = [r["mutant"] for r in results(root) if r["module"] == module
+                 and r["status"] in ("survived", "no tests", "suspicious")]
+        if not names:
+            return 0
+    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *names]
     print("$ " + " ".join(cmd), flush=True)
     return subprocess.call(cmd, cwd=root)
 
@@ -119,8 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", action="store_true", help="only the tables, from the cache")
     ap.add_argument("--csv", default=str(ROOT / "docs" / "mutation-testing.csv"),
                     help="where to write the per-mutant statuses")
+    ap.add_argument("--survivors", action="store_true", help="retest only the survivors of "
+                    "the cached run (mutmut keeps a survivor's verdict until asked)")
+    ap.add_argument("--snapshot", metavar="DIR", help="run in a copy of the working tree in "
+                    "DIR (kept between runs with its cache), so the tree may change meanwhile")
     args = ap.parse_args(argv)
-    known = modules()
+    root = Path(args.snapshot).resolve() if args.snapshot else ROOT
+    if args.snapshot and not args.report:
+        snapshot(root)
+    known = modules(ROOT)
     chosen = args.module or known
     unknown = [m for m in chosen if m not in known]
     if unknown:
@@ -128,11 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report:
         os.nice(10) if os.nice(0) < 10 else None
         for module in chosen:
-            code = run_module(module, max_children=args.max_children)
-            if code not in (0, 1):  # mutmut returns 1 when mutants survive
-                print(f"mutmut run failed on {module} (exit status {code})", file=sys.stderr)
-                return code
-    rows = results()
+            code = run_module(module, max_children=args.max_children, root=root,
+                              survivors_only=args.survivors)
+            checked = [r for r in results(root) if r["module"] == module
+                       and r["status"] != "not checked"]
+            if code not in (0, 1) or not checked:  # mutmut returns 1 when mutants survive
+                print(f"mutmut run failed on {module} (exit status {code}; a failing clean "
+                      "test run stops it)", file=sys.stderr)
+                return code or 1
+    rows = results(root)
     if args.csv:
         write_csv(rows, Path(args.csv))
     print(table(rows))

@@ -63,9 +63,9 @@ def launch(args: list[str], *, nproc: int = 2, use_cpu: bool = True):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from hybridconv.figures.realruns import tiny_model
+    from hybridconv.finetune.tiny import save_tiny_model
 
-    return tiny_model(tmp_path_factory.mktemp("tiny") / "lm")
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "lm")
 
 
 def test_accelerate_shards_the_reshuffled_batches_into_the_combined_batch():

@@ -79,9 +79,13 @@ def test_distributed_true_needs_a_process_group():
         HybridZOFO(groups, distributed=True)
 
 
+@pytest.mark.slow
 def test_finetune_under_torchrun_matches_one_process(tmp_path):
     """``hybridconv finetune`` under ``torchrun --nproc-per-node 2`` (gloo on CPU), on a tiny
-    random causal LM: the same final weights as one process with the same global batch."""
+    random causal LM: the same final weights as one process with the same global batch.
+    Slow (three interpreters and a model); the default suite covers the optimizer's averaging
+    (above, and in-process in tests/test_finetune_optimizer.py) and the rank shards
+    (tests/test_finetune_sampler.py)."""
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
     import subprocess

@@ -76,6 +76,30 @@ def test_bad_specs_fail_with_one_line_before_any_run(grid, message, tmp_path, mo
     assert "\n" not in str(e.value)
 
 
+@needs_data
+def test_zero_shot_needs_a_language_model_and_a_failed_run_does_not_stop_the_sweep(
+        tiny_model, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="zero-shot needs a prompt-based causal LM"):
+        parse_spec({"experiment": dict(EXP), "grid": {"method": ["zero-shot"]}})
+    spec = parse_spec(_spec(tiny_model, method=["fo-peft", "zo"]), root=tmp_path)
+    from hybridconv.finetune import trainer
+
+    real = trainer.finetune
+    calls = []
+
+    def first_fails(cfg, out, **kw):
+        calls.append(cfg.method)
+        if len(calls) == 1:
+            raise RuntimeError("out of memory")
+        return real(cfg, out, **kw)
+
+    monkeypatch.setattr(trainer, "finetune", first_fails)
+    res = runner_mod.run_experiment(spec, progress=False)
+    assert [r["status"] for r in res] == ["failed", "completed"]
+    assert "RuntimeError: out of memory" in res[0]["error"]
+    assert runner_mod.finished_runs(spec.results) == {spec.runs[1].run_id}  # retried later
+
+
 def test_empty_grid_and_missing_data(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no run"):
         parse_spec({"experiment": dict(EXP), "grid": {}})
@@ -187,3 +211,85 @@ method = ["fo-lora", "zo"]
     rows = list(csv.DictReader(open(tmp_path / "out" / "res.csv")))
     assert {r["label"] for r in rows} == {"fo-peft-lora", "zo"}
     assert all(float(r["wall_s"]) >= 0 and r["forward_passes"] for r in rows)
+
+
+def _synthetic_rows(tmp_path):
+    """A results CSV as the runner writes it: two methods x two PEFT kinds x 3 seeds, plus
+    probe and zero-shot rows, with hybrid ahead by 0.01 on LoRA and behind on prompt."""
+    spec = parse_spec({"experiment": {"name": "s", "results": "r.csv", "runs": "runs"},
+                       "base": {"k_shot": 4},
+                       "grid": {"model": ["minilm"], "task": ["mr"],
+                                "method": ["probe", "fo-peft", "hybrid"],
+                                "peft": ["lora", "prompt"], "seed": [0, 1, 2]},
+                       "override": [{"method": "fo-peft", "lr_y": [0.01, 0.1]}]},
+                      root=tmp_path)
+    rows = []
+    for run in spec.runs:
+        s = run.settings
+        lab = run.label()
+        final = {"probe": 0.70, "fo-peft-lora": 0.72, "hybrid-lora": 0.73,
+                 "fo-peft-prompt": 0.66, "hybrid-prompt": 0.64}[lab] + 0.002 * s["seed"]
+        if s.get("lr_y") == 0.1 and s["method"] == "fo-peft":
+            final -= 0.2  # the worse rate: chosen against on dev
+        epochs = [0] if run.baseline else [0, 1, 2]
+        for e in epochs:
+            acc = final if e == epochs[-1] else 0.5 + 0.1 * e
+            rows.append({"experiment": "s", "run_id": run.run_id, "label": lab,
+                         "model": s["model"], "task": s["task"], "method": s["method"],
+                         "peft": s.get("peft"), "schedule": s.get("schedule"),
+                         "seed": s["seed"], "lr_x": s.get("lr_x"), "lr_y": s.get("lr_y"),
+                         "mu": s.get("mu"), "epoch": e, "step": 16 * e,
+                         "forward_passes": 16 * e * (3 if s["method"] == "hybrid" else 1),
+                         "wall_s": 8.0 * e, "test_accuracy": acc, "dev_accuracy": acc,
+                         "status": "completed", "peak_mem_bytes": 2**30})
+    runner_mod.append_rows(spec.results, rows)
+    return spec
+
+
+def test_report_pairs_by_seed_chooses_rates_on_dev_and_counts_wins(tmp_path):
+    from hybridconv.experiments import report
+
+    spec = _synthetic_rows(tmp_path)
+    df = report.load_results([spec])
+    chosen = report.select_rates(report.final_rows(df))
+    fo = chosen[chosen["label"] == "fo-peft-lora"]
+    assert set(fo["lr_y"]) == {0.01} and len(fo) == 3  # the dev-better rate, 3 seeds
+    pair = report.paired(chosen).set_index("peft")
+    assert pair.loc["lora", "diff"] == pytest.approx(0.01)
+    assert pair.loc["lora", "wins"] == 3 and pair.loc["lora", "winner"] == "hybrid"
+    assert pair.loc["prompt", "winner"] == "fo-peft"
+    assert pair.loc["lora", "ci_low"] == pytest.approx(0.01)  # no spread: a point interval
+    st = report.steps_to_target(df, chosen, 0.70).set_index("label")
+    assert st.loc["hybrid-lora", "mean_step"] == 32 and st.loc["hybrid-prompt", "reached"] == 0
+    out = report.write_report([spec], tmp_path / "results.md",
+                              figure=tmp_path / "fig")
+    text = out.read_text()
+    assert "hybrid wins 1 of 2" in text and "| probe | 0.702 |" in text
+    assert (tmp_path / "fig.png").exists()
+    csv_out = report.write_report([spec], tmp_path / "sweep.csv")
+    assert len(csv_out.read_text().splitlines()) == 1 + len(spec.runs)
+
+
+def test_select_rates_drops_diverged_settings_and_breaks_ties_by_training_loss():
+    """The rule behind METHOD_DEFAULTS: best dev accuracy, diverged out, ties to the lower
+    final training loss (the sweep's zo-peft and fo-peft-prompt rows had exactly these)."""
+    import pandas as pd
+
+    from hybridconv.experiments import report
+
+    def run(rid, lr, dev, train):
+        base = {"run_id": rid, "model": "minilm", "task": "mr", "label": "zo-peft-lora",
+                "seed": 0, "lr_x": lr, "lr_y": None, "mu": 0.01}
+        return [{**base, "epoch": 0, "dev_accuracy": 0.36, "dev_loss": 0.693,
+                 "train_loss": None},
+                {**base, "epoch": 4, "dev_accuracy": dev, "dev_loss": 0.7, "train_loss": train}]
+
+    df = pd.DataFrame(run("a", 1e-2, 0.60, 2.4e4) + run("b", 1e-3, 0.51, 0.668)
+                      + run("c", 1e-4, 0.51, 0.695))
+    chosen = report.select_rates(report.final_rows(df), df)
+    assert list(chosen["run_id"]) == ["b"]  # a diverged (loss 2.4e4 > 1.5 x 0.693); b < c loss
+    # without the epoch-0 rows divergence is unknown: the best dev accuracy wins
+    assert list(report.select_rates(report.final_rows(df)[["run_id", "model", "task", "label",
+                                                          "seed", "lr_x", "lr_y", "mu",
+                                                          "epoch", "dev_accuracy",
+                                                          "train_loss"]])["run_id"]) == ["a"]

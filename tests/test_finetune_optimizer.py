@@ -576,3 +576,155 @@ def test_the_fo_half_is_not_the_reference_with_other_settings():
         torch.nn.functional.cross_entropy(ref(X[:4]), Y[:4]).backward()
         ref_opt.step()
     assert not torch.equal(net.head.weight, ref.head.weight)
+
+
+@pytest.mark.parametrize("schedule", ["jacobi", "gauss-seidel"])
+@pytest.mark.parametrize("q", [1, 3])
+def test_two_identical_ranks_step_as_one_process(monkeypatch, schedule, q):
+    """In-process data parallelism: a fake process group of 2 ranks that hold the same batch
+    (all_reduce sums, as torch.distributed does): the averaged step is the one-process step,
+    and a rank sends 8 (q + 1) bytes of scalars plus the FO gradients."""
+    import torch.distributed as dist
+
+    def run(distributed):
+        net = Net(torch.float64, seed=4)
+        opt = _opt(net, q=q, schedule=schedule, distributed=distributed)
+        X, Y = _data(2)
+        for i in range(3):
+            b = slice(4 * i, 4 * i + 4)
+            opt.step(lambda b=b: torch.nn.functional.cross_entropy(net(X[b].double()), Y[b]))
+        return [p.detach().clone() for p in net.parameters()], opt
+
+    alone, _ = run(False)
+    calls = []
+
+    def all_reduce(t, group=None):
+        calls.append(t.numel())
+        t.mul_(2)  # the sum over two ranks holding the same values
+
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
+    monkeypatch.setattr(dist, "get_backend", lambda group=None: "gloo")
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    together, opt = run(None)
+    assert opt.distributed
+    for a, b in zip(alone, together, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    head = sum(p.numel() for p in opt.param_groups[1]["params"])
+    assert opt.comm_bytes == 3 * (8 * (q + 1) + 8 * head)
+    assert calls == [q + 1, head] * 3 if schedule == "jacobi" else [head, q + 1] * 3
+
+
+BAD_MESSAGES = [
+    ({"lr_x": 0}, "lr_x must be a finite real number > 0, got 0"),
+    ({"lr_y": -1}, "lr_y must be a finite real number > 0, got -1"),
+    ({"mu": 0.0}, "mu must be a finite real number > 0, got 0.0"),
+    ({"q": 0}, "q must be an integer >= 1, got 0"),
+    ({"eps": 0.0}, "eps must be a finite real number > 0, got 0.0"),
+    ({"weight_decay": -0.1}, "weight_decay must be a finite real number >= 0, got -0.1"),
+    ({"seed": -1}, "seed must be an integer >= 0 and <= 9.22337e+18, got -1"),
+    ({"difference": "backward"}, "difference must be one of central, forward, got 'backward'"),
+    ({"fo_optimizer": "lion"}, "fo_optimizer must be one of sgd, adam, adamw, got 'lion'"),
+    ({"fo_gradient": "dirty"}, "fo_gradient must be one of clean, shared, got 'dirty'"),
+    ({"schedule": "gs"}, "schedule must be one of jacobi, gauss-seidel, got 'gs'"),
+    ({"schedule": "gauss-seidel", "fo_gradient": "shared"},
+     "fo_gradient='shared' needs schedule='jacobi': under gauss-seidel the ZO passes come "
+     "after the FO update"),
+    ({"betas": (0.9,)}, "betas must be two numbers in [0, 1), got (0.9,)"),
+    ({"betas": (0.9, 1.0)}, "betas[1] must be a finite real number >= 0 and < 1, got 1.0"),
+    ({"betas": (-0.1, 0.9)}, "betas[0] must be a finite real number >= 0 and < 1, got -0.1"),
+    ({"directions": "cauchy"}, "directions must be one of gaussian, sphere, rademacher, got "
+                               "'cauchy'"),
+    ({"directions": 3}, "directions must be one of gaussian, sphere, rademacher or a "
+                        "DirectionSource, got 3"),
+    ({"threads": 0}, "threads must be an integer >= 1, got 0"),
+    ({"distributed": True}, "distributed=True needs an initialized torch.distributed process "
+                            "group of more than one rank (torchrun, init_process_group)"),
+]
+
+
+@pytest.mark.parametrize(("kw", "message"), BAD_MESSAGES)
+def test_bad_arguments_have_exact_messages(kw, message):
+    with pytest.raises(ValueError) as info:
+        _opt(Net(), **kw)
+    assert str(info.value) == message
+
+
+def test_bad_groups_and_states_have_exact_messages():
+    net = Net()
+
+    def raises(fn, message):
+        with pytest.raises(ValueError) as info:
+            fn()
+        assert str(info.value) == message
+
+    raises(lambda: HybridZOFO([]), "params must be a non-empty list of parameter groups "
+           "(dicts with 'params' and 'kind'); see hybrid_param_groups")
+    raises(lambda: HybridZOFO([{"params": [net.head.bias], "kind": "zo"}, 3]),
+           "params must be a non-empty list of parameter groups (dicts with 'params' and "
+           "'kind'); see hybrid_param_groups")
+    raises(lambda: HybridZOFO([{"params": [net.head.bias], "kind": "y"}]),
+           "every parameter group needs kind 'zo' or 'fo', got 'y'")
+    raises(lambda: HybridZOFO([{"params": [net.head.bias], "kind": "fo", "lr": 0}]),
+           "lr of a 'fo' group must be a finite real number > 0, got 0")
+    raises(lambda: HybridZOFO([{"params": [net.head.bias], "kind": "zo",
+                                "weight_decay": 0.1}]),
+           "weight_decay applies to 'fo' groups only")
+    raises(lambda: HybridZOFO([{"params": [torch.zeros(4, 4).t()], "kind": "zo"}]),
+           "ZO parameters must be contiguous tensors")
+    opt = _opt(net)
+    raises(lambda: opt.step(), "HybridZOFO.step needs a closure returning the batch loss")
+    raises(lambda: opt.step(lambda: torch.zeros(2)),
+           "the closure must return the loss as a scalar tensor")
+    raises(lambda: opt.load_state_dict({"state": {}, "param_groups": []}),
+           "state_dict has no 'hybrid' section: not a HybridZOFO state")
+    other = _opt(Net(), mu=1e-2)
+    raises(lambda: opt.load_state_dict(other.state_dict()),
+           "state_dict has mu=0.01, this optimizer 0.001")
+    for name, value in (("q", 2), ("difference", "forward")):
+        raises(lambda name=name, value=value: opt.load_state_dict(
+            _opt(Net(), **{name: value}).state_dict()),
+            f"state_dict has {name}={value!r}, this optimizer {getattr(opt, name)!r}")
+    sd = opt.state_dict()
+    sd["hybrid"]["master"] = sd["hybrid"]["master"] + [None]
+    raises(lambda: opt.load_state_dict(sd),
+           "state_dict's ZO block does not match this optimizer's")
+
+
+def test_replay_refuses_with_exact_messages():
+    net = Net()
+    opt = _opt(net)
+    log = opt.log.to_dict()
+
+    def raises(fn, message):
+        with pytest.raises(ValueError) as info:
+            fn()
+        assert str(info.value) == message
+
+    raises(lambda: replay(Net(), {**log, "names": None}),
+           "the log has no parameter names: pass the ZO tensors instead")
+    raises(lambda: replay(torch.nn.Linear(2, 2), log),
+           "initial model lacks ZO parameters ['base.weight', 'base.bias']")
+    raises(lambda: replay([torch.zeros(3)], log), "the log has 2 ZO tensors, got 1")
+
+
+def test_default_threads_partition_and_scratch():
+    from hybridconv.finetune.optimizer import _partition, _scratch, _units, default_threads
+
+    cpu = [torch.zeros(3)]
+    assert default_threads(cpu) == max(1, min(4, torch.get_num_threads()))
+    assert default_threads([torch.zeros(3, device="meta")]) == 1
+    units = [(0, 0, 0, 10), (1, 0, 0, 7), (1, 1, 7, 9), (2, 0, 0, 6), (3, 0, 0, 1)]
+    for w in (1, 2, 3):
+        bins = _partition(units, w)
+        assert sorted(u for b in bins for u in b) == sorted(units)
+        loads = [sum(b - a for _, _, a, b in bin_) for bin_ in bins]
+        assert len(bins) == min(w, len(units)) and max(loads) - min(loads) <= 10
+    assert [sum(b - a for _, _, a, b in x) for x in _partition(units, 2)] == [13, 13]
+    assert _units([torch.zeros(5), torch.zeros(2, 3)]) == [(0, 0, 0, 5), (1, 0, 0, 6)]
+    a = _scratch(8, torch.float32, torch.device("cpu"))
+    b = _scratch(5, torch.float32, torch.device("cpu"))
+    assert a.numel() == 8 and b.numel() == 5 and b.data_ptr() == a.data_ptr()
+    c = _scratch(5, torch.float64, torch.device("cpu"))
+    assert c.dtype == torch.float64 and c.data_ptr() != a.data_ptr()

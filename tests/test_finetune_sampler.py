@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import itertools
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hybridconv.finetune import ReshufflingSampler
 from hybridconv.sim import Sampler
-from hybridconv.sim.runner import SAMPLER_STREAM
+from hybridconv.sim.runner import SAMPLER_STREAM, block_rng
 
 
 @settings(max_examples=40, deadline=None)
 @given(kind=st.sampled_from(["rr", "so", "ig", "wr"]), n=st.integers(1, 40),
        seed=st.integers(0, 2**31), epochs=st.integers(1, 5))
 def test_orders_are_the_simulators_and_valid(kind, n, seed, epochs):
-    ref = Sampler(kind, n=n, trials=1, rng=np.random.default_rng([seed, SAMPLER_STREAM]))
+    ref = Sampler(kind, n=n, trials=1, rng=block_rng(seed, SAMPLER_STREAM, 0))
     s = ReshufflingSampler(n, sampling=kind, seed=seed)
     for t in range(epochs):
         order = list(s)
@@ -66,7 +65,8 @@ def test_seeds_differ_and_dataloader_works():
 
 
 @pytest.mark.parametrize("kw,match", [
-    (dict(data=0), "n must be"), (dict(data=object()), "sized"),
+    (dict(data=0), "n must be"),
+    (dict(data=object()), "^data must be a sized dataset or an integer n >= 1$"),
     (dict(data=5, sampling="random"), "sampling must be one of rr, so, ig, wr"),
     (dict(data=5, seed=-1), "seed"), (dict(data=True), "n must be"),
 ])
@@ -78,8 +78,10 @@ def test_bad_arguments(kw, match):
 
 
 def test_kind_is_a_deprecated_spelling_of_sampling():
-    with pytest.warns(DeprecationWarning, match="sampling="):
+    with pytest.warns(DeprecationWarning, match=r"^ReshufflingSampler\(kind=\.\.\.\) is "
+                      r"deprecated; use sampling=\.\.\.$") as caught:
         old = ReshufflingSampler(7, kind="so", seed=2)
+    assert caught[0].filename == __file__  # the warning points at the caller
     new = ReshufflingSampler(7, sampling="so", seed=2)
     assert old.sampling == old.kind == "so" and list(old) == list(new)
     state = {**new.state_dict(), "kind": "so"}  # a checkpoint written before the rename
@@ -101,6 +103,7 @@ def test_shard_splits_a_batch_among_ranks():
     batch = [7, 3, 9, 1, 4, 8]
     parts = [ReshufflingSampler.shard(batch, r, 3) for r in range(3)]
     assert parts == [[7, 3], [9, 1], [4, 8]] and sum(parts, []) == batch
-    for bad in ((batch, 3, 3), (batch, -1, 2), (batch, 0, 0)):
+    for bad in ((batch, 3, 3), (batch, -1, 2), (batch, 0, 0), (batch, True, 2),
+                (batch, 1.0, 2)):
         with pytest.raises(ValueError, match="rank must be|world_size must be"):
             ReshufflingSampler.shard(*bad)

@@ -157,7 +157,7 @@ def test_cli_fine_tunes_minilm_on_mr_with_the_hybrid_offline(tmp_path, capsys):
 
 
 @needs_minilm
-@pytest.mark.parametrize("method", ["hybrid", "fo-lora"])
+@pytest.mark.parametrize("method", ["hybrid", pytest.param("fo-lora", marks=pytest.mark.slow)])
 def test_resume_is_bit_identical(tmp_path, method):
     cfg = dict(TINY, method=method, fo_optimizer="adam", lr_y=1e-3)
     straight = finetune(FinetuneConfig(epochs=3, **cfg), tmp_path / "a", progress=False)
@@ -341,24 +341,35 @@ def test_mean_pooling_ignores_padding():
                                    atol=1e-5, rtol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    """A 2-layer BERT encoder and a 2-layer LLaMA-type LM (GQA) with MiniLM's tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
+
+    from hybridconv.finetune.models import minilm_path, seeded
+
+    root = tmp_path_factory.mktemp("tiny")
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    with seeded(0):
+        BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64,
+                             num_hidden_layers=2, num_attention_heads=2,
+                             max_position_embeddings=64)).save_pretrained(root / "bert")
+        LlamaForCausalLM(LlamaConfig(vocab_size=tok.vocab_size, hidden_size=32,
+                                     intermediate_size=64, num_hidden_layers=2,
+                                     num_attention_heads=2, num_key_value_heads=1,
+                                     pad_token_id=tok.pad_token_id)).save_pretrained(root / "lm")
+    for d in ("bert", "lm"):
+        tok.save_pretrained(root / d)
+    return {"tiny-bert": str(root / "bert"), "tiny-lm": str(root / "lm")}
+
+
 @needs_minilm
-@pytest.mark.parametrize("model", ["random:minilm", "tiny-lm"])
+@pytest.mark.parametrize("model", ["tiny-bert", "tiny-lm"])
 @pytest.mark.parametrize("kind", ["lora", "prompt", "prefix"])
-def test_each_peft_kind_trains_its_module_and_the_head(kind, model, tmp_path):
+def test_each_peft_kind_trains_its_module_and_the_head(kind, model, tiny_dirs):
     """One FO step moves the PEFT module (and a classifier's head) and nothing else; the
     hybrid moves the base as well."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from hybridconv.finetune.models import minilm_path
-
-    if model == "tiny-lm":
-        tok = AutoTokenizer.from_pretrained(minilm_path())
-        cfg = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64,
-                          num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                          pad_token_id=tok.pad_token_id)
-        LlamaForCausalLM(cfg).save_pretrained(tmp_path / "lm")
-        tok.save_pretrained(tmp_path / "lm")
-        model = str(tmp_path / "lm")
+    model = tiny_dirs[model]
     task = load_task("mr", k_shot=4, test_size=2)
     for method in ("fo-peft", "hybrid"):
         cfg = FinetuneConfig(model=model, method=method, peft=kind, lr_y=0.5, lr_x=1e-3,
@@ -385,8 +396,9 @@ def test_each_peft_kind_trains_its_module_and_the_head(kind, model, tmp_path):
 
 
 @needs_minilm
-def test_gauss_seidel_hybrid_runs_through_the_trainer(tmp_path):
-    res = finetune(FinetuneConfig(epochs=1, method="hybrid", schedule="gauss-seidel", **TINY),
+def test_gauss_seidel_hybrid_runs_through_the_trainer(tmp_path, tiny_dirs):
+    cfg = {**TINY, "model": tiny_dirs["tiny-bert"]}
+    res = finetune(FinetuneConfig(epochs=1, method="hybrid", schedule="gauss-seidel", **cfg),
                    tmp_path / "gs", progress=False)
     assert res["status"] == "completed" and res["label"] == "hybrid-lora-gs"
     assert res["forward_passes"] == 3 * res["steps"]
@@ -407,8 +419,9 @@ def test_linear_probe_beats_chance_on_separable_features_and_picks_l2_on_dev():
 
 
 @needs_minilm
-def test_eval_every_skips_evaluations_but_not_the_last(tmp_path):
-    res = finetune(FinetuneConfig(epochs=3, eval_every=2, method="fo-lora", **TINY),
+def test_eval_every_skips_evaluations_but_not_the_last(tmp_path, tiny_dirs):
+    cfg = {**TINY, "model": tiny_dirs["tiny-bert"]}
+    res = finetune(FinetuneConfig(epochs=3, eval_every=2, method="fo-lora", **cfg),
                    tmp_path / "e", progress=False)
     evaluated = [c["epoch"] for c in res["curve"] if c["accuracy"] is not None]
     assert evaluated == [0, 2, 3] and [c["epoch"] for c in res["curve"]] == [0, 1, 2, 3]

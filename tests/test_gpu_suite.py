@@ -34,6 +34,35 @@ def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           env=env, timeout=timeout, cwd=ROOT)
 
 
+def test_measurements_and_the_table_in_process():
+    """The measurement and the table without the fresh processes (the default suite's light
+    check; the forked runs are ``slow``): the reference forward, FO-LoRA, hybrid with the fp32
+    master copy (exact restore) and ZO-full in place in bf16 (not exact)."""
+    g = suite_module()
+    args, _ = g.parse(["--device", "cpu", "--tiny", "--models", "llama-7b"])
+    rows = []
+    for variant, peft in (("inference", None), ("fo-peft", "lora"), ("hybrid", "lora"),
+                          ("zo-inplace", None)):
+        spec = dict(model="llama-7b", variant=variant, peft=peft, device="cpu",
+                    dtype="bfloat16", tiny=True, batch=2, seq=8, steps=1, warmup=1, threads=0)
+        rows.append({**spec, "name": g.row_name(variant, peft), "device": "cpu",
+                     **g.measure(spec)})
+    by = {r["variant"]: r for r in rows}
+    assert all(r["status"] == "ok" and r["s_per_step"] > 0 for r in rows)
+    assert by["hybrid"]["restore"] == "exact" and by["fo-peft"]["restore"] == "n/a"
+    assert by["zo-inplace"]["restore"].startswith("max |dx|")
+    assert by["hybrid"]["fwd_per_step"] == 3 and by["fo-peft"]["fwd_per_step"] == 1
+    assert by["hybrid"]["master_bytes"] == 4 * by["hybrid"]["zo_params"]
+    assert by["zo-inplace"]["master_bytes"] == 0
+    out = g.table(rows, args)
+    hybrid = next(r for r in out.splitlines() if r.startswith("| Hybrid-LoRA |"))
+    ratio = by["hybrid"]["peak_bytes"] / by["fo-peft"]["peak_bytes"]
+    assert hybrid.split("|")[3].strip() == f"{ratio:.2f}"
+    assert "Exact restore after an aborted step: 1 of 2 ZO rows" in out
+    assert "MeZO's claim" in out and "parameter bytes (reference)" in out
+
+
+@pytest.mark.slow
 def test_tiny_suite_measures_every_kind_of_row(tmp_path):
     """A light run: the reference forward, FO-LoRA, hybrid (fp32 master copy: exact restore)
     and ZO-full without the copy (bf16 in place, MeZO's way: the round trip is not exact)."""
@@ -69,17 +98,19 @@ def test_full_tiny_suite_runs_in_under_two_minutes():
     assert out.returncode == 0, out.stderr[-3000:]
     assert wall < 120, f"{wall:.0f} s"
     rows = [r for r in out.stdout.splitlines() if r.startswith("| ") and "---" not in r]
-    assert len(rows) == 2 + 1 + 17  # header, parameter bytes, 17 methods
+    assert len(rows) == 1 + 1 + 17  # header, parameter bytes, 17 methods
     assert "timeout" not in out.stdout and "error" not in out.stdout
     assert "Exact restore after an aborted step: 20 of 24 ZO rows" in out.stdout
 
 
-def test_what_cannot_fit_is_skipped_with_the_reason(capsys):
+def test_what_cannot_fit_is_skipped_with_the_reason(tmp_path, capsys):
     g = suite_module()
+    csv = tmp_path / "skipped.csv"
     assert g.main(["--device", "cpu", "--tiny", "--models", "llama-7b", "--peft", "prompt",
                    "--variants", "fo", "hybrid", "hybrid-inplace", "--dtype", "bfloat16",
-                   "--max-memory-gib", "1e-9"]) == 0
+                   "--max-memory-gib", "1e-9", "--csv", str(csv)]) == 0
     out = capsys.readouterr().out
+    assert csv.read_text().count("skipped") == 2
     assert "weights + gradients" in out and "weights + fp32 master copy" in out
     assert out.count(": skipped: needs more than") == 2  # hybrid-inplace runs LoRA only
     n = g.parameter_count("llama-7b", True)

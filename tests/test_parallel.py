@@ -3,8 +3,6 @@ cluster of two local workers."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from hybridconv.figures.measure import floor_job
@@ -45,36 +43,6 @@ def test_ray_missing_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
     with pytest.raises(ValueError, match="backend 'ray' needs ray"):
         run_jobs(floor_job, JOBS, workers=2, backend="ray")
-
-
-def test_check_report_hands_workers_and_backend_to_the_searches(tmp_path, capsys,
-                                                                monkeypatch):
-    """The CLI's part of check --report --workers --backend (the searches themselves: the
-    slow test below)."""
-    import pandas as pd
-
-    import hybridconv.parallel as parallel
-    from hybridconv.cli import main
-    from hybridconv.validate import tightness
-
-    seen = {}
-
-    def fake(out_dir, **kw):
-        seen.update(kw, out_dir=out_dir, backend=parallel._DEFAULTS["backend"])
-        return pd.DataFrame({"max_ratio": [0.25, 0.5]})
-
-    monkeypatch.setattr(tightness, "tightness_report", fake)
-    assert main(["check", "--report", "--quick", "--workers", "3", "--out-dir",
-                 str(tmp_path), "--budget", "7", "--seed", "5", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert seen == {"out_dir": str(tmp_path), "budget": 7, "seed": 5, "quick": True,
-                    "force": False, "workers": 3, "backend": "local"}
-    assert out["rows"] == 2 and out["max_ratio"] == 0.5
-    assert main(["check", "--report", "--backend", "ray", "--address", "auto", "--out-dir",
-                 str(tmp_path), "--force"]) == 0
-    assert seen["backend"] == "ray" and seen["force"] is True and seen["workers"] == 1
-    assert parallel._DEFAULTS == {"backend": "local", "address": None}  # restored
-    assert "max_ratio: 0.5" in capsys.readouterr().out
 
 
 @pytest.mark.slow

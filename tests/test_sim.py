@@ -295,3 +295,127 @@ def test_gradient_bound_is_tracked_at_every_iterate():
         p.max_component_grad_norm(x0[None], y0[None])[0])
     gauss = simulate(p, SimConfig(epochs=2, trials=2, eta_x=1e-3, eta_y=1e-3))
     assert np.isinf(gauss.loc[gauss["epoch"] >= 1, "max_grad_norm"]).all()
+
+
+THREAD_CASES = [
+    ("quadratic", dict(method="hybrid")),
+    ("quadratic", dict(method="zo", directions="rademacher", sampling="wr", q=2)),
+    ("quadratic", dict(method="hybrid", directions="sphere", difference="forward", sampling="so")),
+    ("quadratic", dict(method="hybrid", eta_x=80.0, epochs=25)),  # some trials diverge
+    ("gensmooth", dict(method="hybrid")),  # gradient bound tracked
+    ("lora", dict(method="hybrid", eta_x=1.0, eta_y=1.0)),  # some trials leave the region
+]
+
+
+@pytest.mark.parametrize(("family", "over"), THREAD_CASES)
+def test_records_do_not_depend_on_the_thread_count(family, over):
+    """Blocks of TRIAL_BLOCK trials carry their own generators: 1, 2 or 3 threads give the
+    same records bit for bit (three blocks, the last one short)."""
+    from hybridconv.sim.runner import TRIAL_BLOCK, blocks
+
+    p = make_problem(family, 4, 4, 4, seed=1)
+    cfg = SimConfig(**{**dict(epochs=3, trials=2 * TRIAL_BLOCK + 5, eta_x=1e-2, eta_y=1e-2),
+                       **over})
+    assert len(blocks(cfg.trials)) == 3
+    frames = [simulate(p, cfg, threads=t) for t in (1, 2, 3)]
+    for f in frames[1:]:
+        pd.testing.assert_frame_equal(frames[0], f, check_exact=True)
+    if over.get("eta_x", 0) > 1:
+        assert frames[0]["diverged"].any() and not frames[0]["diverged"].all()
+    if family == "lora":
+        assert frames[0]["left_region"].any() and not frames[0]["left_region"].all()
+
+
+def test_a_block_is_its_own_stream():
+    """Trial k's numbers depend on its block and position only: the first block of a larger
+    run equals a run of that block alone; the second block does not repeat the first."""
+    from hybridconv.sim.runner import TRIAL_BLOCK
+
+    p = QuadraticProblem(4, 3, 2, seed=0)
+    big = simulate(p, SimConfig(epochs=2, trials=TRIAL_BLOCK + 3), threads=2)
+    small = simulate(p, SimConfig(epochs=2, trials=TRIAL_BLOCK), threads=1)
+    first = big[big.trial < TRIAL_BLOCK].reset_index(drop=True)
+    pd.testing.assert_frame_equal(first, small.reset_index(drop=True), check_exact=True)
+    last = big[(big.epoch == 2)]["F"].to_numpy()
+    assert not np.isin(last[TRIAL_BLOCK:], last[:TRIAL_BLOCK]).any()
+
+
+class Failing(QuadraticProblem):
+    """A quadratic whose gradient raises on the second block (an error inside a thread)."""
+
+    def grads(self, x, y, idx):
+        if x.shape[0] < 128:
+            raise RuntimeError("boom in block 1")
+        return super().grads(x, y, idx)
+
+
+def test_an_error_in_a_block_reaches_the_caller():
+    p = Failing(4, 3, 2, seed=0)
+    with pytest.raises(RuntimeError, match="boom in block 1"):
+        simulate(p, SimConfig(epochs=2, trials=130), threads=2)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
+def test_bad_threads(quad, threads):
+    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+        simulate(quad, SimConfig(epochs=1, trials=2), threads=threads)
+
+
+def test_rademacher_directions_are_drawn_as_bits():
+    """ceil(d / 8) random bytes per direction, nothing else: the generator ends where
+    drawing those bytes leaves it, and the signs are the bytes' bits."""
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    u = sample_directions(a, (5, 2, 11), "rademacher")
+    raw = b.integers(0, 256, size=(5, 2, 2), dtype=np.uint8)
+    assert a.bit_generator.state == b.bit_generator.state
+    bits = np.unpackbits(raw, axis=-1, count=11, bitorder="little")
+    assert np.array_equal(u, 2.0 * bits - 1.0)
+
+
+def _manual_step(problem, x, y, idx, oracles, *, eta_x, eta_y, mu, q, directions, difference,
+                 rng):
+    """The step of THEORY.md written out from function values (x's directions first)."""
+    grads = problem.grads(x, y, idx)
+    out = []
+    for b, (block, oracle) in enumerate(zip((x, y), oracles, strict=True)):
+        if oracle == "fo":
+            out.append(grads[b])
+            continue
+        u = sample_directions(rng, (len(idx), q, block.shape[1]), directions)
+
+        def f(sign, k, b=b, u=u):
+            shifted = [x, y]
+            shifted[b] = shifted[b] + sign * mu * u[:, k]
+            return problem.values(*shifted, idx)
+
+        deltas = [(f(1.0, k) - f(-1.0, k)) / (2 * mu) if difference == "central"
+                  else (f(1.0, k) - problem.values(x, y, idx)) / mu for k in range(q)]
+        out.append(sum(d[:, None] * u[:, k] for k, d in enumerate(deltas)) / q)
+    return x - eta_x * out[0], y - eta_y * out[1]
+
+
+@pytest.mark.parametrize("oracles", [("zo", "fo"), ("fo", "zo"), ("zo", "zo"), ("fo", "fo")])
+@pytest.mark.parametrize("difference", ["central", "forward"])
+def test_the_step_is_the_two_point_estimate_on_each_block(oracles, difference):
+    """Every method's step equals the algorithm written out from f_i's values, on a problem
+    whose differences are computed from values (not a closed form)."""
+    p = make_problem("nonconvex", 5, 4, 3, seed=2, lam=0.8)
+    rng = np.random.default_rng(9)
+    x, y = rng.standard_normal((3, 4)), rng.standard_normal((3, 3))
+    idx = np.array([4, 0, 2])
+    kw = dict(eta_x=0.3, eta_y=0.07, mu=0.05, q=2, directions="rademacher",
+              difference=difference)
+    got = hybrid_step(p, x, y, idx, oracles=oracles, rng=np.random.default_rng(11), **kw)
+    want = _manual_step(p, x, y, idx, oracles, rng=np.random.default_rng(11), **kw)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-12)
+
+
+def test_block_oracles_names_the_methods():
+    from hybridconv.sim import block_oracles
+
+    assert [block_oracles(m) for m in ("hybrid", "zo", "fo", "reversed")] == [
+        ("zo", "fo"), ("zo", "zo"), ("fo", "fo"), ("fo", "zo")]
+    with pytest.raises(ValueError, match=r"^method must be one of hybrid, zo, fo, reversed, "
+                                         r"got 'sgd'$"):
+        block_oracles("sgd")

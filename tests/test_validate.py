@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -181,3 +182,164 @@ def test_the_intervals_are_the_stated_ones(instance, instances):
     assert w.ci_lower == pytest.approx(per_trial.mean() - half_w, rel=1e-12)
     assert w.bound == pytest.approx(
         BOUND.evaluate(check=False, weighted=True, **values), rel=1e-12)
+
+
+def test_the_defaults_are_one_instance_and_the_min_measure(instance):
+    p, cfg = instance
+    cfg = dataclasses.replace(cfg, epochs=4, trials=2)  # two trials are enough
+    assert check(BOUND, p, cfg) == check(BOUND, p, cfg, instances=1, measure="min",
+                                         confidence=0.99)
+
+
+def test_a_given_start_is_the_runs_and_the_bounds(instance):
+    p, cfg = instance
+    cfg = dataclasses.replace(cfg, epochs=3, trials=4)
+    x0, y0 = np.full(p.d_x, 0.3), np.full(p.d_y, -0.7)
+    v = check(BOUND, p, cfg, x0=x0, y0=y0, allow_outside=True)
+    from hybridconv.sim import simulate
+
+    df = simulate(p, cfg, x0=x0, y0=y0)
+    means = df[df["epoch"] < 3].groupby("epoch")["grad_sq"].mean()
+    assert v.empirical == pytest.approx(means.min(), rel=1e-12)
+    values = {**p.constants(x0, y0), **cfg.hyperparameters(p.n)}
+    assert v.bound == pytest.approx(BOUND.evaluate(check=False, **values), rel=1e-12)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"x0": np.zeros((3, 10))}, r"^x0 must be one start shared by all trials \(a 1-d array\): "
+                                r"the bound's Delta is taken at it$"),
+    ({"y0": np.zeros((3, 4))}, r"^y0 must be one start shared by all trials \(a 1-d array\): "
+                               r"the bound's Delta is taken at it$"),
+])
+def test_starts_per_trial_are_refused_by_name(instance, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        check(BOUND, *instance, **kwargs)
+
+
+def test_exact_messages(instance):
+    p, cfg = instance
+    with pytest.raises(ValueError, match=r"^bound must be a hybridconv.theory.Bound, got 3$"):
+        check(3, p, cfg)
+    with pytest.raises(ValueError, match=r"^config.trials must be >= 2 for a confidence "
+                                         r"interval, got 1$"):
+        check(BOUND, p, dataclasses.replace(cfg, trials=1))
+    bad = dataclasses.replace(cfg, eta_y=1.0, eta_x=1.0)
+    with pytest.raises(ValueError) as info:
+        check(BOUND, p, bad)
+    outside = BOUND.violated(**p.constants(), **bad.hyperparameters(p.n))
+    assert len(outside) >= 2 and str(info.value) == (
+        "the instance breaks the theorem's conditions: " + "; ".join(outside)
+        + " (allow_outside=True, or --allow-outside, checks it anyway)")
+
+
+def test_leaving_the_certified_region_is_refused_or_reported(instance):
+    p, cfg = instance
+    cfg = dataclasses.replace(cfg, epochs=2, trials=3)
+    left = QuadraticOutside(p)
+    with pytest.raises(ValueError, match=r"^3 trials left the region where the problem's "
+                                         r"constants are certified \(allow_outside=True, or "
+                                         r"--allow-outside, checks it anyway\)$"):
+        check(BOUND, left, cfg)
+    v = check(BOUND, left, cfg, allow_outside=True)
+    assert v.outside == ["3 trials left the region where the problem's constants are "
+                         "certified"]
+    assert check(BOUND, p, cfg).outside == []
+
+
+def QuadraticOutside(problem):  # noqa: N802
+    """A copy of a problem whose certified region its iterates leave at once."""
+    import copy
+
+    class Outside(type(problem)):
+        def in_region(self, x, y):
+            return np.zeros(len(x), dtype=bool)
+
+    clone = copy.copy(problem)
+    clone.__class__ = Outside
+    return clone
+
+
+def test_the_gradient_bound_of_the_generalized_theorem_is_enforced():
+    bg = hybrid_bound(assumption="h1-gen")
+    p = make_problem("gensmooth", 4, 3, 2, seed=2)
+    ex, ey = bg.admissible_steps(1.0, 1.0, **p.constants(), mu=1e-3, q=1, n=4, T=3)
+    cfg = SimConfig(eta_x=ex, eta_y=ey, epochs=3, trials=4, seed=2)
+    G = p.constants()["G"]
+    # (Gaussian directions: no ball holds the perturbations, so the tracked max is inf)
+    with pytest.raises(ValueError, match=r"^max_i \|\|grad f_i\|\| reached (inf|[0-9.]+) > G = "
+                                         + f"{G:.6g}".replace(".", r"\.")
+                                         + r" \(the generalized theorem's gradient bound\) "
+                                         r"\(allow_outside=True, or --allow-outside, checks it "
+                                         r"anyway\)$"):
+        check(bg, p, cfg)
+    v = check(bg, p, cfg, allow_outside=True)
+    assert len(v.outside) == 1 and v.outside[0].startswith("max_i ||grad f_i|| reached ")
+    assert v.outside[0].endswith(f"> G = {G:.6g} (the generalized theorem's gradient bound)")
+
+
+def test_a_run_inside_the_gradient_bound_passes():
+    """G a little above the start's max_i ||grad f_i|| (G_margin 1.5): a run whose tracked
+    balls (each step's segment and, for sphere directions, every perturbation of radius
+    mu sqrt(d)) stay below it is inside."""
+    bg = hybrid_bound(assumption="h1-gen", directions="sphere")
+    p = make_problem("gensmooth", 4, 3, 2, seed=0, G_margin=1.5)
+    ex, ey = bg.admissible_steps(1.0, 1.0, **p.constants(), mu=1e-3, q=1, n=4, T=3)
+    v = check(bg, p, SimConfig(eta_x=ex, eta_y=ey, epochs=3, trials=4, seed=0,
+                               directions="sphere"))
+    assert v.outside == [] and v.verdict != "violated"
+
+
+def test_the_trivial_flag_is_epoch_0_against_the_bound(instance):
+    """trivial: ||grad F(z_0)||^2 (epoch 0's mean) <= the bound, for the min measure only."""
+    from hybridconv.sim import simulate
+
+    p, cfg = instance
+    cfg = dataclasses.replace(cfg, epochs=6, trials=8)
+    means = simulate(p, cfg).groupby("epoch")["grad_sq"].mean()
+    real = check(BOUND, p, cfg).bound
+    # a bound between epoch 1's mean and epoch 0's: not trivial (epoch 0 is above it)
+    between = planted(BOUND, sp.nsimplify((means[0] + means[1]) / 2 / real, rational=True))
+    assert means[1] < means[0]
+    v = check(between, p, cfg)
+    assert not v.trivial and v.bound < means[0]
+    huge = planted(BOUND, 10**9)
+    assert check(huge, p, cfg).trivial
+    assert not check(huge, p, cfg, measure="weighted").trivial  # the weighted measure: never
+
+
+def test_a_planted_small_bound_keeps_its_ratio(instance):
+    p, cfg = instance
+    v = check(planted(BOUND, sp.Rational(1, 10**6)), p, dataclasses.replace(cfg, epochs=3))
+    assert 0 < v.bound < 1 and v.ratio == pytest.approx(v.empirical / v.bound, rel=1e-12)
+
+
+@pytest.mark.parametrize("measure", ["min", "weighted"])
+def test_a_diverged_run_is_infinite_and_violated(instance, measure):
+    """Outside the conditions on purpose: a trial diverges; its average is infinite, the
+    verdict is violated, and no overflow warning escapes."""
+    import warnings
+
+    p, cfg = instance
+    cfg = dataclasses.replace(cfg, eta_x=50.0, eta_y=50.0, epochs=40, trials=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        v = check(BOUND, p, cfg, allow_outside=True, measure=measure)
+    assert v.diverged == 4 and v.verdict == "violated"
+    assert v.empirical == v.ci_lower == v.ci_upper == v.ratio == math.inf
+    assert v.epoch == (0 if measure == "min" else -1)
+
+
+def test_divergence_inside_the_conditions_is_a_violation(instance):
+    """The theorem bounds a finite expectation: a run that diverges while the conditions
+    hold (here: a problem that under-reports its smoothness) is a violation, whatever the
+    interval says."""
+    import copy
+
+    p, cfg = instance
+    liar = copy.copy(p)
+    true = p.constants()
+    liar.constants = lambda x0=None, y0=None: {**true, "L_x": true["L_x"] / 1e4,
+                                               "L_y": true["L_y"] / 1e4, "L_xy": 0.0}
+    ex, ey = BOUND.admissible_steps(1.0, 1.0, **liar.constants(), mu=1e-4, q=1, n=p.n, T=40)
+    v = check(BOUND, liar, SimConfig(eta_x=ex, eta_y=ey, mu=1e-4, epochs=40, trials=4))
+    assert v.outside == [] and v.diverged > 0 and v.verdict == "violated"

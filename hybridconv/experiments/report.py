@@ -27,6 +27,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .. import spec as vocabulary
@@ -38,6 +39,8 @@ __all__ = ["load_results", "final_rows", "select_rates", "summary", "paired",
 
 KEYS = ("model", "task", "label")
 RATES = ("lr_x", "lr_y", "mu")
+DIVERGED = 1.5
+"""A final training loss above this multiple of the untrained dev loss counts as diverged."""
 
 
 def load_results(specs: list[ExperimentSpec]) -> pd.DataFrame:
@@ -65,19 +68,38 @@ def _rate_key(row: pd.Series) -> str:
     return " ".join(f"{k}={row[k]:g}" for k in RATES if k in row and pd.notna(row[k]))
 
 
-def select_rates(final: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, task, label) the rate setting with the best mean final dev accuracy
-    (ties: the first in sorted order); returns the final rows of that setting only."""
+def select_rates(final: pd.DataFrame, df: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per (model, task, label) the rate setting with the best mean final dev accuracy;
+    returns the final rows of that setting only.
+
+    The rule behind the defaults (docs/finetune.md): settings that diverged are out (a final
+    training loss that is not finite or above ``DIVERGED`` times the untrained model's dev
+    loss, read from the run's epoch-0 row of ``df``); ties in dev accuracy (100 examples: one
+    example is 0.01) go to the lower mean final training loss, then to the first in sorted
+    order. Only training and dev data enter the choice, never the test set.
+    """
     if final.empty:
         return final
     final = final.copy()
     final["rates"] = final.apply(_rate_key, axis=1)
-    dev = final.groupby([*KEYS, "rates"], dropna=False)["dev_accuracy"].mean().reset_index()
+    train = pd.to_numeric(final.get("train_loss"), errors="coerce")
+    start = pd.Series(float("nan"), index=final.index)
+    if df is not None and not df.empty and "dev_loss" in df:
+        first = df[df["epoch"] == 0].groupby("run_id")["dev_loss"].first()
+        start = final["run_id"].map(first).astype(float)
+    diverged = (train.notna() & ~np.isfinite(train)) | (train > DIVERGED * start)
+    final["diverged"] = diverged.fillna(False).astype(bool)
+    g = final.groupby([*KEYS, "rates"], dropna=False)
+    dev = g.agg(dev_accuracy=("dev_accuracy", "mean"),
+                train_loss=("train_loss", "mean"),
+                diverged=("diverged", "any")).reset_index()
     dev["dev_accuracy"] = dev["dev_accuracy"].fillna(-1.0)
-    best = dev.sort_values([*KEYS, "dev_accuracy", "rates"],
-                           ascending=[True, True, True, False, True])
+    dev.loc[dev["diverged"], "dev_accuracy"] = -2.0
+    dev["train_loss"] = dev["train_loss"].fillna(np.inf)
+    best = dev.sort_values([*KEYS, "dev_accuracy", "train_loss", "rates"],
+                           ascending=[True, True, True, False, True, True])
     best = best.groupby(list(KEYS), dropna=False).head(1)[[*KEYS, "rates"]]
-    return final.merge(best, on=[*KEYS, "rates"])
+    return final.merge(best, on=[*KEYS, "rates"]).drop(columns="diverged")
 
 
 def summary(chosen: pd.DataFrame) -> pd.DataFrame:
@@ -149,10 +171,16 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+WHOLE = {"steps", "fwd_per_step", "peak_mib", "mean_step", "seeds", "reached", "runs",
+         "wins"}
+
+
 def _table(df: pd.DataFrame, cols: list[str], digits: int = 3) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in df.iterrows():
-        lines.append("| " + " | ".join(_fmt(r[c], digits) for c in cols) + " |")
+        lines.append("| " + " | ".join(_fmt(r[c], 0 if c in WHOLE else
+                                            (2 if c == "s_per_step" else digits))
+                                       for c in cols) + " |")
     return "\n".join(lines)
 
 
@@ -166,15 +194,55 @@ def _order(labels: pd.Series) -> pd.Series:
     return labels.map(lambda x: ORDER.index(x) if x in ORDER else len(ORDER))
 
 
+def _progress(specs: list[ExperimentSpec], df: pd.DataFrame) -> list[str]:
+    """Finished / planned runs per model, task and method label (all rates and seeds)."""
+    done = set(df["run_id"]) if not df.empty else set()
+    rows = []
+    for spec in specs:
+        for r in spec.runs:
+            s = r.settings
+            rows.append({"model": s["model"], "task": s["task"], "label": r.label(),
+                         "done": r.run_id in done})
+    if not rows:
+        return []
+    p = pd.DataFrame(rows).groupby(["model", "task", "label"])["done"].agg(["sum", "count"])
+    p = p.reset_index()
+    cells = []
+    for (model, task), g in p.groupby(["model", "task"]):
+        g = g.sort_values("label", key=_order)
+        cells.append(f"- {model} / {task}: " + ", ".join(
+            f"{lab} {int(s)}/{int(c)}" for lab, s, c in zip(g["label"], g["sum"], g["count"],
+                                                            strict=True)))
+    total = int(p["sum"].sum()), int(p["count"].sum())
+    return ["## Progress", "",
+            f"Finished runs / planned runs per cell (seeds x rates): {total[0]} of {total[1]} "
+            "in all. Rerunning the sweeps' command continues them; this file is regenerated "
+            "from whatever has finished.", "", *cells, ""]
+
+
 def write_report(specs: list[ExperimentSpec], out: str | Path, *,
                  figure: str | Path | None = None) -> Path:
-    """Write the markdown report of the specs' results to ``out`` (and the figure)."""
+    """Write the markdown report of the specs' results to ``out`` (and the figure); an
+    ``out`` ending in ``.csv`` gets the final row of every finished run instead (a sweep's
+    table: every rate, with dev and test accuracy, ``chosen`` marking the rates that
+    :func:`select_rates` keeps)."""
     import torch
 
     df = load_results(specs)
+    if str(out).endswith(".csv"):
+        cols = ["label", "model", "task", "seed", "lr_x", "lr_y", "mu", "k_shot", "epochs",
+                "step", "forward_passes", "wall_s", "dev_accuracy", "test_accuracy",
+                "test_loss", "train_loss", "status"]
+        fin = final_rows(df)
+        best = df.groupby("run_id")["dev_accuracy"].max().rename("best_dev_accuracy")
+        fin = fin.merge(best, left_on="run_id", right_index=True)
+        fin["chosen"] = fin["run_id"].isin(set(select_rates(fin, df)["run_id"]))
+        fin = fin.sort_values(["model", "task", "label", "lr_x", "lr_y"])
+        return write_text_atomic(out, fin[cols + ["best_dev_accuracy", "chosen"]]
+                                 .to_csv(index=False))
     final = final_rows(df)
-    chosen = select_rates(final)
-    cmd = ("hybridconv experiment " + " ".join(str(s.source) for s in specs)
+    chosen = select_rates(final, df)
+    cmd = ("hybridconv experiment " + " ".join(str(s.source or s.name) for s in specs)
            + f" --report {out}" + (f" --figure {figure}" if figure else ""))
     lines = [
         "# Fine-tuning results (generated; do not edit by hand)",
@@ -199,11 +267,13 @@ def write_report(specs: list[ExperimentSpec], out: str | Path, *,
         lines += ["No run has finished yet.", ""]
     for spec in specs:
         runs = pd.DataFrame([r.settings for r in spec.runs])
-        settings = {k: sorted(runs[k].dropna().unique().tolist()) for k in
+        settings = {k: sorted(int(v) for v in runs[k].dropna().unique()) for k in
                     ("k_shot", "epochs", "batch_size", "test_size", "max_length")
                     if k in runs}
-        lines.append(f"- `{spec.source}` ({spec.describe()}): {json.dumps(settings)}")
+        lines.append(f"- `{spec.source or spec.name}` ({spec.describe()}): "
+                     f"{json.dumps(settings, default=int)}")
     lines.append("")
+    lines += _progress(specs, df)
     summ = summary(chosen) if not chosen.empty else pd.DataFrame()
     for (model, task), cell in (summ.groupby(["model", "task"]) if not summ.empty else []):
         cell = cell.sort_values("label", key=_order)
@@ -248,7 +318,10 @@ def write_report(specs: list[ExperimentSpec], out: str | Path, *,
         fig = plot_results(df, chosen)
         from ..figures.style import save
 
-        save(fig, Path(figure))
+        png = save(fig, Path(figure).with_suffix(""))[0]
+        import os
+
+        rel = os.path.relpath(png, Path(out).resolve().parent)
         lines += [f"Learning curves (test accuracy against steps and against forward "
-                  f"passes): [{Path(figure).name}](../{figure}).", ""]
+                  f"passes): [{png.name}]({rel}).", ""]
     return write_text_atomic(out, "\n".join(lines))

@@ -148,13 +148,18 @@ def run_one(settings: dict[str, Any], run_dir: str, results: str, experiment: st
     res_path, ckpt = out / "results.json", out / "checkpoint.pt"
     resumed = False
     res = json.loads(res_path.read_text()) if res_path.exists() else None
-    if res is None or res.get("status") not in ("completed", "diverged"):
-        if run.baseline:
-            res = _baseline(run, out)
-        else:
-            cfg = FinetuneConfig(**{k: v for k, v in settings.items() if v is not None})
-            resumed = ckpt.exists()
-            res = finetune(cfg, out, resume=resumed, force=not resumed, progress=progress)
+    try:
+        if res is None or res.get("status") not in ("completed", "diverged"):
+            if run.baseline:
+                res = _baseline(run, out)
+            else:
+                cfg = FinetuneConfig(**{k: v for k, v in settings.items() if v is not None})
+                resumed = ckpt.exists()
+                res = finetune(cfg, out, resume=resumed, force=not resumed, progress=progress)
+    except Exception as e:  # noqa: BLE001 -- one failed run must not stop a long sweep: no
+        msg = str(e).splitlines()[0][:300] if str(e) else repr(e)  # rows, retried next time
+        return {"run_id": run.run_id, "status": "failed", "accuracy": None,
+                "resumed": resumed, "error": f"{type(e).__name__}: {msg}"}
     append_rows(Path(results), _rows(experiment, run, res))
     return {"run_id": run.run_id, "status": res["status"], "accuracy": res["accuracy"],
             "resumed": resumed}

@@ -23,6 +23,10 @@ method = "hybrid"                             # grid keys filter (a value or a l
 peft = "lora"
 lr_x = [1e-6, 1e-5]                           # other keys set FinetuneConfig fields;
 lr_y = 5e-2                                   # lists expand the grid
+
+[[exclude]]                                   # drop the runs that match every key
+schedule = "gauss-seidel"
+peft = ["prompt", "prefix"]
 ```
 
 Methods are :data:`hybridconv.spec.METHODS` (``fo-lora`` / ``zo-lora`` accepted) plus the
@@ -125,6 +129,15 @@ def _matches(over: dict[str, Any], settings: dict[str, Any]) -> bool:
     return True
 
 
+def _matches_all(ex: dict[str, Any], settings: dict[str, Any]) -> bool:
+    """Whether a run matches every key of an ``[[exclude]]`` table (a value or a list)."""
+    for k, v in ex.items():
+        allowed = v if isinstance(v, list) else [v]
+        if settings.get(k) not in allowed:
+            return False
+    return True
+
+
 def _expand(settings: dict[str, Any], overrides: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Apply every matching override in order; list values expand into several runs."""
     out = [settings]
@@ -159,6 +172,22 @@ def _check_task(task: str, checked: dict[str, str | None]) -> None:
         raise ValueError(checked[task])
 
 
+def _is_lm(model: str) -> bool:
+    """Whether a grid model is a prompt-based causal LM (zero-shot rows need one)."""
+    from ..finetune.models import RANDOM_SHAPES
+
+    name = model.split(":", 1)[1] if model.startswith("random:") else model
+    if name in ("smollm2", *RANDOM_SHAPES):
+        return True
+    if name == "minilm":
+        return False
+    cfg = Path(model) / "config.json"
+    if cfg.exists():
+        archs = json.loads(cfg.read_text()).get("architectures") or []
+        return any(a.endswith("ForCausalLM") for a in archs)
+    return False
+
+
 def _check_model(model: str) -> None:
     from ..finetune.models import MODELS, RANDOM_SHAPES
 
@@ -176,10 +205,10 @@ def parse_spec(data: dict[str, Any], *, root: Path | None = None,
     from ..finetune.trainer import FinetuneConfig
 
     root = root or Path.cwd()
-    unknown = set(data) - {"experiment", "base", "grid", "override"}
+    unknown = set(data) - {"experiment", "base", "grid", "override", "exclude"}
     if unknown:
         raise ValueError(f"unknown section [{sorted(unknown)[0]}]: allowed are [experiment], "
-                         f"[base], [grid], [[override]]")
+                         f"[base], [grid], [[override]], [[exclude]]")
     exp = data.get("experiment", {})
     for key in ("name", "results", "runs"):
         if not isinstance(exp.get(key), str) or not exp.get(key):
@@ -230,11 +259,23 @@ def parse_spec(data: dict[str, Any], *, root: Path | None = None,
     swept = {k: _listify(k, v) for k, v in grid.items() if k not in AXES}
     for m in models:
         _check_model(m)
+        if "zero-shot" in methods and not _is_lm(m):
+            raise ValueError(f"grid method zero-shot needs a prompt-based causal LM; model "
+                             f"{m!r} is a classifier with a fresh head (leave zero-shot out "
+                             f"or split the grid)")
     checked: dict[str, str | None] = {}
     for t in tasks:
         _check_task(t, checked)
     runs: dict[str, Run] = {}
-    for model, task, method, seed in itertools.product(models, tasks, methods, seeds):
+    excludes = data.get("exclude", [])
+    if not isinstance(excludes, list):
+        raise ValueError("exclude must be an array of tables: [[exclude]]")
+    for i, ex in enumerate(excludes):
+        for k in ex:
+            if k not in AXES and k not in cfg_fields:
+                raise ValueError(f"unknown key exclude[{i}].{k}")
+    # order: all methods of a seed before the next seed, so partial results pair up
+    for model, task, seed, method in itertools.product(models, tasks, seeds, methods):
         aliased = method in vocab.METHODS.aliases
         method = vocab.METHODS.aliases.get(method, method)
         kinds: list[str | None] = (["lora"] if aliased else pefts) \
@@ -246,10 +287,22 @@ def parse_spec(data: dict[str, Any], *, root: Path | None = None,
                      "task": task, "method": method, "peft": peft, "schedule": sched,
                      "seed": seed}
                 for s2 in _expand(s, overrides):
+                    if any(_matches_all(ex, s2) for ex in excludes):
+                        continue
                     runs_for = _normalize(s2, FinetuneConfig)
                     runs.setdefault(runs_for.run_id, runs_for)
     if not runs:
         raise ValueError("the grid has no run")
+    # execution order: model, task, seed; baselines, then per PEFT kind its methods, then the
+    # full-model methods: a kind's FO-PEFT / hybrid pair finishes together, so partial
+    # results pair up (the order changes no run's settings or id)
+    rank = lambda xs, v: xs.index(v) if v in xs else len(xs)  # noqa: E731
+    meth = [vocab.METHODS.aliases.get(m, m) for m in methods]
+    ordered = sorted(runs.values(), key=lambda r: (
+        rank(models, r.settings["model"]), rank(tasks, r.settings["task"]),
+        rank(seeds, r.settings["seed"]), not r.baseline,
+        rank(pefts, r.settings.get("peft")), rank(meth, r.method)))
+    runs = {r.run_id: r for r in ordered}
     src_dir = root
     return ExperimentSpec(name=exp["name"], results=src_dir / exp["results"],
                           runs_dir=src_dir / exp["runs"], runs=list(runs.values()),

@@ -5,16 +5,23 @@ Layout under the output folder (``paper_figures/`` by default; ``paper_figures/q
 
     NAME.png, NAME.pdf       the figure
     data/NAME.csv            the tidy DataFrame it is drawn from (alone)
-    MANIFEST.json            per figure: command, settings and seeds, git revision, runtime,
-                             files, UTC time; figures not rebuilt keep their earlier entry
+    MANIFEST.json            per figure: command, settings and seeds, git revision, runtime
+                             (wall, and CPU time of the build and its workers), files, UTC
+                             time, the cached runs it reused and the runs it computed;
+                             figures not rebuilt keep their earlier entry
+    cache/runs/KEY.json      the fine-tuning runs, keyed by the hash of their configuration
+                             and code (:mod:`.runcache`; not committed)
 
 Every file is written atomically (temporary file, then rename). Regenerating a figure replaces
 its files: that is what the command is for, and it says so (``replaced`` in the summary and in
 the manifest's ``replaced`` field). ``--replot`` redraws from the cached CSVs without computing.
+A rerun with unchanged settings and code reuses the cached fine-tuning runs (``runs`` in the
+manifest lists them); ``--no-cache`` (``cache=False``) computes them again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -27,9 +34,9 @@ import pandas as pd
 
 from .._io import jsonable, write_text_atomic
 from ..parallel import check_backend, check_workers, defaults
-from . import FIGURES, figure_module
+from . import FIGURES, figure_module, runcache
 
-__all__ = ["build", "default_out", "git_revision"]
+__all__ = ["build", "default_out", "git_revision", "cpu_seconds"]
 
 
 def default_out(quick: bool) -> Path:
@@ -53,15 +60,79 @@ def git_revision() -> str:
         return "unknown"
 
 
+def cpu_seconds() -> float | None:
+    """CPU time (user + system) of this process and of every process it started, alive or
+    reaped (psutil; ``None`` without it): a figure's work, which unlike its wall time does
+    not grow when other jobs share the machine."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    me = psutil.Process()
+    t = me.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in me.children(recursive=True):
+        try:
+            c = child.cpu_times()
+        except psutil.Error:  # it ended meanwhile: its time is in a parent's children_*
+            continue
+        total += c.user + c.system + c.children_user + c.children_system
+    return total
+
+
+def read_manifest(path: Path) -> dict:
+    """``MANIFEST.json`` (``{"figures": {}}`` when absent); ``ValueError`` naming the file
+    when it is not a JSON object with a ``figures`` object."""
+    if not path.exists():
+        return {"figures": {}}
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); restore it, or delete it and "
+                         "rebuild the figures without --replot") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.setdefault("figures", {}),
+                                                        dict):
+        raise ValueError(f"{path} is malformed: expected an object with a 'figures' object; "
+                         "restore it, or delete it and rebuild the figures without --replot")
+    if not all(isinstance(v, dict) for v in manifest["figures"].values()):
+        raise ValueError(f"{path} is malformed: every figure's entry must be an object; "
+                         "restore it, or delete it and rebuild the figures without --replot")
+    return manifest
+
+
+def _verified_csv(path: Path, entry: dict) -> pd.DataFrame:
+    """A figure's cached data, checked against its manifest entry (SHA-256 of the file, and
+    its row count): a truncated or edited CSV is refused, not replotted."""
+    what = "restore it, or rebuild the figure without --replot"
+    digest = entry.get("sha256")
+    if digest is not None and hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+        raise ValueError(f"{path} does not match its checksum in MANIFEST.json (truncated or "
+                         f"changed since it was computed); {what}")
+    try:
+        df = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        raise ValueError(f"{path} is not a readable CSV ({str(e).splitlines()[0]}); "
+                         f"{what}") from None
+    rows = entry.get("rows")
+    if rows is not None and len(df) != rows:
+        raise ValueError(f"{path} has {len(df)} rows, MANIFEST.json recorded {rows} "
+                         f"(truncated or changed since it was computed); {what}")
+    if df.empty:
+        raise ValueError(f"{path} holds no data; {what}")
+    return df
+
+
 def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bool = False,
           workers: int = 1, out: str | Path | None = None, progress: bool = True,
           command: str | None = None, backend: str = "local",
-          address: str | None = None) -> dict[str, dict]:
+          address: str | None = None, cache: bool = True) -> dict[str, dict]:
     """Compute (or with ``replot`` read back) and draw the figures ``names`` (default: all).
 
     ``backend`` and ``address`` choose the engine of the figures' independent runs
     (``hybridconv.parallel``: local joblib processes, or a dask or ray cluster); the data do
-    not depend on it. Returns the manifest entries of the figures built. Raises
+    not depend on it. ``cache``: reuse the fine-tuning runs cached in ``OUT/cache`` by the
+    hash of their configuration and code (:mod:`.runcache`); ``False`` computes them again
+    and replaces their entries. Returns the manifest entries of the figures built. Raises
     ``ValueError`` for an unknown name, a bad worker count or backend, or ``replot`` without a
     cached CSV (checked before any work).
     """
@@ -75,13 +146,14 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
     out = default_out(quick) if out is None else Path(out)
     data = out / "data"
     manifest_path = out / "MANIFEST.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    manifest.setdefault("figures", {})
+    manifest = read_manifest(manifest_path)
     if replot:
         missing = [str(data / f"{n}.csv") for n in names if not (data / f"{n}.csv").exists()]
         if missing:
             raise ValueError(f"--replot needs the cached data, missing: {', '.join(missing)}"
                              " (run without --replot first)")
+        cached = {n: _verified_csv(data / f"{n}.csv", manifest["figures"].get(n, {}))
+                  for n in names}
         mode = "quick" if quick else "full"
         other = [n for n in names if manifest["figures"].get(n, {}).get("mode", mode) != mode]
         if other:
@@ -99,15 +171,20 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
         if bar is not None:
             bar.set_postfix_str(name)
         mod = figure_module(name)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         csv = data / f"{name}.csv"
+        runs = None
         if replot:
-            df = pd.read_csv(csv)
+            df = cached[name]
             previous = manifest["figures"].get(name, {})
         else:
-            with defaults(backend=backend, address=address):
+            with defaults(backend=backend, address=address), \
+                    runcache.use(out / "cache", read=cache) as ledger:
                 df = mod.compute(quick=quick, workers=workers, progress=progress)
             previous = {}
+            if ledger["reused"] or ledger["computed"]:
+                runs = {"reused": len(ledger["reused"]), "computed": len(ledger["computed"]),
+                        "reused_runs": ledger["reused"]}
         replaced = [str(p) for p in (csv, out / f"{name}.png", out / f"{name}.pdf")
                     if p.exists()]
         with style():
@@ -121,8 +198,14 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
 
             plt.close(fig)
         if not replot:  # after a successful plot: data, figure and manifest stay together
-            write_text_atomic(csv, df.to_csv(index=False, float_format="%.10g"))
+            text = df.to_csv(index=False, float_format="%.10g")
+            write_text_atomic(csv, text)
+            digest = hashlib.sha256(text.encode()).hexdigest()
+        else:
+            digest = previous.get("sha256")
         seconds = time.perf_counter() - t0
+        c1 = cpu_seconds()
+        cpu = round(c1 - c0, 1) if c0 is not None and c1 is not None else None
         entry = {
             "title": mod.TITLE,
             "command": f"{command} --only {name}" if not replot else previous.get(
@@ -132,15 +215,19 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
             jsonable(mod.settings(quick)),
             "git_revision": previous.get("git_revision", revision) if replot else revision,
             "compute_seconds": previous.get("compute_seconds") if replot else round(seconds, 2),
+            "cpu_seconds": previous.get("cpu_seconds") if replot else cpu,
             "replot_seconds": round(seconds, 2) if replot else None,
             "workers": workers if not replot else previous.get("workers"),
             "backend": backend if not replot else previous.get("backend", "local"),
             "files": [str(p) for p in files] + [str(csv)],
             "rows": int(len(df)),
+            "sha256": digest,
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "replaced": replaced,
             "python": sys.version.split()[0],
         }
+        if runs is not None or (replot and "runs" in previous):
+            entry["runs"] = runs if runs is not None else previous["runs"]
         manifest["figures"][name] = entry
         built[name] = entry
         manifest["figures"] = {k: manifest["figures"][k] for k in FIGURES

@@ -51,26 +51,35 @@ def _root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+def quick_sweep(spec: dict, workers: int) -> dict[str, list]:
+    """The quick sweep: the runner on ``spec`` in a temporary folder, ``workers`` runs side by
+    side; its tidy rows as columns."""
+    from ..experiments.report import load_results
+    from ..experiments.runner import run_experiment
+    from ..experiments.spec import parse_spec
+
+    with tempfile.TemporaryDirectory(prefix="hybridconv-fig-") as tmp:
+        parsed = parse_spec(spec, root=Path(tmp))
+        run_experiment(parsed, workers=workers)
+        return load_results([parsed]).to_dict("list")
+
+
 def compute(*, quick: bool = False, workers: int = 1, progress: bool = False) -> pd.DataFrame:
     """Tidy rows (the runner's columns) of the chosen runs, plus ``chosen`` (bool): whether a
     run has the dev-selected rate of its method."""
     from ..experiments.report import final_rows, load_results, select_rates
-    from ..experiments.spec import load_spec, parse_spec
+    from ..experiments.spec import load_spec
+    from .runcache import run_cached
 
-    if quick:
-        with tempfile.TemporaryDirectory(prefix="hybridconv-fig-") as tmp:
-            spec = parse_spec(QUICK, root=Path(tmp))
-            from ..experiments.runner import run_experiment
-
-            run_experiment(spec, workers=workers, progress=progress)
-            df = load_results([spec])
+    if quick:  # cached by the spec and the code (a rerun reuses it; see runcache)
+        df = pd.DataFrame(run_cached(quick_sweep, [{"spec": QUICK, "workers": workers}])[0])
     else:
         paths = [_root() / p for p in SPECS if (_root() / p).exists()]
         df = load_results([load_spec(p, root=_root()) for p in paths])
         if df.empty:
             raise ValueError("no fine-tuning results yet: run `hybridconv experiment "
                              f"{' '.join(SPECS)}` first (or use --quick)")
-    chosen = select_rates(final_rows(df))
+    chosen = select_rates(final_rows(df), df)
     df = df.copy()
     df["chosen"] = df["run_id"].isin(set(chosen["run_id"]))
     return df
@@ -83,6 +92,19 @@ def _label_style(label: str) -> dict[str, object]:
     return {"color": COLORS.get(method, "#000000"), "linestyle": STYLES.get(kind, "-"),
             "marker": "o" if label.endswith("-gs") else None, "markersize": 3,
             "label": label}
+
+
+def _majority(task: str, cell: pd.DataFrame) -> float | None:
+    """The test set's majority-class share (``None`` if the task's data is not here)."""
+    from ..finetune.tasks import load_task
+
+    n = cell["test_examples"].dropna()
+    try:
+        t = load_task(task, k_shot=None, test_size=int(n.iloc[0]) if len(n) else None)
+    except ValueError:
+        return None
+    counts = t.describe()["test_per_class"]
+    return max(counts) / sum(counts)
 
 
 def plot_results(df: pd.DataFrame, chosen: pd.DataFrame | None = None) -> Figure:
@@ -106,6 +128,7 @@ def plot_results(df: pd.DataFrame, chosen: pd.DataFrame | None = None) -> Figure
             b = finals[finals["label"] == base]["test_accuracy"]
             if len(b):
                 lines[base] = float(b.mean())
+        majority = _majority(task, cell)
         for col, x in enumerate(("step", "forward_passes")):
             ax = axes[row][col]
             for label in [c for c in CURVES if c in set(cell["label"])]:
@@ -122,6 +145,9 @@ def plot_results(df: pd.DataFrame, chosen: pd.DataFrame | None = None) -> Figure
                 if base in lines:
                     ax.axhline(lines[base], color="#000000", linestyle=ls, linewidth=1.1,
                                label=f"{base} {lines[base]:.3f}")
+            if majority is not None:
+                ax.axhline(majority, color="#999999", linewidth=0.9,
+                           label=f"majority class {majority:.3f}")
             ax.set_xlabel("training steps" if x == "step" else "forward passes")
             ax.set_ylabel("test accuracy")
             ax.set_title(f"{model} on {task}")

@@ -1,7 +1,7 @@
 """Figure 8, theory meets a real run: the bound with measured constants, and the learning-rate
 ratio it recommends against the one a sweep finds.
 
-Two computations, both with the trainer of ``hybridconv finetune`` (in this process):
+Two computations, both with the trainer of ``hybridconv finetune`` (on the figure's workers):
 
 1. a hybrid run with ``diagnostics_every`` (``hybridconv.finetune.diagnostics``: L_x, L_y,
    L_xy by Lanczos on Hessian-vector products, sigma_x^2, sigma_y^2 from per-example
@@ -50,8 +50,9 @@ SETTINGS = {
 
 def settings(quick: bool) -> dict[str, object]:
     """What the figure is computed with (recorded in MANIFEST.json)."""
-    return {**SETTINGS["quick" if quick else "full"], "task": "mr", "method": "hybrid",
-            "fo_optimizer": "sgd", "mu": 1e-3}
+    s = SETTINGS["quick" if quick else "full"]
+    return {**s, "task": "mr", "method": "hybrid", "fo_optimizer": "sgd", "mu": 1e-3,
+            "eval_every": s["epochs"]}
 
 
 def tiny_model(path: Path) -> str:
@@ -62,45 +63,55 @@ def tiny_model(path: Path) -> str:
     return save_tiny_model(path)
 
 
-def compute(*, quick: bool = False, workers: int = 1, progress: bool = False) -> pd.DataFrame:
-    """Rows of kind ``point`` (the diagnosed run), ``sweep`` (one per ratio) and ``summary``
-    (one row: the check's findings). ``workers`` is not used (runs share the CPU)."""
+def run_job(config: dict) -> dict[str, str]:
+    """One fine-tuning run, ``FinetuneConfig(**config)``, in this process (on a figure worker:
+    cpus / workers torch threads, as joblib's workers set ``OMP_NUM_THREADS``); returns its
+    folder's files (config, results, steps, diagnostics) as text. ``model = "tiny"`` builds
+    the seeded tiny model (:func:`tiny_model`) for the run."""
     from ..finetune.trainer import FinetuneConfig, finetune
-    from ..validate.realrun import check_run, sweep_summary
 
-    s = SETTINGS["quick" if quick else "full"]
     with tempfile.TemporaryDirectory(prefix="hybridconv-realruns-") as tmp:
         tmp = Path(tmp)
-        model = tiny_model(tmp / "tiny") if s["model"] == "tiny" else s["model"]
-        common = {"model": model, "task": "mr", "method": "hybrid", "k_shot": s["k_shot"],
-                  "batch_size": s["batch_size"], "epochs": s["epochs"],
-                  "test_size": s["test_size"], "max_length": s["max_length"],
-                  "lr_y": s["lr_y"], "mu": 1e-3}
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
+        cfg = dict(config)
+        if cfg["model"] == "tiny":
+            cfg["model"] = tiny_model(tmp / "tiny")
+        finetune(FinetuneConfig(**cfg), tmp / "run", progress=False)
+        return {p.name: p.read_text() for p in sorted((tmp / "run").iterdir())
+                if p.suffix in (".json", ".csv")}
 
-            bar = tqdm(total=1 + len(s["lr_x"]) * len(s["seeds"]), desc=NAME, unit="run",
-                       leave=False)
-        diag = FinetuneConfig(**{**common, "lr_y": s["diag_lr_y"]}, lr_x=s["diag_lr_x"], seed=0,
-                              diagnostics_every=s["diagnostics_every"],
-                              diagnostics_examples=s["diagnostics_examples"],
-                              diagnostics_probes=s["diagnostics_probes"])
-        finetune(diag, tmp / "diagnosed", progress=False)
-        if bar is not None:
-            bar.update(1)
-        rc = check_run(tmp / "diagnosed")
+
+def compute(*, quick: bool = False, workers: int = 1, progress: bool = False) -> pd.DataFrame:
+    """Rows of kind ``point`` (the diagnosed run), ``sweep`` (one per ratio) and ``summary``
+    (one row: the check's findings). The runs go ``workers`` side by side; runs cached by an
+    earlier build with the same settings and code are reused (:mod:`.runcache`)."""
+    from ..validate.realrun import check_run, sweep_summary
+    from .runcache import run_cached
+
+    s = SETTINGS["quick" if quick else "full"]
+    common = {"model": s["model"], "task": "mr", "method": "hybrid", "k_shot": s["k_shot"],
+              "batch_size": s["batch_size"], "epochs": s["epochs"],
+              "test_size": s["test_size"], "max_length": s["max_length"],
+              "lr_y": s["lr_y"], "mu": 1e-3,
+              # the figure reads the final test loss and the diagnostics, not the curve:
+              # evaluate before training and after the last epoch only (same training)
+              "eval_every": s["epochs"]}
+    diag = {**common, "lr_x": s["diag_lr_x"], "lr_y": s["diag_lr_y"], "seed": 0,
+            "diagnostics_every": s["diagnostics_every"],
+            "diagnostics_examples": s["diagnostics_examples"],
+            "diagnostics_probes": s["diagnostics_probes"]}
+    jobs = [{"config": diag}] + [{"config": {**common, "lr_x": lr_x, "seed": seed}}
+                                 for lr_x in s["lr_x"] for seed in s["seeds"]]
+    res = run_cached(run_job, jobs, workers=workers, progress=progress, desc=NAME)
+    with tempfile.TemporaryDirectory(prefix="hybridconv-realruns-") as tmp:
         dirs = []
-        for lr_x in s["lr_x"]:
-            for seed in s["seeds"]:
-                out = tmp / f"sweep-{lr_x:g}-{seed}"
-                finetune(FinetuneConfig(**common, lr_x=lr_x, seed=seed), out, progress=False)
-                dirs.append(out)
-                if bar is not None:
-                    bar.update(1)
-        sweep = sweep_summary(dirs)
-        if bar is not None:
-            bar.close()
+        for i, files in enumerate(res):
+            d = Path(tmp) / f"run-{i}"
+            d.mkdir()
+            for name, text in files.items():
+                (d / name).write_text(text)
+            dirs.append(d)
+        rc = check_run(dirs[0])
+        sweep = sweep_summary(dirs[1:])
     pts = rc.points.assign(kind="point")
     sw = sweep.assign(kind="sweep")
     v = rc.values

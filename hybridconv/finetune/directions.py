@@ -9,7 +9,9 @@ Malladi et al. 2023, Algorithm 1). All three kinds satisfy E[u u^T] = I, as in
 - ``gaussian``: u ~ N(0, I_D);
 - ``sphere``: uniform on the sphere of radius sqrt(D) of the whole block (D = total size),
   obtained by rescaling a Gaussian draw; the norm costs one extra generation pass;
-- ``rademacher``: independent signs +-1.
+- ``rademacher``: independent signs +-1, drawn as bits: one random byte gives eight signs
+  (bit j of byte i is sign 8 i + j, 1 for +1), eight times fewer generator calls than a draw
+  per sign and about a fifth of a Gaussian draw's time.
 
 :class:`TorchDirections` draws from a private ``torch.Generator`` seeded by (seed, k): the
 global random state (dropout, data order) is never touched. :class:`NumpyStreamDirections`
@@ -49,8 +51,25 @@ def _normal(out: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return out.normal_(generator=g)
 
 
+_SIGN_TABLES: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+
 def _signs(out: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    return out.random_(0, 2, generator=g).mul_(2).sub_(1)
+    """Signs from random bytes: row b of a (256, 8) table holds the eight signs of byte b."""
+    n = out.numel()
+    key = (out.dtype, out.device)
+    table = _SIGN_TABLES.get(key)
+    if table is None:
+        bits = (torch.arange(256).unsqueeze(-1) >> torch.arange(8)) & 1
+        table = _SIGN_TABLES.setdefault(key, (bits * 2 - 1).to(dtype=out.dtype,
+                                                                   device=out.device))
+    raw = torch.empty((n + 7) // 8, dtype=torch.uint8, device=out.device)
+    idx = raw.random_(0, 256, generator=g).long()
+    if n % 8 == 0:
+        torch.index_select(table, 0, idx, out=out.view(-1, 8))
+    else:
+        out.copy_(table.index_select(0, idx).view(-1)[:n])
+    return out
 
 
 SAMPLERS: dict[str, TorchSampler] = {
@@ -130,6 +149,7 @@ class TorchDirections(DirectionSource):
     def __init__(self, kind: str = "gaussian"):
         self.kind = spec.validate("directions", kind)
         self._sampler = SAMPLERS[self.kind]
+        self._scales: dict[tuple, float] = {}
 
     def piece(self, seed, k, i, c, out):
         g = torch.Generator(device=out.device)
@@ -142,15 +162,24 @@ class TorchDirections(DirectionSource):
         return flat
 
     def scale(self, seed, k, params, dtype=None):
+        """1, or for a normalized kind (the sphere) sqrt(D) / ||u||: one extra generation
+        pass, done once per direction of a step (the perturb, move and update passes of the
+        step reuse it)."""
         if not self._sampler.normalize:
             return 1.0
+        key = (seed, k, dtype, tuple((p.numel(), p.dtype, str(p.device)) for p in params))
+        if key in self._scales:
+            return self._scales[key]
+        if self._scales and next(iter(self._scales))[0] != seed:
+            self._scales.clear()  # a new step: the old step's scales are done with
         sq = 0.0
         for i, p in enumerate(params):
             buf = torch.empty(min(CHUNK, p.numel()), device=p.device, dtype=dtype or p.dtype)
             for c, a, b in pieces(p.numel()):
                 sq += float(self.piece(seed, k, i, c, buf[:b - a]).double().pow(2).sum())
         D = sum(p.numel() for p in params)
-        return math.sqrt(D / sq) if sq > 0 else 1.0
+        self._scales[key] = math.sqrt(D / sq) if sq > 0 else 1.0
+        return self._scales[key]
 
     def generate(self, seed, k, params, dtype=None):
         c = self.scale(seed, k, params, dtype)
@@ -161,7 +190,8 @@ class TorchDirections(DirectionSource):
 
 
 class NumpyStreamDirections(DirectionSource):
-    """The simulator's direction stream: ``default_rng([seed, 7002])``, one draw of shape
+    """The simulator's direction stream of a one-trial run: trial block 0's generator
+    (``hybridconv.sim.runner.block_rng(seed, DIRECTION_STREAM, 0)``), one draw of shape
     (1, q, D) per step, split over the parameters in order (as ``hybridconv.sim`` draws it for
     one trial). Steps must be requested in order; the current step's draw is cached so that
     perturb, restore and update see the same u. Not resumable; for tests and comparisons.
@@ -169,10 +199,10 @@ class NumpyStreamDirections(DirectionSource):
 
     def __init__(self, seed: int, q: int, kind: str = "gaussian"):
         from ..sim.estimators import sample_directions
-        from ..sim.runner import DIRECTION_STREAM
+        from ..sim.runner import DIRECTION_STREAM, block_rng
 
         self.kind, self.q = spec.validate("directions", kind), q
-        self._rng = np.random.default_rng([seed, DIRECTION_STREAM])
+        self._rng = block_rng(seed, DIRECTION_STREAM, 0)
         self._sample = sample_directions
         self._key: int | None = None
         self._u: np.ndarray | None = None

@@ -17,7 +17,6 @@ default (``fo`` for adapters and heads of a peft model, ``zo`` for the rest).
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -112,10 +111,8 @@ def hybrid_param_groups(model: torch.nn.Module, *, lr_x: float, lr_y: float,
     Frozen parameters get ``requires_grad=False`` here; the optimizer sets ``zo`` parameters
     to ``requires_grad=False`` and ``fo`` ones to ``True``. Empty blocks are left out.
     """
-    for name, v in (("lr_x", lr_x), ("lr_y", lr_y)):
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) \
-                or v <= 0:
-            raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    lr_x = spec.validate("eta_x", lr_x, label="lr_x")
+    lr_y = spec.validate("eta_y", lr_y, label="lr_y")
     split = split_parameters(model, zo=zo, fo=fo, frozen=frozen)
     for _, p in split["frozen"]:
         p.requires_grad_(False)

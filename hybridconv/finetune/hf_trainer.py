@@ -193,8 +193,8 @@ class _TrainerStep(HybridZOFO):
             if len(block) != len(zo):
                 raise ValueError("state_dict's ZO block does not match this optimizer's")
             with torch.no_grad():
-                for p, v, m in zip(zo, block, self._master, strict=True):
-                    if m is None:  # tensors with a master copy were restored from it
+                for p, v, m in zip(zo, block, self.log.master, strict=True):
+                    if not m:  # tensors with a master copy were restored from it
                         p.copy_(v)
 
 

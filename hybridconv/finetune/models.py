@@ -70,23 +70,41 @@ def seeded(seed: int):
 
 
 class NormalizedLinear(torch.nn.Linear):
-    """``W LayerNorm(h) + b`` with a non-affine LayerNorm and ``W = 0``, ``b = 0`` at the start.
+    """``W norm(h) + b`` with ``W = 0``, ``b = 0`` at the start.
 
-    The normalisation puts every feature vector on the same scale (zero mean, unit variance
-    over its coordinates), so one learning rate suits every encoder; the zero start makes the
-    initial loss ln(C) exactly and the first steps follow the class-mean direction of the
-    features instead of a random projection.
+    ``norm`` is a non-affine LayerNorm (zero mean, unit variance over each vector's
+    coordinates; ``head="layernorm"``, the default), or, once :meth:`calibrate` has been
+    called (``head="standardized"``), the per-coordinate standardization ``(h - m) / s`` with
+    the mean and standard deviation of the training set's features at the start (fixed
+    buffers, never trained or perturbed): the linear probe's parametrization. Measured on
+    MiniLM / mr (128 per class, FO-LoRA): both reach the same accuracy; but dividing by the
+    small per-coordinate deviations amplifies the feature changes a ZO perturbation of the
+    whole base causes, and the hybrid at mu = 1e-3 diverged within 5 steps with it, so the
+    LayerNorm is the default. Either way one learning rate suits every encoder; the zero start
+    makes the initial loss ln(C) exactly and the first steps follow the class-mean direction
+    of the features.
     """
 
     def __init__(self, in_features: int, out_features: int, eps: float = 1e-5):
         super().__init__(in_features, out_features)
         self.eps = eps
+        self.register_buffer("feature_mean", torch.zeros(in_features))
+        self.register_buffer("feature_std", torch.zeros(in_features))  # 0: not calibrated
         with torch.no_grad():
             self.weight.zero_()
             self.bias.zero_()
 
+    @torch.no_grad()
+    def calibrate(self, features: torch.Tensor) -> None:
+        """Standardize with these (N, in_features) features' mean and sd from now on."""
+        self.feature_mean.copy_(features.mean(0))
+        self.feature_std.copy_(features.std(0).clamp_min(1e-6))
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        h = torch.nn.functional.layer_norm(h, (h.shape[-1],), eps=self.eps)
+        if bool(self.feature_std.any()):
+            h = (h - self.feature_mean.to(h.dtype)) / self.feature_std.to(h.dtype)
+        else:
+            h = torch.nn.functional.layer_norm(h, (h.shape[-1],), eps=self.eps)
         return super().forward(h)
 
 
@@ -278,7 +296,11 @@ def load_model(name: str, task: Task, *, seed: int = 0, dtype: torch.dtype = tor
             path, kind = smollm2_path(), "lm"
         else:
             path = Path(name)
-            if not (path / "config.json").exists():
+            try:
+                found = (path / "config.json").is_file()
+            except OSError:  # a name too long for the file system, say
+                found = False
+            if not found:
                 raise ValueError(f"model must be one of {MODELS}, random:SHAPE or a local "
                                  f"Hugging Face directory with config.json, got {name!r}")
             arch = AutoConfig.from_pretrained(path).architectures or []
@@ -343,6 +365,15 @@ def apply_peft(loaded: LoadedModel, kind: str = "lora", *, r: int = 8, alpha: in
     spec.validate("lora_r", r)
     spec.validate("lora_alpha", alpha)
     spec.validate("num_virtual_tokens", num_virtual_tokens)
+    config = getattr(loaded.model, "config", None)
+    hidden = getattr(config, "hidden_size", None)
+    if kind == "lora" and isinstance(hidden, int) and r > hidden:
+        raise ValueError(f"lora_r must be <= {hidden} (the model's hidden size: a larger rank "
+                         f"adds nothing), got {r}")
+    positions = getattr(config, "max_position_embeddings", None)
+    if kind != "lora" and isinstance(positions, int) and num_virtual_tokens >= positions:
+        raise ValueError(f"num_virtual_tokens must be < {positions} (the model's "
+                         f"max_position_embeddings), got {num_virtual_tokens}")
     task_type = "SEQ_CLS" if loaded.kind == "classifier" else "CAUSAL_LM"
     if kind == "lora":
         cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, task_type=task_type)

@@ -88,6 +88,38 @@ class ZOLog:
         return cls(**d)
 
 
+def _check_mu(mu: float, zo: list[torch.Tensor]) -> None:
+    """Refuse a radius that cannot work for these ZO weights (``hybridconv.numerics``): mu u
+    below 1/16 of a unit in the last place of their root-mean-square magnitude (x + mu u
+    rounds to x for almost every weight, the ZO block does not move), or so large that mu u
+    overflows their dtype. (A heuristic bound: weights far below the RMS still move; MeZO's
+    mu = 1e-3 passes for bfloat16 weights of RMS up to 2.)"""
+    from ..numerics import check_radius
+
+    real = [p for p in zo if not p.is_meta and p.numel()]
+    if not real:
+        return
+    dtype = real[0].dtype
+    with torch.no_grad():
+        sq = sum(float(torch.linalg.vector_norm(p.detach().float()) ** 2) for p in real)
+    rms = math.sqrt(sq / sum(p.numel() for p in real))
+    info = torch.finfo(dtype)
+    check_radius(mu, rms, eps=info.eps, largest=info.max, ulps=1 / 16, what="of RMS",
+                 dtype=str(dtype).replace("torch.", ""))
+
+
+def _check_rates(groups: list[dict[str, Any]]) -> None:
+    """Refuse a learning rate that the parameters' dtype cannot hold (the update lr * g
+    would be computed with an infinite or unrepresentable factor)."""
+    for g in groups:
+        for p in g["params"]:
+            if p.dtype.is_floating_point and g["lr"] > torch.finfo(p.dtype).max:
+                name = "lr_x" if g["kind"] == "zo" else "lr_y"
+                raise ValueError(f"{name} must be <= {torch.finfo(p.dtype).max:.3g} (the "
+                                 f"largest {str(p.dtype).replace('torch.', '')}), got "
+                                 f"{g['lr']!r}")
+
+
 class HybridZOFO(torch.optim.Optimizer):
     """Hybrid ZO/FO SGD over ``zo`` and ``fo`` parameter groups (see the module docstring).
 
@@ -183,6 +215,8 @@ class HybridZOFO(torch.optim.Optimizer):
         self.forward_passes = 0
         self._moves: list[tuple[int, float, float]] = []
         zo = self.zo_params()
+        _check_mu(mu, zo)
+        _check_rates(self.param_groups)
         if threads is not None:
             threads = spec.validate("threads", threads)
         self.threads = threads or default_threads(zo)
@@ -367,9 +401,15 @@ class HybridZOFO(torch.optim.Optimizer):
             self._abort(seed, q - 1, cur)
             if backup is not None:
                 self._fo_restore(fo, backup)
-            raise FloatingPointError(
-                f"non-finite loss or gradient at step {self.steps} (loss {loss}); "
-                "nothing was updated")
+            if not math.isfinite(loss):
+                what = f"loss {loss}"
+            elif not all(math.isfinite(v) for v in pgs):
+                what = ("ZO projected gradient "
+                        f"{next(v for v in pgs if not math.isfinite(v))} (loss {loss:.6g})")
+            else:
+                what = f"FO gradient (loss {loss:.6g})"
+            raise FloatingPointError(f"non-finite {what} at step {self.steps}; nothing was "
+                                     "updated")
         if zo:
             lrs = self._zo_lrs()
             _zo_update(zo, self._master, self.directions, seed, pgs, lrs, cur,

@@ -3,8 +3,10 @@
 Schemes (as in ``hybridconv.sim.samplers``): ``rr`` random reshuffling (a fresh permutation
 every epoch), ``so`` shuffle-once, ``ig`` incremental (0..n-1) and ``wr`` with replacement
 (n uniform draws per epoch). The orders are *the simulator's* for one trial: they come from
-``numpy.random.default_rng([seed, 7001])`` drawn epoch after epoch, so a fine-tuning run and
-``hybridconv.sim.simulate(trials=1)`` with the same seed visit the data in the same order.
+trial block 0's generator of the sampler stream
+(``hybridconv.sim.runner.block_rng(seed, SAMPLER_STREAM, 0)``) drawn epoch after epoch, so a
+fine-tuning run and ``hybridconv.sim.simulate(trials=1)`` with the same seed visit the data in
+the same order.
 Epoch e's order is found by replaying the stream from its start (O(e n) draws, negligible next
 to an epoch of training); ``set_epoch`` therefore gives random access.
 
@@ -27,7 +29,7 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from .. import spec
-from ..sim.runner import SAMPLER_STREAM
+from ..sim.runner import SAMPLER_STREAM, block_rng
 
 __all__ = ["ReshufflingSampler", "SAMPLINGS"]
 
@@ -59,6 +61,10 @@ class ReshufflingSampler(Sampler[int]):
             except TypeError:
                 raise ValueError("data must be a sized dataset or an integer n >= 1") from None
         self.n = spec.validate("n", n)
+        from ..sizes import check_fits
+
+        check_fits(lambda n: 24.0 * n, {"n": self.n}, {"n": 1},
+                   what="an order of this length (three int64 arrays)")
         self.sampling = spec.validate("sampling", sampling)
         self.seed = spec.validate("seed", seed)
         self.epoch = 0
@@ -77,8 +83,10 @@ class ReshufflingSampler(Sampler[int]):
         self.epoch, self._pos = spec.validate("epoch", epoch), 0
 
     def order(self, epoch: int) -> np.ndarray:
-        """The full order of ``epoch`` (shape (n,))."""
-        rng = np.random.default_rng([self.seed, SAMPLER_STREAM])
+        """The full order of ``epoch`` (shape (n,)); it replays the stream from epoch 0, so it
+        costs ``epoch + 1`` draws."""
+        epoch = spec.validate("epoch", epoch)
+        rng = block_rng(self.seed, SAMPLER_STREAM, 0)
         base = np.arange(self.n)[None, :]
         if self.sampling == "ig":
             return base[0]

@@ -44,33 +44,34 @@ import torch
 
 from .. import spec
 from .._io import write_text_atomic
-from .groups import hybrid_param_groups, is_adapter_name
+from .groups import method_param_groups
 from .memory import peak_memory, reset_peak
 from .optimizer import HybridZOFO
 from .sampler import ReshufflingSampler
 
 __all__ = ["METHOD_DEFAULTS", "FinetuneConfig", "finetune", "build_optimizer",
-           "default_rates", "evaluate"]
+           "calibrate_head", "default_rates", "evaluate"]
 
 PEFT_METHODS = ("fo-peft", "zo-peft", "hybrid")
 """The methods of :data:`hybridconv.spec.METHODS` that train a PEFT module."""
 
 METHOD_DEFAULTS: dict[tuple[str, str | None], dict[str, float]] = {
-    # plain SGD on every block (the theorem's optimizer); chosen by the dev-split sweep of
-    # experiments/sweep_minilm.toml (MiniLM, mr, 128 examples per class, 10 epochs of batch
-    # 16; rows in docs/finetune_sweep.csv, the rule in docs/finetune.md): per (method, PEFT
-    # kind) the rate with the highest final dev accuracy
+    # plain SGD on every block (the theorem's optimizer). Chosen by the dev-split sweep
+    # experiments/sweep_minilm.toml (MiniLM, mr, 128 per class, 64 steps; docs/finetune_sweep.csv)
+    # under the rule of hybridconv.experiments.report.select_rates: best dev accuracy,
+    # diverged settings out, ties to the lower training loss. Hybrid and ZO-PEFT with prompt
+    # and prefix tuning take the ZO rates that won for LoRA and their FO-PEFT's lr_y.
     ("fo", None): dict(lr_y=1e-2),
-    ("zo", None): dict(lr_x=1e-4, mu=1e-3),
-    ("fo-peft", "lora"): dict(lr_y=5e-2),
+    ("zo", None): dict(lr_x=1e-5, mu=1e-3),
+    ("fo-peft", "lora"): dict(lr_y=1e-2),
     ("zo-peft", "lora"): dict(lr_x=1e-3, mu=1e-2),
-    ("hybrid", "lora"): dict(lr_x=1e-5, lr_y=5e-2, mu=1e-3),
-    ("fo-peft", "prompt"): dict(lr_y=5e-2),
+    ("hybrid", "lora"): dict(lr_x=1e-4, lr_y=1e-2, mu=1e-3),
+    ("fo-peft", "prompt"): dict(lr_y=1e-1),
     ("zo-peft", "prompt"): dict(lr_x=1e-3, mu=1e-2),
-    ("hybrid", "prompt"): dict(lr_x=1e-5, lr_y=5e-2, mu=1e-3),
-    ("fo-peft", "prefix"): dict(lr_y=5e-2),
+    ("hybrid", "prompt"): dict(lr_x=1e-4, lr_y=1e-1, mu=1e-3),
+    ("fo-peft", "prefix"): dict(lr_y=1e-2),
     ("zo-peft", "prefix"): dict(lr_x=1e-3, mu=1e-2),
-    ("hybrid", "prefix"): dict(lr_x=1e-5, lr_y=5e-2, mu=1e-3),
+    ("hybrid", "prefix"): dict(lr_x=1e-4, lr_y=1e-2, mu=1e-3),
 }
 """Learning rates and smoothing radius used when the command line does not give them, keyed
 by (method, PEFT kind); full-model methods have kind ``None``."""
@@ -100,7 +101,8 @@ class FinetuneConfig:
     method: str = _opt("hybrid", spec.METHODS.help)
     peft: str = _opt("lora", spec.PEFT_KINDS.help + " (methods fo-peft, zo-peft, hybrid)")
     schedule: str = _opt("jacobi", spec.SCHEDULES.help)
-    epochs: int = _opt(4, "training epochs (whole passes over the k-shot training set)")
+    head: str = _opt("layernorm", spec.HEADS.help)
+    epochs: int = _opt(2, "training epochs (whole passes over the k-shot training set)")
     batch_size: int = _opt(16, "examples per step")
     lr_x: float | None = _opt(None, "learning rate of the ZO block (default: per method and "
                               "PEFT kind, docs/finetune.md)")
@@ -139,8 +141,8 @@ class FinetuneConfig:
             self.peft = spec.validate("peft", self.peft)
         else:
             self.peft = None  # a full-model method trains no PEFT module
-        for name in ("schedule", "fo_optimizer", "directions", "difference", "fo_gradient",
-                     "sampling", "dtype", "autocast"):
+        for name in ("schedule", "head", "fo_optimizer", "directions", "difference",
+                     "fo_gradient", "sampling", "dtype", "autocast", "task"):
             spec.validate(name, getattr(self, name))
         for name, low in (("epochs", 1), ("batch_size", 1), ("q", 1), ("seed", 0),
                           ("max_length", 8), ("lora_r", 1), ("lora_alpha", 1),
@@ -160,7 +162,7 @@ class FinetuneConfig:
                 raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
         try:
             torch.device(self.device)
-        except RuntimeError:
+        except (RuntimeError, TypeError):
             raise ValueError(f"device must be a torch device, got {self.device!r}") from None
         if self.diagnostics_every and not (self.method in PEFT_METHODS
                                            and self.peft == "lora"):
@@ -187,6 +189,16 @@ class FinetuneConfig:
         return d
 
 
+def calibrate_head(loaded, task, cfg: FinetuneConfig) -> None:
+    """Standardize a classifier's head with the training set's frozen features (before any
+    PEFT module is applied; deterministic, so a resumed run gets the same buffers)."""
+    from .probe import features
+
+    z = features(loaded, task, task.train, max_length=cfg.max_length,
+                 batch_size=cfg.eval_batch_size, device=cfg.device)
+    loaded.model.classifier.calibrate(z.to(cfg.device))
+
+
 def build_optimizer(cfg: FinetuneConfig, loaded) -> HybridZOFO:
     """Apply the PEFT module if the method needs it and split the parameters as the table
     says; returns the :class:`~.optimizer.HybridZOFO` over the blocks."""
@@ -198,30 +210,37 @@ def build_optimizer(cfg: FinetuneConfig, loaded) -> HybridZOFO:
     rates = cfg.resolved()
     lr_x, lr_y = rates.get("lr_x", 1.0), rates.get("lr_y", 1.0)
     model = loaded.model
-    adapter = lambda n, p: is_adapter_name(n)  # noqa: E731
-    base = lambda n, p: not is_adapter_name(n)  # noqa: E731
-    everything = lambda n, p: True  # noqa: E731
-    sel = {"fo": dict(fo=everything), "fo-peft": dict(fo=adapter, frozen=base),
-           "zo": dict(zo=everything), "zo-peft": dict(zo=adapter, frozen=base),
-           "hybrid": {}}[cfg.method]
-    groups = hybrid_param_groups(model, lr_x=lr_x, lr_y=lr_y, **sel)
+    groups = method_param_groups(model, cfg.method, lr_x=lr_x, lr_y=lr_y)
     return HybridZOFO(groups, lr_x=lr_x, lr_y=lr_y, mu=rates.get("mu", 1e-3), q=cfg.q,
                       directions=cfg.directions, difference=cfg.difference,
                       fo_optimizer=cfg.fo_optimizer, fo_gradient=cfg.fo_gradient,
                       schedule=cfg.schedule, seed=cfg.seed, module=model)
 
 
+def eval_batches(loaded, task, examples, cfg: FinetuneConfig) -> list[dict[str, torch.Tensor]]:
+    """``examples`` encoded once for every evaluation of a run: sorted by token count (stable)
+    and cut into batches of ``eval_batch_size``, each padded to its own longest example, so
+    that padding costs almost nothing; the sums over the set do not depend on the order."""
+    lengths = [int(loaded.encode(task, [e], cfg.max_length)["attention_mask"].sum())
+               for e in examples]
+    order = sorted(range(len(examples)), key=lengths.__getitem__)
+    return [_to(loaded.encode(task, [examples[j] for j in order[i:i + cfg.eval_batch_size]],
+                              cfg.max_length), cfg.device)
+            for i in range(0, len(order), cfg.eval_batch_size)]
+
+
 @torch.no_grad()
-def evaluate(loaded, task, examples, cfg: FinetuneConfig) -> dict[str, float]:
-    """Accuracy and mean loss on ``examples`` (eval mode, no gradient)."""
+def evaluate(loaded, task, examples, cfg: FinetuneConfig,
+             batches: list[dict[str, torch.Tensor]] | None = None) -> dict[str, float]:
+    """Accuracy and mean loss on ``examples`` (eval mode, no gradient), from ``batches``
+    (:func:`eval_batches` of the same examples, computed here when not given)."""
     model = loaded.model
     mode = model.training
     model.eval()
     correct, total_loss = 0, 0.0
     try:
-        for i in range(0, len(examples), cfg.eval_batch_size):
-            chunk = examples[i:i + cfg.eval_batch_size]
-            batch = _to(loaded.encode(task, chunk, cfg.max_length), cfg.device)
+        for batch in batches if batches is not None else eval_batches(loaded, task, examples,
+                                                                      cfg):
             scores = loaded.scores(batch)
             total_loss += float(torch.nn.functional.cross_entropy(
                 scores, batch["labels"], reduction="sum"))
@@ -322,6 +341,8 @@ class _Run:
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
     wall: float = 0.0
     held: dict[str, Any] = field(default_factory=dict)
+    saved_epoch: int = 0
+    eval_sets: dict[str, list] = field(default_factory=dict)  # encoded once per run
 
     @property
     def results_path(self) -> Path:
@@ -332,31 +353,96 @@ class _Run:
         return self.out / "checkpoint.pt"
 
 
+RESUMABLE_CHANGES = ("epochs", "device", "eval_batch_size")
+"""Settings a resumed run may change (more epochs, another device, another evaluation batch);
+any other setting given on resume must equal the saved run's."""
+
+
+def _read_json(path: Path) -> Any:
+    """A run file's JSON; ``ValueError`` naming the file and what to do when it is not."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is unreadable or not valid JSON ({e}); restore it, or "
+                         f"start the run again with --force") from None
+
+
+def _load_checkpoint(path: Path) -> dict:
+    """``checkpoint.pt``, checked: ``ValueError`` saying it is corrupt and what to do."""
+    try:
+        ckpt = torch.load(path, weights_only=False, map_location="cpu")
+        FinetuneConfig(**ckpt["config"])
+        for key in ("model", "optimizer", "sampler", "curve", "steps", "wall_s"):
+            ckpt[key]
+        ckpt["curve"][-1]["epoch"]
+    except Exception as e:  # noqa: BLE001 - torch.load raises anything on a damaged file
+        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise ValueError(f"{path} is corrupt or truncated ({reason}); restore it, or start "
+                         f"the run again with --force") from None
+    return ckpt
+
+
+def _contradictions(cfg: FinetuneConfig, saved: FinetuneConfig) -> list[str]:
+    """Settings of ``cfg`` that differ from the saved run's (other than
+    :data:`RESUMABLE_CHANGES`)."""
+    a, b = asdict(cfg), asdict(saved)
+    return [k for k in a if k not in RESUMABLE_CHANGES and a[k] != b.get(k)]
+
+
 def _prepare(cfg: FinetuneConfig, out: Path, *, resume: bool, force: bool,
              lead: bool) -> tuple[FinetuneConfig, dict | None, dict | None]:
     """Check the output folder: (config to run, checkpoint to resume from, finished results
-    to return as they are)."""
+    to return as they are). Deletes nothing: a forced run clears the old files only once it
+    has started (:func:`_clear`)."""
     results_path, ckpt_path = out / "results.json", out / "checkpoint.pt"
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out {out} is a file, not a run folder")
+    if resume and force:
+        raise ValueError("resume and force contradict each other: --resume continues the run "
+                         "in --out, --force starts it again")
     if resume:
         if not ckpt_path.exists():
-            raise ValueError(f"--resume: no checkpoint at {ckpt_path}")
-        ckpt = torch.load(ckpt_path, weights_only=False, map_location="cpu")
+            previous = _read_json(results_path) if results_path.exists() else None
+            if (out / "config.json").exists() and (
+                    previous is None or (isinstance(previous, dict)
+                                         and previous.get("epochs") == 0)):
+                # interrupted before its first epoch ended: nothing to lose, start it again
+                saved = FinetuneConfig(**_read_json(out / "config.json"))
+                bad = _contradictions(cfg, saved)
+                if bad:
+                    raise ValueError(f"{bad[0]} {getattr(cfg, bad[0])!r} contradicts the run "
+                                     f"in {out} ({getattr(saved, bad[0])!r}); drop it, or "
+                                     f"start a new run with --force")
+                saved.epochs = cfg.epochs
+                return saved, None, None
+            raise ValueError(f"resume: no checkpoint at {ckpt_path}")
+        ckpt = _load_checkpoint(ckpt_path)
         saved = FinetuneConfig(**ckpt["config"])
+        bad = _contradictions(cfg, saved)
+        if bad:
+            raise ValueError(f"{bad[0]} {getattr(cfg, bad[0])!r} contradicts the run in {out} "
+                             f"({getattr(saved, bad[0])!r}); drop it, or start a new run with "
+                             f"--force")
         if cfg.epochs < saved.epochs:
             raise ValueError(f"epochs must be >= {saved.epochs} (the resumed run's), "
                              f"got {cfg.epochs}")
         if ckpt["curve"][-1]["epoch"] >= cfg.epochs and results_path.exists():
-            return saved, None, json.loads(results_path.read_text())  # nothing left
+            return saved, None, _read_json(results_path)  # nothing left
         saved.epochs = cfg.epochs
+        saved.device, saved.eval_batch_size = cfg.device, cfg.eval_batch_size
         return saved, ckpt, None
     existing = [p for p in (results_path, ckpt_path) if p.exists()]
     if existing and not force and lead:
         raise ValueError(f"{existing[0]} exists: pass --resume to continue it or "
                          f"--force to overwrite it")
-    if lead:
-        for p in (results_path, ckpt_path, out / "steps.csv", out / "diagnostics.json"):
-            p.unlink(missing_ok=True)
     return cfg, None, None
+
+
+def _clear(out: Path) -> None:
+    """Remove an earlier run's files (``force``), once the new run has started."""
+    for p in (out / "results.json", out / "checkpoint.pt", out / "steps.csv",
+              out / "diagnostics.json"):
+        p.unlink(missing_ok=True)
 
 
 def _build(run: _Run, ckpt: dict | None) -> int:
@@ -369,6 +455,17 @@ def _build(run: _Run, ckpt: dict | None) -> int:
                          data_seed=cfg.seed)
     run.loaded = load_model(cfg.model, run.task, seed=cfg.seed, dtype=getattr(torch, cfg.dtype),
                             device=cfg.device)
+    positions = getattr(getattr(run.loaded.model, "config", None), "max_position_embeddings",
+                        None)
+    if isinstance(positions, int):
+        room = positions - (cfg.num_virtual_tokens if cfg.peft in ("prompt", "prefix") else 0)
+        if cfg.max_length > room:
+            raise ValueError(f"max_length must be <= {room} (the model's "
+                             f"max_position_embeddings {positions}"
+                             + (f" less {cfg.num_virtual_tokens} virtual tokens"
+                                if room != positions else "") + f"), got {cfg.max_length}")
+    if cfg.head == "standardized" and run.loaded.kind == "classifier":
+        calibrate_head(run.loaded, run.task, cfg)
     run.opt = build_optimizer(cfg, run.loaded)
     run.sampler = ReshufflingSampler(len(run.task.train), sampling=cfg.sampling, seed=cfg.seed)
     model = run.loaded.model
@@ -399,8 +496,14 @@ def _hold(run: _Run) -> None:
 def _point(run: _Run, epoch: int, train_loss: float | None) -> dict[str, Any]:
     """One evaluation point of the curve: test and dev accuracy and loss."""
     cfg, task = run.cfg, run.task
-    test = evaluate(run.loaded, task, task.test, cfg)
-    dev = evaluate(run.loaded, task, task.dev, cfg) if task.dev else {}
+
+    def on(name: str, examples: list) -> dict[str, float]:
+        if name not in run.eval_sets:
+            run.eval_sets[name] = eval_batches(run.loaded, task, examples, cfg)
+        return evaluate(run.loaded, task, examples, cfg, run.eval_sets[name])
+
+    test = on("test", task.test)
+    dev = on("dev", task.dev) if task.dev else {}
     return {"epoch": epoch, "step": run.opt.steps, "train_loss": train_loss,
             "forward_passes": run.opt.forward_passes, "wall_s": run.wall, **test,
             **({"dev_accuracy": dev["accuracy"], "dev_loss": dev["test_loss"]} if dev else {})}
@@ -417,8 +520,10 @@ def _write(run: _Run, status: str, error: str | None = None) -> dict[str, Any]:
         "accuracy": last["accuracy"], "test_loss": last["test_loss"],
         "dev_accuracy": last.get("dev_accuracy"),
         "best_accuracy": max(c["accuracy"] for c in evaluated),
-        "steps": opt.steps, "epochs": curve[-1]["epoch"],
-        "forward_passes": opt.forward_passes, "wall_s": run.wall, **run.held,
+        "steps": curve[-1]["step"] if status == "interrupted" else opt.steps,
+        "epochs": curve[-1]["epoch"],
+        "forward_passes": curve[-1]["forward_passes"] if status == "interrupted"
+        else opt.forward_passes, "wall_s": run.wall, **run.held,
         "trained_params": sum(p.numel() for g in opt.param_groups for p in g["params"]),
         "zo_params": sum(p.numel() for p in opt.zo_params()),
         "train_examples": len(task.train), "task": task.describe(),
@@ -437,11 +542,17 @@ def _save(run: _Run) -> None:
     if not run.lead:
         return
     tmp = run.ckpt_path.with_name(".checkpoint.pt.tmp")
-    torch.save({"config": asdict(run.cfg), "model": _trained_state(run.opt, run.loaded.model),
-                "optimizer": run.opt.state_dict(), "sampler": run.sampler.state_dict(),
-                "curve": run.curve, "steps": run.step_rows, "wall_s": run.wall,
-                "diagnostics": run.diagnostics}, tmp)
-    os.replace(tmp, run.ckpt_path)
+    try:
+        torch.save({"config": asdict(run.cfg),
+                    "model": _trained_state(run.opt, run.loaded.model),
+                    "optimizer": run.opt.state_dict(), "sampler": run.sampler.state_dict(),
+                    "curve": run.curve, "steps": run.step_rows, "wall_s": run.wall,
+                    "diagnostics": run.diagnostics}, tmp)
+        os.replace(tmp, run.ckpt_path)
+    except BaseException:  # interrupted or a full disk: no half-written checkpoint stays
+        tmp.unlink(missing_ok=True)
+        raise
+    run.saved_epoch = run.curve[-1]["epoch"]
 
 
 def _measure(run: _Run, epoch: int) -> None:
@@ -529,16 +640,57 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = Fals
         cfg = FinetuneConfig(**{**asdict(cfg), "device": device})
     lead = rank == 0
     out = Path(out)
+    check_device(cfg.device)
     cfg, ckpt, finished = _prepare(cfg, out, resume=resume, force=force, lead=lead)
     if finished is not None:
         return finished
+    run = _Run(cfg=cfg, out=out, lead=lead, rank=rank, world=world)
+    if progress and lead:
+        _say(f"loading {cfg.model} and {cfg.task}")
+    start = _build(run, ckpt)  # a bad model, task or size fails here, before any file changes
+    run.saved_epoch = start
     if lead:
         out.mkdir(parents=True, exist_ok=True)
+        if ckpt is None:  # a new run: the files of an earlier one (force) go now
+            _clear(out)
         write_text_atomic(out / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
-    run = _Run(cfg=cfg, out=out, lead=lead, rank=rank, world=world)
-    start = _build(run, ckpt)
+    try:
+        return _train(run, start, progress)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the last checkpoint stays, and says so
+        if lead and run.curve:
+            run.curve = [c for c in run.curve if c["epoch"] <= run.saved_epoch]
+            if run.curve and run.opt is not None:
+                run.step_rows = run.step_rows[:run.curve[-1]["step"]]
+                _write(run, "interrupted", "interrupted (Ctrl-C or SIGTERM) after epoch "
+                       f"{run.saved_epoch}; continue with --resume")
+        raise
+
+
+def check_device(device: str) -> None:
+    """``ValueError`` when ``device`` is a CUDA or MPS device this torch cannot use."""
+    kind = torch.device(device).type
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} is not available: "
+                         + ("this torch has no CUDA support" if torch.version.cuda is None
+                            else "no CUDA GPU is visible") + "; use --device cpu")
+    if kind == "cuda" and torch.device(device).index is not None \
+            and torch.device(device).index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r} is not available: {torch.cuda.device_count()} "
+                         "CUDA GPUs are visible")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} is not available on this machine; use --device "
+                         "cpu")
+
+
+def _train(run: _Run, start: int, progress: bool) -> dict[str, Any]:
+    """Evaluate the start, train the epochs left, write the results (:func:`finetune`)."""
+    cfg, lead = run.cfg, run.lead
+    say = _say if progress and lead else (lambda text: None)
     if not run.curve:
+        say(f"evaluating the start on {len(run.task.test)} test examples")
         run.curve.append(_point(run, 0, None))
+    if cfg.diagnostics_every:
+        say(f"measuring the constants at epoch {start}")
     _measure(run, start)
     forward = _loss_fn(run)
     bar = None
@@ -549,29 +701,42 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike, *, resume: bool = Fals
         bar = tqdm(total=(cfg.epochs - start) * n_batches, unit="step",
                    desc=f"{cfg.label()} {cfg.model} {cfg.task}")
     error = None
-    for epoch in range(start, cfg.epochs):
-        t0 = time.perf_counter()
-        try:
-            losses = _train_epoch(run, epoch, forward, bar)
-        except FloatingPointError as e:
-            error = str(e)
+    try:
+        for epoch in range(start, cfg.epochs):
+            t0 = time.perf_counter()
+            try:
+                losses = _train_epoch(run, epoch, forward, bar)
+            except FloatingPointError as e:
+                error = str(e)
+                run.wall += time.perf_counter() - t0
+                break
             run.wall += time.perf_counter() - t0
-            break
-        run.wall += time.perf_counter() - t0
-        done = epoch + 1
-        if done % cfg.eval_every == 0 or done == cfg.epochs:
-            run.curve.append(_point(run, done, sum(losses) / len(losses)))
-        else:  # not evaluated: the training loss and the cost still go on the curve
-            run.curve.append({"epoch": done, "step": run.opt.steps,
-                              "train_loss": sum(losses) / len(losses),
-                              "forward_passes": run.opt.forward_passes, "wall_s": run.wall,
-                              "accuracy": None, "test_loss": None})
-        _save(run)  # the epoch's training is safe before the diagnostics run
-        if cfg.diagnostics_every:
-            _measure(run, done)
-            _save(run)
-        if done < cfg.epochs:
-            _write(run, "running")
-    if bar is not None:
-        bar.close()
+            done = epoch + 1
+            if done % cfg.eval_every == 0 or done == cfg.epochs:
+                if bar is not None:
+                    bar.set_postfix_str(f"evaluating epoch {done}")
+                run.curve.append(_point(run, done, sum(losses) / len(losses)))
+            else:  # not evaluated: the training loss and the cost still go on the curve
+                run.curve.append({"epoch": done, "step": run.opt.steps,
+                                  "train_loss": sum(losses) / len(losses),
+                                  "forward_passes": run.opt.forward_passes,
+                                  "wall_s": run.wall, "accuracy": None, "test_loss": None})
+            _save(run)  # the epoch's training is safe before the diagnostics run
+            if cfg.diagnostics_every:
+                if bar is not None:
+                    bar.set_postfix_str(f"measuring the constants at epoch {done}")
+                _measure(run, done)
+                _save(run)
+            if done < cfg.epochs:
+                _write(run, "running")
+    finally:
+        if bar is not None:
+            bar.close()
     return _write(run, "diverged" if error else "completed", error)
+
+
+def _say(text: str) -> None:
+    """A progress line on stderr (what a silent minute is spent on)."""
+    import sys
+
+    print(f"hybridconv: {text} ...", file=sys.stderr, flush=True)

@@ -31,5 +31,17 @@ FAMILIES: dict[str, str] = {
 def make_problem(name: str, n: int, d_x: int, d_y: int, *, seed: int = 0,
                  **params: object) -> Problem:
     """Build the problem family ``name`` with n components and block dimensions d_x, d_y."""
+    import inspect
+
     module, cls = FAMILIES[spec.validate("problem", name)].split(":")
-    return getattr(import_module(module), cls)(n, d_x, d_y, seed=seed, **params)
+    klass = getattr(import_module(module), cls)
+    sig = inspect.signature(klass).parameters
+    allowed = [k for k, v in sig.items() if v.kind is v.KEYWORD_ONLY and k != "seed"]
+    unknown = sorted(set(params) - set(allowed))
+    if unknown and not any(v.kind is v.VAR_KEYWORD for v in sig.values()):
+        raise ValueError(f"{unknown[0]} is not a parameter of the {name} family; its "
+                         f"parameters: {', '.join(allowed)}")
+    try:
+        return klass(n, d_x, d_y, seed=seed, **params)
+    except TypeError as e:  # a family that takes deprecated spellings refused the others
+        raise ValueError(f"{name}: {e}; its parameters: {', '.join(allowed)}") from None

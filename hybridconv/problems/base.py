@@ -50,6 +50,11 @@ class Problem(ABC):
         self.d_x = check_int("d_x", d_x, minimum=1)
         self.d_y = check_int("d_y", d_y, minimum=1)
         self.seed = check_int("seed", seed, minimum=0)
+        from ..sizes import check_fits, simulation_bytes
+
+        check_fits(lambda **v: simulation_bytes(family=self.name, trials=0, epochs=0, **v),
+                   dict(n=self.n, d_x=self.d_x, d_y=self.d_y), dict(n=16, d_x=20, d_y=6),
+                   what=f"a {self.name} problem of this size")
 
     # -- components ----------------------------------------------------------------------------
     @abstractmethod

@@ -58,7 +58,14 @@ import numpy as np
 
 from .base import Problem, check_int, check_real
 
-__all__ = ["LoRAProblem", "lora_shape"]
+__all__ = ["LoRAProblem", "lora_shape", "lora_factors"]
+
+
+def lora_factors(d_x: int) -> tuple[int, int]:
+    """(m, p) with m p = d_x, m the largest divisor of d_x that is <= sqrt(d_x)."""
+    d_x = check_int("d_x", d_x, minimum=1)
+    m = max(k for k in range(1, math.isqrt(d_x) + 1) if d_x % k == 0)
+    return m, d_x // m
 
 
 def lora_shape(d_x: int, d_y: int, *, m: int | None = None, p: int | None = None,
@@ -76,8 +83,7 @@ def lora_shape(d_x: int, d_y: int, *, m: int | None = None, p: int | None = None
     if r is not None:
         r = check_int("r", r, minimum=1)
     if m is None and p is None:
-        m = max(k for k in range(1, math.isqrt(d_x) + 1) if d_x % k == 0)
-        p = d_x // m
+        m, p = lora_factors(d_x)
     elif p is None:
         if d_x % m:
             raise ValueError(f"m must divide d_x = m p, got m={m!r} and d_x={d_x!r}")

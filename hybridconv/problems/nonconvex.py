@@ -113,6 +113,8 @@ class NonconvexProblem(Problem):
         if deprecated:
             raise TypeError(f"unexpected keyword arguments {sorted(deprecated)}")
         super().__init__(n, d_x, d_y, seed=seed)
+        check_real("Lq_x", Lq_x, strict=True)  # named as given (QuadraticProblem calls it L_x)
+        check_real("Lq_y", Lq_y, strict=True)
         self.lam = check_real("lam", lam)
         self.quadratic = QuadraticProblem(n, d_x, d_y, L_x=Lq_x, m_x=m_x, L_y=Lq_y, m_y=m_y,
                                           coupling=coupling, sigma_x=sigma_x, sigma_y=sigma_y,

@@ -61,7 +61,7 @@ class QuadraticProblem(Problem):
         if self.m_y > self.L_y:
             raise ValueError(f"m_y must be <= L_y, got m_y={m_y!r} > L_y={L_y!r}")
         self.coupling = check_real("coupling", coupling)
-        if self.coupling**2 >= self.m_x * self.m_y:
+        if not self.coupling < np.sqrt(self.m_x * self.m_y):  # (no overflow of coupling^2)
             raise ValueError(f"coupling must be < sqrt(m_x m_y) = {np.sqrt(self.m_x * self.m_y):g}"
                              f" so that H is positive definite, got {coupling!r}")
         self.sigma_x_target = check_real("sigma_x", sigma_x)
@@ -99,7 +99,8 @@ class QuadraticProblem(Problem):
         return 0.5 * np.einsum("bi,bi->b", z @ self.H, z) + np.einsum("bi,bi->b", self.b[idx], z)
 
     def grads(self, x, y, idx):
-        g = x @ self.H[: self.d_x] + y @ self.H[self.d_x:] + self.b[idx]
+        g = np.concatenate([x, y], axis=1) @ self.H  # one matrix product (H is symmetric)
+        g += self.b[idx]
         return g[:, : self.d_x], g[:, self.d_x:]
 
     def zo_differences(self, x, y, idx, u, mu, difference, block, grads=None):

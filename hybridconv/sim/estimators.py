@@ -28,12 +28,20 @@ def _gaussian(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
 
 def _sphere(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     g = rng.standard_normal(shape)
-    norm = np.linalg.norm(g, axis=-1, keepdims=True)
-    return g * (np.sqrt(shape[-1]) / np.where(norm > 0, norm, 1.0))
+    norm = np.sqrt(np.einsum("...i,...i->...", g, g))[..., None]
+    g *= np.sqrt(shape[-1]) / np.where(norm > 0, norm, 1.0)
+    return g
 
 
 def _rademacher(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    return rng.integers(0, 2, size=shape).astype(float) * 2.0 - 1.0
+    """Signs from random *bits*: ``ceil(d / 8)`` random bytes per direction, unpacked low bit
+    first (1 -> +1), 64 times fewer random bits than a float draw per coordinate."""
+    d = shape[-1]
+    raw = rng.integers(0, 256, size=(*shape[:-1], (d + 7) // 8), dtype=np.uint8)
+    u = np.unpackbits(raw, axis=-1, count=d, bitorder="little").astype(np.float64)
+    u *= 2.0
+    u -= 1.0
+    return u
 
 
 SAMPLERS: dict[str, Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]] = {
@@ -44,15 +52,18 @@ SAMPLERS: dict[str, Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]
 
 def sample_directions(rng: np.random.Generator, shape: tuple[int, ...], kind: str) -> np.ndarray:
     """Directions of shape (..., d): E u u^T = I for all three kinds."""
-    return SAMPLERS[spec.validate("directions", kind)](rng, shape)
+    fn = SAMPLERS.get(kind)  # the hot path: one lookup; the vocabulary names a bad kind
+    return (fn or SAMPLERS[spec.validate("directions", kind)])(rng, shape)
 
 
 def zo_estimate(
     differences: Callable[[np.ndarray, float, str], np.ndarray],
     batch: int, dim: int, *, mu: float, q: int, directions: str, difference: str,
-    rng: np.random.Generator,
+    rng: np.random.Generator, scale: float = 1.0,
 ) -> np.ndarray:
-    """The q-direction two-point estimate for a batch of ``batch`` points in dimension ``dim``.
+    """``scale`` times the q-direction two-point estimate for a batch of ``batch`` points in
+    dimension ``dim`` (``scale = -eta`` gives the step's move; the estimate is formed in the
+    directions' own buffer).
 
     ``differences(u, mu, difference)`` returns the finite differences delta of shape
     (batch, q) for directions u of shape (batch, q, dim): the problem computes them (from
@@ -60,4 +71,8 @@ def zo_estimate(
     """
     u = sample_directions(rng, (batch, q, dim), directions)
     delta = differences(u, mu, difference)
-    return np.einsum("bq,bqd->bd", delta, u) / q
+    if q == 1:
+        g = u.reshape(batch, dim)
+        g *= delta * scale
+        return g
+    return np.einsum("bq,bqd->bd", delta * (scale / q), u)

@@ -5,10 +5,12 @@ All K trials advance together as arrays with a leading trial axis; each step is
 F, ||grad_x F||^2, ||grad_y F||^2, ||grad F||^2 at the epoch's point, one row per trial and
 epoch, with the configuration as columns (a tidy pandas DataFrame).
 
-Randomness: the sampler and the ZO directions have their own generators, both derived from
-``seed`` (``default_rng([seed, SAMPLER_STREAM])`` and ``default_rng([seed, DIRECTION_STREAM])``,
-keys distinct from those the problems use to build instances and starts): the same seed gives
-the same numbers, and changing the sampling scheme does not change the direction stream.
+Randomness: the trials run in blocks of :data:`TRIAL_BLOCK`; block b's sampler and ZO
+directions have their own generators, the b-th children of ``SeedSequence([seed,
+SAMPLER_STREAM])`` and ``SeedSequence([seed, DIRECTION_STREAM])`` (:func:`block_rng`; keys
+distinct from those the problems use to build instances and starts): the same seed gives the
+same numbers whatever the number of threads, and changing the sampling scheme does not change
+the direction stream. A one-trial run is block 0 (``hybridconv.finetune`` replays it).
 
 Certified regions: ``left_region`` says whether a trial has left the region where a locally
 smooth problem's constants hold (checked after every step, cumulative); ``max_grad_norm`` is
@@ -20,20 +22,27 @@ that contains the step's segment and every ZO perturbation segment the estimator
 finite G holds); otherwise at every iterate. Both are reported, never silently ignored.
 
 Divergence: after every step, a trial whose state is no longer finite is marked diverged at
-that epoch, its state is frozen (no further updates) and its later records are NaN with
-``diverged = True``; nothing is averaged over it silently.
+that epoch, and so is, at each record, a trial whose ||grad F||^2 exceeds
+:data:`hybridconv.numerics.BLOWUP_FACTOR` (1e20) times max(its value at the start, 1); its
+state is frozen (no further updates) and its later records are NaN with ``diverged = True``;
+nothing is averaged over it silently. A ZO radius mu below the float64 resolution of the start
+(``hybridconv.numerics.check_radius``) is refused before the run.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import spec
+from ..numerics import BLOWUP_FACTOR, check_radius
 from ..problems.base import Problem
 from .samplers import Sampler
 from .step import block_oracles, hybrid_step
@@ -41,13 +50,19 @@ from .step import block_oracles, hybrid_step
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["SimConfig", "simulate", "Schedule", "RECORD_COLUMNS", "perturbation_radius"]
+__all__ = ["SimConfig", "simulate", "Schedule", "RECORD_COLUMNS", "TRIAL_BLOCK", "block_rng",
+           "blocks", "default_threads", "perturbation_radius"]
 
 Schedule = float | Callable[[int], float]
 """A learning rate: a constant, or a function of the epoch (0-based) returning one."""
 
 SAMPLER_STREAM, DIRECTION_STREAM = 7001, 7002
 """Stream keys of the run's generators (problems use small keys 0..99 for their own draws)."""
+
+TRIAL_BLOCK = 128
+"""Trials per block. Each block of a run has its own generators and runs on one thread; a
+constant, so that the numbers never depend on the thread count. 128 trials keep a block's
+arrays in a core's L2 cache at the usual dimensions and its Python overhead per step small."""
 
 RECORD_COLUMNS = ("trial", "epoch", "F", "grad_x_sq", "grad_y_sq", "grad_sq", "diverged",
                   "left_region")
@@ -148,13 +163,170 @@ def _start(problem: Problem, x0: np.ndarray | None, y0: np.ndarray | None,
                              f"got {v.shape}")
         if not np.isfinite(v).all():
             raise ValueError(f"{name} must be finite")
-    return (np.broadcast_to(x0, (trials, problem.d_x)).copy(),
-            np.broadcast_to(y0, (trials, problem.d_y)).copy())
+    return (np.broadcast_to(x0, (trials, problem.d_x)),
+            np.broadcast_to(y0, (trials, problem.d_y)))
+
+
+def block_rng(seed: int, stream: int, block: int = 0) -> np.random.Generator:
+    """The generator of trial block ``block`` for one stream of a run: the ``block``-th child
+    of ``SeedSequence([seed, stream])`` (``SeedSequence.spawn``), made directly so that any
+    block's generator is found without the others."""
+    return np.random.default_rng(np.random.SeedSequence([seed, stream], spawn_key=(block,)))
+
+
+def blocks(trials: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the trial blocks of a run of ``trials`` trials: :data:`TRIAL_BLOCK`
+    trials each, the last one shorter."""
+    return [(a, min(a + TRIAL_BLOCK, trials)) for a in range(0, trials, TRIAL_BLOCK)]
+
+
+def default_threads(trials: int) -> int:
+    """Threads a simulation uses by default: one per usable CPU (``OMP_NUM_THREADS`` caps it,
+    as joblib's workers set it), at most one per trial block."""
+    from ..parallel import cpus as usable
+
+    cpus = usable()
+    cap = os.environ.get("OMP_NUM_THREADS", "")
+    if cap.isdigit() and int(cap) >= 1:
+        cpus = min(cpus, int(cap))
+    return max(1, min(cpus, len(blocks(trials))))
+
+
+_CONTROLLER: list = []
+
+
+def _blas():
+    """threadpoolctl's controller of the BLAS libraries loaded (found once: the search
+    costs milliseconds, a limit through it microseconds)."""
+    if not _CONTROLLER:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER.append(ThreadpoolController().select(user_api="blas"))
+    return _CONTROLLER[0]
+
+
+class _Records:
+    """The run's records, (T + 1, K) arrays; each block writes its own columns."""
+
+    def __init__(self, T: int, K: int):
+        self.F, self.gx2, self.gy2, self.gmax = (np.full((T + 1, K), np.nan) for _ in range(4))
+        self.left = np.zeros((T + 1, K), dtype=bool)
+        self.diverged_at = np.full(K, T + 1)  # epoch from which a trial's records are NaN
+
+
+def _run_block(problem: Problem, config: SimConfig, b: int, a: int, e: int,
+               x0: np.ndarray, y0: np.ndarray, rates: list[tuple[float, float]],
+               rec: _Records, stop: threading.Event, tick: Callable[[], None]) -> None:
+    """Trials a..e (block ``b``) through every epoch; writes their columns of ``rec``.
+
+    The block's state, sampler and directions are its own (generators from ``b`` alone), so
+    its numbers do not depend on which thread runs it or on the other blocks."""
+    K, T, n = e - a, config.epochs, problem.n
+    oracles = block_oracles(config.method)
+    x, y = x0[a:e].copy(), y0[a:e].copy()
+    sampler = Sampler(config.sampling, n=n, trials=K,
+                      rng=block_rng(config.seed, SAMPLER_STREAM, b))
+    drng = block_rng(config.seed, DIRECTION_STREAM, b)
+    grad_bound = getattr(problem, "max_component_grad_norm", None)
+    balls = grad_bound is not None and _certifies_balls(grad_bound)
+    zo_radius = perturbation_radius(problem, config)
+    region = getattr(problem.in_region, "__func__", None) is not Problem.in_region
+    running_max = np.zeros(K)
+    diverged_at = np.full(K, T + 1)
+    left = np.zeros(K, dtype=bool)
+    cols = slice(a, e)
+
+    def track_gradients(xp: np.ndarray | None = None, yp: np.ndarray | None = None) -> None:
+        """At the current point, or (balls) over the ball around the previous point (xp, yp)
+        that holds the step and the perturbations."""
+        if grad_bound is None:
+            return
+        if balls and xp is not None:
+            dist = np.sqrt(np.einsum("bi,bi->b", x - xp, x - xp)
+                           + np.einsum("bi,bi->b", y - yp, y - yp))
+            g = np.asarray(grad_bound(xp, yp, np.maximum(dist, zo_radius)), dtype=float)
+        else:
+            g = np.asarray(grad_bound(x, y), dtype=float)
+        np.fmax(running_max, np.where(diverged_at > T, g, -np.inf), out=running_max)
+
+    def record(t: int) -> None:
+        F = problem.value(x, y)
+        gx, gy = problem.grad(x, y)
+        gx2, gy2 = np.einsum("bi,bi->b", gx, gx), np.einsum("bi,bi->b", gy, gy)
+        # a finite state whose objective or gradient overflows has diverged too, and so has
+        # one whose gradient has blown up (hybridconv.numerics.BLOWUP_FACTOR)
+        bad = (diverged_at > t) & ~(np.isfinite(F) & np.isfinite(gx2) & np.isfinite(gy2)
+                                    & (gx2 + gy2 <= limit))
+        diverged_at[bad] = t
+        alive = diverged_at > t
+        rec.F[t, cols] = np.where(alive, F, np.nan)
+        rec.gx2[t, cols] = np.where(alive, gx2, np.nan)
+        rec.gy2[t, cols] = np.where(alive, gy2, np.nan)
+        if grad_bound is not None:
+            rec.gmax[t, cols] = np.where(alive, running_max, np.nan)
+        rec.left[t, cols] = left
+
+    limit = np.full(K, np.inf)
+    track_gradients()
+    record(0)
+    limit = BLOWUP_FACTOR * np.fmax(rec.gx2[0, cols] + rec.gy2[0, cols], 1.0)
+    alive = bool((diverged_at > T).all())  # no trial diverged yet: the fast path applies
+    step = dict(oracles=oracles, mu=config.mu, q=config.q, directions=config.directions,
+                difference=config.difference, rng=drng)
+    for t in range(T):
+        ex, ey = rates[t]
+        order = sampler.epoch(t)
+        for i in range(n):
+            if stop.is_set():  # another block failed, or Ctrl-C: stop at once
+                return
+            xp, yp = (x.copy(), y.copy()) if balls else (None, None)
+            nx, ny = hybrid_step(problem, x, y, order[:, i], eta_x=ex, eta_y=ey, **step)
+            total = float(nx.sum()) + float(ny.sum())
+            if alive and math.isfinite(total):
+                x, y = nx, ny  # the common case: every trial alive and finite
+            else:
+                active = diverged_at > T
+                ok = np.isfinite(nx).all(axis=1) & np.isfinite(ny).all(axis=1)
+                diverged_at[active & ~ok] = t + 1
+                alive = False
+                upd = active & ok
+                x[upd], y[upd] = nx[upd], ny[upd]
+                if region:
+                    left |= upd & ~problem.in_region(x, y)
+                track_gradients(xp, yp)
+                continue
+            if region:
+                left |= ~problem.in_region(x, y)
+            track_gradients(xp, yp)
+        record(t + 1)
+        alive = bool((diverged_at > T).all())
+        tick()
+        if (diverged_at <= T).all():  # every trial diverged: keep what we have
+            for s in range(t + 2, T + 1):
+                rec.left[s, cols] = left
+            break
+    rec.diverged_at[cols] = diverged_at
+
+
+def _check_fits(problem: Problem, config: SimConfig) -> None:
+    """Refuse, before allocating, a run whose records and state cannot fit in memory."""
+    from ..sizes import check_fits, simulation_bytes
+
+    check_fits(lambda **v: simulation_bytes(family=problem.name, **v),
+               dict(n=problem.n, d_x=problem.d_x, d_y=problem.d_y, trials=config.trials,
+                    epochs=config.epochs, q=config.q),
+               dict(trials=100, epochs=10, q=1), what="this simulation")
 
 
 def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = None,
-             y0: np.ndarray | None = None, progress: bool = False) -> pd.DataFrame:
+             y0: np.ndarray | None = None, progress: bool = False,
+             threads: int | None = None) -> pd.DataFrame:
     """Run ``config.trials`` trials of ``config.epochs`` epochs; return the records.
+
+    The trials run in blocks of :data:`TRIAL_BLOCK`, each with its own generators
+    (:func:`block_rng`), on ``threads`` threads (default :func:`default_threads`); numpy
+    releases the GIL in the draws and the array arithmetic, and BLAS is held to one thread per
+    block meanwhile. The records do not depend on ``threads`` (bit for bit).
 
     Returns:
         a DataFrame with columns :data:`RECORD_COLUMNS` plus ``problem``, ``d_x``, ``d_y``,
@@ -167,99 +339,64 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
     if not isinstance(config, SimConfig):
         raise ValueError(f"config must be a SimConfig, got {config!r}")
     K, T, n = config.trials, config.epochs, problem.n
-    oracles = block_oracles(config.method)
-    x, y = _start(problem, x0, y0, K)
-    sampler = Sampler(config.sampling, n=n, trials=K,
-                      rng=np.random.default_rng([config.seed, SAMPLER_STREAM]))
-    drng = np.random.default_rng([config.seed, DIRECTION_STREAM])
-
-    rec = {k: np.full((T + 1, K), np.nan)
-           for k in ("F", "grad_x_sq", "grad_y_sq", "max_grad_norm")}
-    grad_bound = getattr(problem, "max_component_grad_norm", None)
-    balls = grad_bound is not None and _certifies_balls(grad_bound)
-    zo_radius = perturbation_radius(problem, config)
-    running_max = np.zeros(K)
-
-    def track_gradients(xp: np.ndarray | None = None, yp: np.ndarray | None = None) -> None:
-        """At the current point, or (balls) over the ball around the previous point (xp, yp)
-        that holds the step and the perturbations."""
-        if grad_bound is None:
-            return
-        with np.errstate(all="ignore"):
-            if balls and xp is not None:
-                step = np.sqrt(np.einsum("bi,bi->b", x - xp, x - xp)
-                               + np.einsum("bi,bi->b", y - yp, y - yp))
-                g = np.asarray(grad_bound(xp, yp, np.maximum(step, zo_radius)), dtype=float)
-            else:
-                g = np.asarray(grad_bound(x, y), dtype=float)
-        np.fmax(running_max, np.where(diverged_at > T, g, -np.inf), out=running_max)
-    diverged_at = np.full(K, T + 1)  # epoch from which a trial's records are NaN
-    left = np.zeros(K, dtype=bool)
-    left_rec = np.zeros((T + 1, K), dtype=bool)
-
-    def record(t: int) -> None:
-        with np.errstate(all="ignore"):
-            F = problem.value(x, y)
-            gx, gy = problem.grad(x, y)
-            gx2, gy2 = np.einsum("bi,bi->b", gx, gx), np.einsum("bi,bi->b", gy, gy)
-        # a finite state whose objective or gradient overflows has diverged too
-        bad = (diverged_at > t) & ~(np.isfinite(F) & np.isfinite(gx2) & np.isfinite(gy2))
-        diverged_at[bad] = t
-        alive = diverged_at > t
-        rec["F"][t] = np.where(alive, F, np.nan)
-        rec["grad_x_sq"][t] = np.where(alive, gx2, np.nan)
-        rec["grad_y_sq"][t] = np.where(alive, gy2, np.nan)
-        if grad_bound is not None:
-            rec["max_grad_norm"][t] = np.where(alive, running_max, np.nan)
-        left_rec[t] = left
-
-    track_gradients()
-    record(0)
-    epochs = range(T)
+    _check_fits(problem, config)  # before anything the size of the run is built
+    threads = default_threads(K) if threads is None else spec.validate("threads", threads)
+    x0, y0 = _start(problem, x0, y0, K)
+    if "zo" in block_oracles(config.method):  # mu u must survive the rounding of x + mu u
+        check_radius(config.mu, float(max(np.abs(x0).max(), np.abs(y0).max())),
+                     eps=float(np.finfo(float).eps), largest=float(np.finfo(float).max))
+    rates = [(_rate("eta_x", config.eta_x, t), _rate("eta_y", config.eta_y, t))
+             for t in range(T)]
+    rec = _Records(T, K)
+    parts = blocks(K)
+    stop = threading.Event()
+    bar, lock = None, threading.Lock()
     if progress:
         from tqdm.auto import tqdm
 
-        epochs = tqdm(epochs, desc=f"simulate {problem.name}/{config.method}", unit="epoch")
-    for t in epochs:
-        ex, ey = _rate("eta_x", config.eta_x, t), _rate("eta_y", config.eta_y, t)
-        order = sampler.epoch(t)
-        for i in range(n):
-            active = diverged_at > T
-            xp, yp = (x.copy(), y.copy()) if balls else (None, None)
-            with np.errstate(all="ignore"):
-                nx, ny = hybrid_step(problem, x, y, order[:, i], eta_x=ex, eta_y=ey,
-                                     oracles=oracles, mu=config.mu, q=config.q,
-                                     directions=config.directions,
-                                     difference=config.difference, rng=drng)
-            ok = np.isfinite(nx).all(axis=1) & np.isfinite(ny).all(axis=1)
-            newly = active & ~ok
-            diverged_at[newly] = t + 1
-            upd = active & ok
-            if upd.all():
-                x, y = nx, ny
+        bar = tqdm(total=T * len(parts), desc=f"simulate {problem.name}/{config.method}",
+                   unit="block-epoch")
+
+    def tick() -> None:
+        if bar is not None:
+            with lock:
+                bar.update(1)
+
+    def run(b: int) -> None:
+        with np.errstate(all="ignore"):  # overflow is detected and recorded as divergence
+            _run_block(problem, config, b, *parts[b], x0, y0, rates, rec, stop, tick)
+
+    try:
+        with _blas().limit(limits=1, user_api="blas"):
+            if threads == 1 or len(parts) == 1:
+                for b in range(len(parts)):
+                    run(b)
             else:
-                x[upd], y[upd] = nx[upd], ny[upd]
-            left |= upd & ~problem.in_region(x, y)
-            track_gradients(xp, yp)
-        record(t + 1)
-        if (diverged_at <= T).all():  # every trial diverged: keep what we have
-            for s in range(t + 2, T + 1):
-                left_rec[s] = left
-            break
+                with ThreadPoolExecutor(min(threads, len(parts)),
+                                        thread_name_prefix="hybridconv-sim") as pool:
+                    futures = [pool.submit(run, b) for b in range(len(parts))]
+                    try:
+                        for f in futures:
+                            f.result()
+                    finally:  # an error or Ctrl-C: the other blocks stop at their next step
+                        stop.set()
+    finally:
+        if bar is not None:
+            bar.close()
 
     epochs_idx = np.repeat(np.arange(T + 1), K)
     trials_idx = np.tile(np.arange(K), T + 1)
-    gx2, gy2 = rec["grad_x_sq"].ravel(), rec["grad_y_sq"].ravel()
+    gx2, gy2 = rec.gx2.ravel(), rec.gy2.ravel()
     df = pd.DataFrame({
         "trial": trials_idx,
         "epoch": epochs_idx,
-        "F": rec["F"].ravel(),
+        "F": rec.F.ravel(),
         "grad_x_sq": gx2,
         "grad_y_sq": gy2,
         "grad_sq": gx2 + gy2,
-        "diverged": (epochs_idx >= diverged_at[trials_idx]),
-        "left_region": left_rec.ravel(),
-        "max_grad_norm": rec["max_grad_norm"].ravel(),
+        "diverged": (epochs_idx >= rec.diverged_at[trials_idx]),
+        "left_region": rec.left.ravel(),
+        "max_grad_norm": rec.gmax.ravel(),
     })
     df["problem"] = problem.name
     df["d_x"], df["d_y"], df["n"] = problem.d_x, problem.d_y, n

@@ -33,20 +33,27 @@ def hybrid_step(
     eta_x: float, eta_y: float, oracles: tuple[str, str], mu: float, q: int,
     directions: str, difference: str, rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One step for a batch of trials; returns the new (x, y) (inputs are not modified)."""
+    """One step for a batch of trials; returns the new (x, y) (inputs are not modified).
+
+    The ZO estimate is formed scaled by -eta in its directions' buffer and x added to it, so a
+    ZO block costs its draws, the differences and two passes over the block."""
     ox, oy = oracles
     B = x.shape[0]
-    gx = gy = fo = None
+    fo = None
     if ox == "fo" or oy == "fo":
         fo = problem.grads(x, y, idx)
-        gx = fo[0] if ox == "fo" else None
-        gy = fo[1] if oy == "fo" else None
     if ox == "zo":
-        gx = zo_estimate(lambda u, m, d: problem.zo_differences(x, y, idx, u, m, d, "x", fo),
+        nx = zo_estimate(lambda u, m, d: problem.zo_differences(x, y, idx, u, m, d, "x", fo),
                          B, problem.d_x, mu=mu, q=q, directions=directions,
-                         difference=difference, rng=rng)
+                         difference=difference, rng=rng, scale=-eta_x)
+        nx += x
+    else:
+        nx = x - eta_x * fo[0]
     if oy == "zo":
-        gy = zo_estimate(lambda u, m, d: problem.zo_differences(x, y, idx, u, m, d, "y", fo),
+        ny = zo_estimate(lambda u, m, d: problem.zo_differences(x, y, idx, u, m, d, "y", fo),
                          B, problem.d_y, mu=mu, q=q, directions=directions,
-                         difference=difference, rng=rng)
-    return x - eta_x * gx, y - eta_y * gy
+                         difference=difference, rng=rng, scale=-eta_y)
+        ny += y
+    else:
+        ny = y - eta_y * fo[1]
+    return nx, ny

@@ -19,9 +19,14 @@ from functools import cached_property
 
 import sympy as sp
 
+from .. import spec as vocab
 from .proof import _replace
-from .symbols import name_of, spec, sym, validate_value
-from .theorems import Condition, Theorem, theorem_for
+from .symbols import TABLE, name_of, spec, sym, validate_value
+from .theorems import (
+    Condition,
+    Theorem,
+    theorem_for,
+)
 
 __all__ = [
     "MEASURES",
@@ -36,7 +41,7 @@ __all__ = [
 ]
 
 
-MEASURES = ("min", "weighted", "adapter")
+MEASURES = vocab.MEASURES.values
 """What a bound bounds: min_t E||grad F(z_t)||^2, the block-weighted average
 (1/T) sum_t E||grad F(z_t)||_D^2, or the adapter-only average (1/T) sum_t E||grad_y F(z_t)||^2."""
 
@@ -347,16 +352,27 @@ class Bound:
         return out
 
     def violated(self, **values: object) -> list[str]:
-        """The conditions that the values break, as strings (empty if all hold)."""
+        """The conditions that the values break, as strings (empty if all hold).
+
+        Each side is evaluated by its lambdified function (:attr:`_cond_fns`, built once per
+        bound): microseconds a call where sympy's ``subs`` took a fifth of a second, which
+        the searches of the validator call thousands of times."""
+        import numpy as np
+
         v = self._values(values)
-        args = [v[s] for s in self._args]
+        args = [np.float64(v[s]) for s in self._args]  # overflow gives inf, not an exception
         bad = []
-        for c, fn in zip(self.conditions, self._cond_fns, strict=True):
-            lhs, rhs = (float(x) for x in fn(*args))
+        for text, f in zip(self._cond_texts, self._cond_fns, strict=True):
+            with np.errstate(all="ignore"):
+                lhs, rhs = (float(x) for x in f(*args))
             if not lhs <= rhs + 1e-12 * abs(rhs):
-                shown = str(c) if len(str(c)) < 200 else f"{c.name}: {c.description}"
-                bad.append(f"{shown} (got {lhs:.6g} > {rhs:.6g})")
+                bad.append(f"{text} (got {lhs:.6g} > {rhs:.6g})")
         return bad
+
+    @cached_property
+    def _cond_texts(self) -> tuple[str, ...]:
+        return tuple(str(c) if len(str(c)) < 200 else f"{c.name}: {c.description}"
+                     for c in self.conditions)
 
     def holds(self, **values: object) -> bool:
         """Whether every condition holds at ``values``."""
@@ -405,10 +421,15 @@ class Bound:
         ((1/T) sum_t E||grad_y F(z_t)||^2, ``adapter_expr``). ``small_T=False`` leaves out the
         gradient-gap alternative (:meth:`descent_expr`), e.g. for a stationary floor.
 
+        Values so large that the bound overflows float64 give ``inf`` (in numpy float64
+        arithmetic, not an ``OverflowError``).
+
         Raises:
             ValueError: for unknown names, missing symbols, values outside their domain and,
                 unless ``check=False``, values that break a condition (each one is named).
         """
+        import numpy as np
+
         measure = measure or ("weighted" if weighted else "min")
         if measure not in MEASURES:
             raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
@@ -425,7 +446,8 @@ class Bound:
             fn = self._weighted_fn
         else:
             fn = self._adapter_fn
-        return float(fn(*[v[s] for s in self._args]))
+        with np.errstate(all="ignore"):
+            return float(fn(*[np.float64(v[s]) for s in self._args]))
 
     # -- vectorized evaluators ------------------------------------------------------------------
     @cached_property
@@ -494,7 +516,9 @@ class Bound:
         """Step sizes (eta_x, eta_y) = (fraction_x cap_x, fraction_y cap_y) inside the conditions.
 
         cap_b is the largest eta_b that the conditions linear in eta_b alone allow (C1-C3); if
-        another condition (C4) then fails, both rates are halved until every condition holds.
+        another condition (C4, C5) then fails, both rates are scaled down by the largest factor
+        (found by bisection, to about 1e-12) at which every condition holds: the point is then
+        on that condition's boundary along the ray.
         ``values`` are the constants and the other hyper-parameters (table names).
 
         >>> b = hybrid_bound()
@@ -504,6 +528,8 @@ class Bound:
         ...         mu=1e-3, q=1, n=10, T=10, d_x=10, eta_x=ex, eta_y=ey)
         True
         """
+        import numpy as np
+
         for name, f in (("fraction_x", fraction_x), ("fraction_y", fraction_y)):
             if not (isinstance(f, int | float) and 0 < f <= 1):
                 raise ValueError(f"{name} must be a number in (0, 1], got {f!r}")
@@ -518,25 +544,40 @@ class Bound:
             cap = math.inf
             for f in self._caps.get(s, ()):
                 try:
-                    val = float(f(*[args.get(k, 1.0) for k in self._args]))
+                    with np.errstate(all="ignore"):
+                        val = float(f(*[np.float64(args.get(k, 1.0)) for k in self._args]))
                 except ZeroDivisionError:  # eta_b's coefficient is 0 here: no cap from it
                     continue
                 if math.isfinite(val) and val > 0:
                     cap = min(cap, val)
             caps.append(cap if math.isfinite(cap) else 1.0)
         ex, ey = caps[0] * fraction_x, caps[1] * fraction_y
+        if not self.violated(**v, eta_x=ex, eta_y=ey):
+            return ex, ey
+        hi = 1.0  # scale both down to the largest s (to 1e-12 relative) that holds (C4, C5)
         for _ in range(200):
-            if not self.violated(**v, eta_x=ex, eta_y=ey):
-                return ex, ey
-            ex, ey = ex / 2, ey / 2
+            lo = hi / 2
+            if not self.violated(**v, eta_x=ex * lo, eta_y=ey * lo):
+                for _ in range(40):
+                    mid = (lo + hi) / 2
+                    if self.violated(**v, eta_x=ex * mid, eta_y=ey * mid):
+                        hi = mid
+                    else:
+                        lo = mid
+                return ex * lo, ey * lo
+            hi = lo
         raise ValueError("no admissible step sizes found at these values: "
                          + "; ".join(self.violated(**v, eta_x=ex, eta_y=ey)))
 
-    def vectorized(self, *, weighted: bool = False) -> Callable[..., object]:
+    def vectorized(self, *, weighted: bool = False, check: bool = False) -> Callable[..., object]:
         """A numpy function of keyword arrays (table names) that broadcasts; with
         ``weighted=True`` it evaluates ``weighted_expr``.
 
-        No validation: it is the fast path for sweeps (1e6 points in well under a second).
+        No validation by default: it is the fast path for sweeps (1e6 points in well under a
+        second), and a value outside a symbol's domain (a negative L_x, say) gives a number
+        that means nothing. ``check=True`` checks every array against its symbol's domain
+        first (``ValueError`` naming the symbol and the first bad value), at about twice the
+        cost. A missing symbol is a ``ValueError`` either way.
 
         >>> import numpy as np
         >>> f = hybrid_bound().vectorized()
@@ -549,7 +590,19 @@ class Bound:
         def evaluate(**values: object) -> object:
             import numpy as np
 
+            missing = [s for s in names if s not in values]
+            if missing:
+                raise ValueError(f"missing values for {', '.join(missing)}")
             args = [np.asarray(values[s], dtype=float) for s in names]
+            if check:
+                for s, a in zip(names, args, strict=True):
+                    row = TABLE[s]
+                    bad = ~np.isfinite(a) | (a <= row.lower if row.strict else a < row.lower)
+                    if row.integer:
+                        bad |= a != np.floor(a)
+                    if bad.any():
+                        raise ValueError(f"{s} must be {row.allowed()}, got "
+                                         f"{a[bad].flat[0]!r}")
             return np.broadcast_to(fn(*args), np.broadcast_shapes(*(a.shape for a in args)))
 
         return evaluate
@@ -657,7 +710,8 @@ class Bound:
         active = tuple(active)
         measure = ("min_t E||grad F||^2" if weights == (1.0, 1.0)
                    else f"min_t E[{wx:g} ||grad_x F||^2 + {wy:g} ||grad_y F||^2]")
-        return StepSizes(ex, ey, best2, e1, best1, ey / ex, best1 / best2, active, measure)
+        gain = best1 / best2 if best2 > 0 else 1.0  # a zero bound (no noise, Delta = 0): any
+        return StepSizes(ex, ey, best2, e1, best1, ey / ex, gain, active, measure)  # rate
 
     def _weights_objective(self, wx: float, wy: float) -> Callable[..., object]:
         """A bound on min_t E[w_x ||grad_x F||^2 + w_y ||grad_y F||^2] as a numpy function of
@@ -743,7 +797,8 @@ class Bound:
         for eps <= ``eps_max``, where eta(eps) meets the step-size caps of C1-C3; C4 is O(eta^2)
         against eta and holds for small eps.
         """
-        if not (math.isfinite(ratio) and ratio > 0):
+        if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not (
+                math.isfinite(ratio) and ratio > 0):
             raise ValueError(f"ratio must be a finite number > 0, got {ratio!r}")
         for k in ("eps", "T", "eta_x", "eta_y", "eta"):
             if k in values:

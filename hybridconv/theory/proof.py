@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import sympy as sp
 
+from .. import spec as vocab
 from .assumptions import Setting
 from .derivation import Derivation, coefficient, without
 from .symbols import sym
@@ -189,8 +190,7 @@ class EpochProof:
         self.uses_model = (sm.name,)
         self.zo_lemma = ("effective_rank_estimator" if sm.key == "effective-rank"
                          else "zo_variance_nonconvex")
-        self.bias_lemma = {"gaussian": "stein_smoothing_bias", "sphere": "ball_smoothing_bias",
-                           "rademacher": "rademacher_smoothing_bias"}[est.directions]
+        self.bias_lemma = vocab.DIRECTIONS.properties[est.directions]["bias_lemma"]
         if sm.key == "effective-rank":
             self.bias_lemma = "effective_rank_estimator"
         self.c_Q: dict[str, sp.Expr] = {}

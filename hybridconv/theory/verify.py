@@ -59,7 +59,16 @@ def check_step(step: Step, theorem: Theorem, points: dict[str, object], *, seed:
     with np.errstate(all="ignore"):
         a = np.broadcast_to(np.asarray(f_small(*args), dtype=float), (size,))
         b = np.broadcast_to(np.asarray(f_large(*args), dtype=float), (size,))
+    # rounding error of a sum is relative to its summands' sizes, not to its value (the
+    # descent coefficients cancel large terms down to a small difference)
     scale = np.maximum(np.abs(a), np.abs(b))
+    if step.kind == "definition":  # an identity: the sizes of its terms, every sign made +
+        for expr in (small, large):
+            plus = expr.replace(lambda e: e.is_Number and e < 0, lambda e: -e)
+            with np.errstate(all="ignore"):
+                mags = np.abs(np.broadcast_to(np.asarray(compile_numeric(free, plus)(*args),
+                                                         dtype=float), (size,)))
+            scale = np.fmax(scale, np.where(np.isfinite(mags), mags, 0.0))
     ok = a <= b + TOLERANCE * scale + 1e-300
     with np.errstate(all="ignore"):
         ratio = np.where(b > 0, a / b, np.where(a <= 0, 0.0, np.inf))

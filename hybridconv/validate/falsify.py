@@ -206,15 +206,18 @@ def falsify(bound: Bound, family: str, *, budget: int = 60, seed: int = 0, trial
     """
     from scipy.optimize import differential_evolution
 
+    family = spec.validate("problem", family, label="family")
     if family not in FAMILY_SPACES:
         raise ValueError(f"family must be one of {sorted(FAMILY_SPACES)}, got {family!r}")
     measure = spec.validate("measure", measure)
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 10:
+    budget = spec.validate("budget", budget)
+    if budget < 10:  # differential evolution needs a population
         raise ValueError(f"budget must be an integer >= 10, got {budget!r}")
-    for name, v, low in (("seed", seed, 0), ("trials", trials, 2), ("epochs", epochs, 1),
-                         ("recheck_trials", recheck_trials, 2)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+    seed, epochs = spec.validate("seed", seed), spec.validate("epochs", epochs)
+    confidence = spec.validate("confidence", confidence)
+    for name, v in (("trials", trials), ("recheck_trials", recheck_trials)):
+        if spec.validate("trials", v, label=name) < 2:  # a confidence interval needs two
+            raise ValueError(f"{name} must be an integer >= 2, got {v!r}")
     space = dict(space or FAMILY_SPACES[family])
     rows: list[dict[str, object]] = []
     best = {"ratio": -math.inf, "params": None}

@@ -39,7 +39,7 @@ import sympy as sp
 from .._io import write_text_atomic
 from ..theory.bound import Bound, compile_numeric, sample_admissible
 from ..theory.symbols import sym
-from .check import check
+from .check import ROUNDING_ABS, check, exceeds
 from .falsify import FAMILY_SPACES, build_instance, decode_point, falsify
 
 if TYPE_CHECKING:
@@ -194,7 +194,7 @@ def _ratios(empirical: pd.Series, lower: pd.Series, values: np.ndarray) -> np.nd
     bound is > 0, then inf)."""
     emp, low = empirical.to_numpy(dtype=float), lower.to_numpy(dtype=float)
     return np.where(values > 0, emp / np.where(values > 0, values, 1.0),
-                    np.where(low > 0, np.inf, 0.0))
+                    np.where(low > ROUNDING_ABS, np.inf, 0.0))
 
 
 def _always_larger(bound: Bound, mutant: Bound, *, seed: int) -> bool:
@@ -255,10 +255,11 @@ def write_mutation_report(report: pd.DataFrame, out_dir: str | Path, *,
 
 def mutation_report(bound: Bound, *, pool: pd.DataFrame | None = None, seed: int = 0,
                     falsify_budget: int = 20, falsify_family: str = "quadratic",
-                    confidence: float = 0.99,
-                    only: tuple[str, ...] | None = None) -> pd.DataFrame:
+                    confidence: float = 0.99, only: tuple[str, ...] | None = None,
+                    progress: bool = False) -> pd.DataFrame:
     """Run every mutation (or those named in ``only``) against the pool, then the falsifier on
-    survivors.
+    survivors (``progress``: a line on stderr while the pool is built, then a tqdm bar over
+    the mutations).
 
     Returns one row per mutation: name, kind, killed, killed_by, max_ratio (largest
     empirical / mutant found), term_share (largest share of B the mutated term takes on the
@@ -266,6 +267,10 @@ def mutation_report(bound: Bound, *, pool: pd.DataFrame | None = None, seed: int
     """
     import pandas as pd
 
+    if progress and pool is None:
+        import sys
+
+        print("hybridconv: simulating the instance pool ...", file=sys.stderr, flush=True)
     pool = instance_pool(bound, seed=seed, confidence=confidence) if pool is None else pool
     if pool.empty:
         raise ValueError("the instance pool is empty")
@@ -276,9 +281,13 @@ def mutation_report(bound: Bound, *, pool: pd.DataFrame | None = None, seed: int
         unknown = set(only) - {m.name for m in chosen}
         if unknown:
             raise ValueError(f"unknown mutations {sorted(unknown)}")
-    for index, m in enumerate(chosen):
-        if only is not None and m.name not in only:
-            continue
+    # index in the full list, so a mutation's falsifier seed does not depend on ``only``
+    planted = [(i, m) for i, m in enumerate(chosen) if only is None or m.name in only]
+    if progress:
+        from tqdm.auto import tqdm
+
+        planted = tqdm(planted, desc="mutations", unit="mutation")
+    for index, m in planted:
         with np.errstate(all="ignore"):
             vals = np.array([m.bound.evaluate(check=False, **v) for v in pool["values"]])
             wvals = np.array([m.bound.evaluate(check=False, weighted=True, **v)
@@ -286,8 +295,8 @@ def mutation_report(bound: Bound, *, pool: pd.DataFrame | None = None, seed: int
             ratios = np.concatenate([
                 _ratios(pool["empirical"], pool["ci_lower"], vals),
                 _ratios(pool["w_empirical"], pool["w_ci_lower"], wvals)])
-        killed = bool(np.any(pool["ci_lower"].to_numpy() > vals)
-                      or np.any(pool["w_ci_lower"].to_numpy() > wvals))
+        killed = bool(np.any(exceeds(pool["ci_lower"].to_numpy(), vals))
+                      or np.any(exceeds(pool["w_ci_lower"].to_numpy(), wvals)))
         killed_by = "pool" if killed else ""
         share = math.nan
         if m.term is not None:

@@ -52,6 +52,24 @@ from ..theory.terms import term_shares
 __all__ = ["RunCheck", "check_run", "load_run", "sweep_summary"]
 
 
+POINT_KEYS = ("epoch", "step", "F", "grad_x_sq", "grad_y_sq", "L_x", "L_y", "L_xy",
+              "sigma_x_sq", "sigma_y_sq", "d_x", "trace_xx", "trace_xx_se", "effective_rank")
+"""What every measured point of diagnostics.json holds."""
+
+
+def _read_object(path: Path) -> dict:
+    """A run file's JSON object; ``ValueError`` naming the file otherwise."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); rerun the fine-tuning run that "
+                         "wrote it") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} is malformed: expected a JSON object, got "
+                         f"{type(value).__name__}; rerun the fine-tuning run that wrote it")
+    return value
+
+
 def load_run(run_dir: str | Path) -> dict[str, object]:
     """config.json, results.json and diagnostics.json of a run directory, and ``points``: the
     measured points without the failed ones (those recorded with an ``error``).
@@ -67,14 +85,42 @@ def load_run(run_dir: str | Path) -> dict[str, object]:
             hint = (" (run hybridconv finetune with --diagnostics-every K)"
                     if name == "diagnostics" else "")
             raise ValueError(f"{path} does not exist{hint}")
-        try:
-            out[name] = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from None
+        out[name] = _read_object(path)
     diag = out["diagnostics"]
+    dpath = run / "diagnostics.json"
+    if not isinstance(diag.get("points", []), list) or not all(  # type: ignore[union-attr]
+            isinstance(p, dict) for p in diag.get("points", [])):  # type: ignore[union-attr]
+        raise ValueError(f"{dpath} is malformed: 'points' must be a list of objects")
     points = [p for p in diag.get("points", []) if "error" not in p]  # type: ignore[union-attr]
     if not points:
-        raise ValueError(f"{run / 'diagnostics.json'} holds no measured point")
+        raise ValueError(f"{dpath} holds no measured point")
+    for p in points:
+        for key in POINT_KEYS:
+            v = p.get(key)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ValueError(f"{dpath} is malformed: a point's {key!r} must be a finite "
+                                 f"number, got {v!r}")
+        for key in ("sigma_x_sq", "sigma_y_sq", "L_x", "L_y", "L_xy", "d_x", "grad_x_sq",
+                    "grad_y_sq", "epoch", "step"):
+            if p[key] < 0:
+                raise ValueError(f"{dpath} is malformed: {key} must be >= 0, got {p[key]!r} "
+                                 f"at epoch {p['epoch']}")
+    res, cfg = out["results"], out["config"]
+    rpath = run / "results.json"
+    for key, kind in (("resolved", dict), ("train_examples", int), ("epochs", int),
+                      ("status", str)):
+        if not isinstance(res.get(key), kind) or isinstance(res.get(key), bool):  # type: ignore[union-attr]
+            raise ValueError(f"{rpath} is malformed: {key!r} must be a {kind.__name__}, got "
+                             f"{res.get(key)!r}")  # type: ignore[union-attr]
+    for key, v in res["resolved"].items():  # type: ignore[index]
+        if key in ("lr_x", "lr_y", "mu") and (isinstance(v, bool) or not isinstance(
+                v, int | float) or not math.isfinite(v) or v <= 0):
+            raise ValueError(f"{rpath} is malformed: resolved {key} must be a finite number "
+                             f"> 0, got {v!r}")
+    bs = cfg.get("batch_size")  # type: ignore[union-attr]
+    if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+        raise ValueError(f"{run / 'config.json'} is malformed: 'batch_size' must be an "
+                         f"integer >= 1, got {bs!r}")
     saved = diag.get("config")  # type: ignore[union-attr]
     if saved is not None:
         cfg = out["config"]
@@ -304,13 +350,18 @@ def sweep_summary(run_dirs: Sequence[str | Path], *, metric: str = "test_loss") 
         path = Path(d) / "results.json"
         if not path.exists():
             raise ValueError(f"{path} does not exist")
-        res = json.loads(path.read_text())
+        res = _read_object(path)
         r = res.get("resolved", {})
-        if "lr_x" not in r or "lr_y" not in r:
+        if not isinstance(r, dict) or "lr_x" not in r or "lr_y" not in r:
             raise ValueError(f"{path}: not a hybrid run (needs lr_x and lr_y)")
-        rows.append({"lr_x": r["lr_x"], "lr_y": r["lr_y"], "seed": res["config"]["seed"],
-                     "value": res[metric] if res["status"] == "completed" else math.nan,
-                     "status": res["status"]})
+        try:
+            rows.append({"lr_x": float(r["lr_x"]), "lr_y": float(r["lr_y"]),
+                         "seed": res["config"]["seed"],
+                         "value": float(res[metric]) if res["status"] == "completed"
+                         else math.nan, "status": res["status"]})
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path} is malformed: {type(e).__name__} {e}; rerun the "
+                             "fine-tuning run that wrote it") from None
     df = pd.DataFrame(rows)
     agg = df.groupby(["lr_x", "lr_y"]).agg(
         mean=("value", "mean"), sd=("value", "std"), seeds=("value", "count"),
