@@ -569,9 +569,11 @@ class Bound:
         raise ValueError("no admissible step sizes found at these values: "
                          + "; ".join(self.violated(**v, eta_x=ex, eta_y=ey)))
 
-    def vectorized(self, *, weighted: bool = False, check: bool = False) -> Callable[..., object]:
+    def vectorized(self, *, weighted: bool = False, check: bool = False,
+                   small_T: bool = True) -> Callable[..., object]:
         """A numpy function of keyword arrays (table names) that broadcasts; with
-        ``weighted=True`` it evaluates ``weighted_expr``.
+        ``weighted=True`` it evaluates ``weighted_expr``; with ``small_T=False`` the descent
+        part alone (:meth:`descent_expr`, without the gradient-gap alternative).
 
         No validation by default: it is the fast path for sweeps (1e6 points in well under a
         second), and a value outside a symbol's domain (a negative L_x, say) gives a number
@@ -585,7 +587,11 @@ class Bound:
         ...   eta_x=np.array([1e-4, 2e-4]), eta_y=1e-3, mu=0, q=1, n=10, T=100, d_x=10).shape
         (2,)
         """
-        fn, names = (self._weighted_fn if weighted else self._fn), self._args
+        if small_T:
+            fn = self._weighted_fn if weighted else self._fn
+        else:
+            fn = self._descent_fn("weighted" if weighted else "min")
+        names = self._args
 
         def evaluate(**values: object) -> object:
             import numpy as np
