@@ -131,6 +131,7 @@ class TheoryConfig:
     assumption: str = option("assumption")
     directions: str = option("directions")
     difference: str = option("difference")
+    theorem: str = option("theorem")
 
     def __post_init__(self) -> None:
         spec.validate_fields(self)
@@ -157,6 +158,12 @@ class StepsOptions:
     set: list[str] = option(default=[], **_SET)
     weights: str = option("weights", deprecated_flags=("--measure",))
     json: bool = option(default=False, help="JSON output")
+    compare: bool = option(default=False, help="measure too: run the hybrid (60 epochs, 8 "
+                           "trials, a 7 x 7 grid from 1/100 to 30 times the caps) on the "
+                           "regimes figure's quadratic with n, d_x, d_y from --set (default "
+                           "8, 16, 4; its constants replace the others) and compare the "
+                           "predicted best eta_y/eta_x and region with the measured best "
+                           "cell and stability boundary")
 
 
 @dataclass(frozen=True)
