@@ -187,3 +187,22 @@ def test_check_run_on_a_real_run_of_a_tiny_model(tmp_path):
     assert math.isfinite(rc.measured_adapter) and rc.bound_adapter_er > 0
     res = json.loads((out / "results.json").read_text())
     assert res["status"] == "completed"
+
+
+@pytest.mark.parametrize("undefined", [None, float("nan")])
+def test_an_undefined_effective_rank_at_a_zero_head_is_accepted(tmp_path, undefined):
+    """At the start of a run with a zero-initialised head the loss does not depend on the base
+    weights: H_xx = 0, L_x = 0, and tr(H_xx) / L_x is undefined (the realruns figure failed
+    on it). The point loads; the rank comes from the other points."""
+    start = point(0, 0, L_x=0.0, trace_xx=0.0, effective_rank=undefined,
+                  effective_rank_er=float("nan"), effective_rank_pos=float("nan"))
+    text = json.dumps({"points": [start, point(2, 8), point(4, 16)]})
+    run = write_run(tmp_path / "r", [], lr_x=1e-5, lr_y=2e-2)
+    (run / "diagnostics.json").write_text(text)
+    rc = check_run(run)
+    assert rc.effective_rank == pytest.approx(11.0)
+    bad = json.loads(text)
+    bad["points"][1]["L_y"] = None
+    (run / "diagnostics.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="a point's 'L_y' must be a finite number"):
+        check_run(run)

@@ -54,6 +54,10 @@ __all__ = ["RunCheck", "check_run", "load_run", "sweep_summary"]
 POINT_KEYS = ("epoch", "step", "F", "grad_x_sq", "grad_y_sq", "L_x", "L_y", "L_xy",
               "sigma_x_sq", "sigma_y_sq", "d_x", "trace_xx", "trace_xx_se", "effective_rank")
 """What every measured point of diagnostics.json holds."""
+UNDEFINED_OK = ("effective_rank",)
+"""Point keys that may be undefined (NaN, or null in strict JSON): the effective rank
+tr(H_xx) / L_x where H_xx = 0, as at the start of a run with a zero-initialised head (the loss
+does not depend on the base weights there)."""
 
 
 def _read_object(path: Path) -> dict:
@@ -88,6 +92,10 @@ def load_run(run_dir: str | Path) -> dict[str, object]:
     for p in points:
         for key in POINT_KEYS:
             v = p.get(key)
+            if key in UNDEFINED_OK and key in p and (v is None or (
+                    isinstance(v, float) and math.isnan(v))):
+                p[key] = math.nan
+                continue
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
                 raise ValueError(f"{dpath} is malformed: a point's {key!r} must be a finite "
                                  f"number, got {v!r}")
