@@ -475,6 +475,10 @@ def _experiment(args: argparse.Namespace) -> int:
                                      "no_progress") if k in typed]
         if unused:
             raise CLIError(f"{unused[0]} has no effect with --report (it runs nothing)")
+    if cfg.dry_run:
+        unused = [typed[k] for k in ("workers", "backend", "address") if k in typed]
+        if unused:
+            raise CLIError(f"{unused[0]} has no effect with --dry-run (it runs nothing)")
     _address_needs_cluster(args, cfg.backend)
     try:
         if cfg.report:
@@ -506,8 +510,8 @@ def _experiment(args: argparse.Namespace) -> int:
             todo = [r for r in sweep.runs if r.run_id not in done]
             print(f"{sweep.describe()}; {len(sweep.runs) - len(todo)} finished, "
                   f"{len(todo)} to run -> {sweep.results}", flush=True)
-            if cfg.dry_run:
-                for r in todo:
+            if cfg.dry_run:  # what a run with the same --limit would run
+                for r in todo[:cfg.limit]:
                     s = r.settings
                     print(f"  {r.run_id} {s['model']} {s['task']} {r.label()} seed {s['seed']} "
                           f"lr_x {s.get('lr_x')} lr_y {s.get('lr_y')}")

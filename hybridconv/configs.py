@@ -224,8 +224,8 @@ class ExperimentConfig:
     figure: str | None = option(help="with --report: also draw the fine-tuning figure from "
                                 "the CSVs", metavar="FILE.png", default_help="none")
     limit: int | None = option("limit", nullable=True, default_help="all")
-    dry_run: bool = option(default=False, help="validate and list the runs still to do, run "
-                           "nothing")
+    dry_run: bool = option(default=False, help="validate and list the runs still to do (the "
+                           "first --limit of them), run nothing")
     workers: int = option("workers", help="processes for the runs (same results)")
     backend: str = option("backend")
     address: str | None = option(help="scheduler of the dask or ray cluster",

@@ -204,6 +204,9 @@ method = ["fo-lora", "zo"]
 ''')
     assert main(["experiment", str(spec), "--dry-run"]) == 0
     assert "2 to run" in capsys.readouterr().out
+    assert main(["experiment", str(spec), "--dry-run", "--limit", "1"]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    assert len(listed) == 1 and "fo-peft-lora" in listed[0]  # what --limit 1 would run
     assert main(["experiment", str(spec), "--no-progress"]) == 0
     assert "0 to run" not in capsys.readouterr().out
     assert main(["experiment", str(spec), "--dry-run"]) == 0

@@ -187,6 +187,8 @@ def test_6_resume_refuses_contradicting_flags(tmp_path, capsys):
     (["figures", "--address", "tcp://x:1"], "--address"),
     (["check-run", ".", "--metric", "accuracy"], "--metric"),
     (["experiment", "x.toml", "--figure", "f.png"], "--figure"),
+    (["experiment", "x.toml", "--dry-run", "--workers", "2"], "--workers"),
+    (["experiment", "x.toml", "--dry-run", "--backend", "dask"], "--backend"),
     (["theory", "--latex", "bound"], "--latex"),
     (["finetune", "--method", "fo", "--mu", "1e-3"], "--mu"),
     (["finetune", "--method", "zo", "--lr-y", "0.1"], "--lr-y"),
