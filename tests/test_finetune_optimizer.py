@@ -348,6 +348,34 @@ def test_results_do_not_depend_on_the_thread_count(kind):
         assert torch.equal(a, b)
 
 
+def test_a_forked_child_steps_with_its_own_thread_pool(monkeypatch):
+    """The pool threads that fill direction pieces do not survive a fork: a child forked after
+    a threaded step (a DataLoader worker, a multiprocessing pool) makes its own pool instead of
+    waiting forever on the parent's. Small pieces, so that a small tensor takes the pool."""
+    import multiprocessing
+
+    from hybridconv.finetune import directions, optimizer
+
+    monkeypatch.setattr(directions, "CHUNK", 16)
+    monkeypatch.setattr(optimizer, "CHUNK", 16)
+    net = Net()
+    _train(net, _opt(net, q=2, threads=2), 1)
+    assert optimizer._POOLS, "the step did not use the thread pool"
+
+    def child():
+        torch.set_num_threads(1)  # torch's own OpenMP team does not survive a fork either
+        _train(net, _opt(net, q=2, threads=2), 1)
+
+    proc = multiprocessing.get_context("fork").Process(target=child)
+    proc.start()
+    proc.join(30)
+    hung = proc.is_alive()
+    if hung:
+        proc.kill()
+        proc.join()
+    assert not hung and proc.exitcode == 0
+
+
 def test_forward_difference_with_shared_gradient_moves_the_block():
     """Review finding: with q = 1 and the fused restore, forward + shared once took f0 at the
     perturbed point (pg = 0). The clean pass now comes first and gives the FO gradient."""
