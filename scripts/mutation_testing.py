@@ -129,7 +129,11 @@ def run_module(module: str, *, max_children: int, root: Path = ROOT,
             return 0
     cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *names]
     print("$ " + " ".join(cmd), flush=True)
-    return subprocess.call(cmd, cwd=root)
+    # mutmut forks a child per mutant from a process that has run the tests: an OpenMP team
+    # of torch's does not survive the fork, and a child that enters a parallel region waits
+    # forever, so a mutant would count as killed by timeout. One thread per child.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.call(cmd, cwd=root, env=env)
 
 
 def status_of(code: int | None) -> str:
