@@ -9,6 +9,7 @@ script ``python -m hybridconv.testing.hostile``); docs/testing.md has the sweep'
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -17,6 +18,10 @@ import pytest
 from hybridconv.cli import main
 from hybridconv.testing import hostile
 from hybridconv.testing.hostile import Case, fake_run, run_case
+
+SUBPROCESS = pytest.mark.skipif("MUTANT_UNDER_TEST" in os.environ, reason="under mutmut: a "
+                                "subprocess cannot run its trampolined copy of the package")
+"""The tests that run ``python -m hybridconv.cli`` in a subprocess."""
 
 
 def _context(tmp: Path) -> dict[str, str]:
@@ -380,6 +385,7 @@ def test_18_ctrl_c_in_a_finetune_run_leaves_it_resumable(tmp_path, capsys, monke
     assert res["status"] == "completed" and res["epochs"] == 3 and res["steps"] == 6
 
 
+@SUBPROCESS
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
 def test_18_a_signal_during_simulate_exits_130_without_a_file(signame, tmp_path):
     """A real signal (subprocess): exit 130, one line, no output file, no temporary file."""
@@ -423,6 +429,7 @@ def test_duplicate_set_keys_are_an_error(capsys):
     assert code == 2 and "L_x is given twice" in one_error(err)
 
 
+@SUBPROCESS
 def test_a_broken_pipe_is_quiet():
     import subprocess
     import sys
