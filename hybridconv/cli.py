@@ -267,7 +267,7 @@ def _check_run(args: argparse.Namespace) -> int:
           f"mu = {v['mu']:.4g}, q = {v['q']:g}, n = {v['n']:g}, T = {v['T']:g}, "
           f"d_x = {v['d_x']:.0f}")
     print("conditions at these rates: " + ("all hold" if not rc.violated else
-                                           "; ".join(rc.violated)))
+                                           "; ".join(map(_plain, rc.violated))))
     print(f"largest admissible rates: eta_x = {rc.admissible['eta_x']:.3g}, "
           f"eta_y = {rc.admissible['eta_y']:.3g}")
     print(f"bound at T = {v['T']:g}: {rc.bound_final:.4g}; measured min ||grad F||^2 over "
@@ -655,7 +655,8 @@ def _check(args: argparse.Namespace) -> int:
               "the minimum over epochs holds whatever the run does; --measure weighted (or "
               "more epochs) tests the dynamics")
     if out.get("outside"):
-        print("outside the theorem's conditions: " + "; ".join(map(str, out["outside"])))
+        print("outside the theorem's conditions: "
+              + "; ".join(_plain(str(v)) for v in out["outside"]))
     if out.get("diverged"):
         print(f"diverged trials: {out['diverged']}")
     if mode == "falsify":

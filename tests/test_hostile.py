@@ -464,3 +464,16 @@ def test_the_whole_sweep_is_clean(tmp_path):
     assert len(rows) >= 600
     bad = [f"{r['case']}: {r['verdict']}" for r in rows if not r["verdict"].startswith("ok")]
     assert proc.returncode == 0 and not bad, "\n".join(bad[:50]) + proc.stderr[-2000:]
+
+
+def test_the_conditions_a_run_breaks_are_plain_text(capsys, tmp_path):
+    """``check --allow-outside`` and ``check-run`` name the broken conditions as the theory
+    verbs do (eta_x, L_xy), not in sympy's LaTeX names (found by mutation testing)."""
+    code, text, _ = run(capsys, "check", "--eta-x", "1e3", "--eta-y", "1e3", "--allow-outside",
+                        "--trials", "4", "--epochs", "2", "--n", "4", "--d-x", "3", "--d-y", "2")
+    line = next(s for s in text.splitlines() if s.startswith("outside the theorem's conditions"))
+    assert code == 0 and "C1: eta_x*n*(L_x + L_xy) <= 1/16" in line and "\\" not in text
+    code, text, _ = run(capsys, "check-run", str(fake_run(tmp_path / "r")))
+    line = next(s for s in text.splitlines() if s.startswith("conditions at these rates"))
+    assert code == 0 and "C2: eta_y*n*(L_y + L_xy) <= 1/16" in line and "\\" not in text
+    assert "hyper-parameters: eta_x = 1e-05, eta_y = 0.05, mu = 0.001, q = 1" in text
