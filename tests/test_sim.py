@@ -354,7 +354,7 @@ def test_bad_threads(quad, threads):
         simulate(quad, SimConfig(epochs=1, trials=2), threads=threads)
 
 
-@pytest.mark.parametrize("d", [8, 11, 16])
+@pytest.mark.parametrize("d", [8, 11, 16, 72])
 def test_rademacher_directions_are_drawn_as_bits(d):
     """ceil(d / 8) random bytes per direction, nothing else: the generator ends where
     drawing those bytes leaves it, and the signs are the bytes' bits."""
