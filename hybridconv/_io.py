@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["write_text_atomic", "atomic_path", "jsonable", "dumps_json", "check_output",
-           "OutputExists", "write_text_exclusive"]
+           "OutputExists", "write_text_exclusive", "read_json_object"]
 
 
 def jsonable(value: object) -> object:
@@ -32,6 +32,22 @@ def jsonable(value: object) -> object:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    return value
+
+
+def read_json_object(path: str | os.PathLike, remedy: str, *,
+                     what: str = "a JSON object") -> dict:
+    """The JSON object in ``path``; a ``ValueError`` naming the file, what is wrong and
+    ``remedy`` (what the user can do) when it cannot be read, is not JSON or is not an
+    object. The one reader of the package's JSON files (run files, manifests, configs)."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); {remedy}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} is malformed: expected {what}, got "
+                         f"{type(value).__name__}; {remedy}")
     return value
 
 

@@ -12,7 +12,7 @@ No heavy imports here: building the parser stays fast.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import spec
 from .spec import option
@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 __all__ = ["ProblemConfig", "SimulateOutput", "CheckConfig", "TheoryConfig", "BoundOptions",
            "StepsOptions", "ComplexityOptions", "FiguresConfig", "CheckRunConfig",
            "FinetuneOutput", "ExperimentConfig"]
+
+
+def address_option() -> Any:
+    """The ``--address`` option of every verb with a dask or ray backend."""
+    return option(help="scheduler of the dask or ray cluster",
+                  default_help="$HYBRIDCONV_ADDRESS, else a local cluster of --workers")
 
 
 @dataclass(frozen=True)
@@ -107,9 +113,7 @@ class CheckConfig:
     workers: int = option("workers", help="processes for --report's independent searches "
                           "(same results)")
     backend: str = option("backend")
-    address: str | None = option(help="scheduler of the dask or ray cluster",
-                                 default_help="$HYBRIDCONV_ADDRESS, else a local cluster of "
-                                 "--workers")
+    address: str | None = address_option()
     out_dir: str = option(default=".", help="where docs/ is written (--mutations, --report)")
     force: bool = option(default=False, help="overwrite existing report or history files")
     json: bool = option(default=False, help="JSON output")
@@ -127,6 +131,7 @@ class TheoryConfig:
     assumption: str = option("assumption")
     directions: str = option("directions")
     difference: str = option("difference")
+    theorem: str = option("theorem")
 
     def __post_init__(self) -> None:
         spec.validate_fields(self)
@@ -153,6 +158,12 @@ class StepsOptions:
     set: list[str] = option(default=[], **_SET)
     weights: str = option("weights", deprecated_flags=("--measure",))
     json: bool = option(default=False, help="JSON output")
+    compare: bool = option(default=False, help="measure too: run the hybrid (60 epochs, 8 "
+                           "trials, a 7 x 7 grid from 1/100 to 30 times the caps) on the "
+                           "regimes figure's quadratic with n, d_x, d_y from --set (default "
+                           "8, 16, 4; its constants replace the others) and compare the "
+                           "predicted best eta_y/eta_x and region with the measured best "
+                           "cell and stability boundary")
 
 
 @dataclass(frozen=True)
@@ -176,9 +187,7 @@ class FiguresConfig:
     workers: int = option("workers", help="processes for the independent runs of a figure "
                           "(same results)")
     backend: str = option("backend")
-    address: str | None = option(help="scheduler of the dask or ray cluster",
-                                 default_help="$HYBRIDCONV_ADDRESS, else a local cluster of "
-                                 "--workers")
+    address: str | None = address_option()
     out: str | None = option(help="output folder", metavar="DIR",
                              default_help="paper_figures, or paper_figures/quick with --quick")
     no_cache: bool = option(default=False, help="compute the fine-tuning runs again instead of "
@@ -224,11 +233,14 @@ class ExperimentConfig:
     figure: str | None = option(help="with --report: also draw the fine-tuning figure from "
                                 "the CSVs", metavar="FILE.png", default_help="none")
     limit: int | None = option("limit", nullable=True, default_help="all")
+    only: list[str] | None = option(help="run only the runs whose setting KEY is one of the "
+                                    "comma-separated values (repeatable; all must match), "
+                                    "e.g. --only task=mr --only method=fo-peft,hybrid: a "
+                                    "sweep's most wanted part first", metavar="KEY=V[,V]",
+                                    append=True, default_help="every run")
     dry_run: bool = option(default=False, help="validate and list the runs still to do (the "
                            "first --limit of them), run nothing")
     workers: int = option("workers", help="processes for the runs (same results)")
     backend: str = option("backend")
-    address: str | None = option(help="scheduler of the dask or ray cluster",
-                                 default_help="$HYBRIDCONV_ADDRESS, else a local cluster of "
-                                 "--workers")
+    address: str | None = address_option()
     no_progress: bool = option(default=False, help="no progress bar")

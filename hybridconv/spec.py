@@ -61,6 +61,7 @@ __all__ = [
     "FO_OPTIMIZERS",
     "FO_GRADIENTS",
     "ASSUMPTIONS",
+    "THEOREMS",
     "FAMILIES",
     "MEASURES",
     "DTYPES",
@@ -200,12 +201,20 @@ DIRECTIONS = Choice(
                   "sphere": "uniform on the sphere of radius sqrt(d)",
                   "rademacher": "independent +-1 coordinates"},
     properties={"gaussian": {"E_au2_u2": "d + 2", "E_u6": "d*(d + 2)*(d + 4)",
-                             "E_u3_bound": "(d + 3)**(3/2)"},
-                "sphere": _FIXED_NORM, "rademacher": _FIXED_NORM})
+                             "E_u3_bound": "(d + 3)**(3/2)", "bias": "sqrt(d)",
+                             "bias_lemma": "stein_smoothing_bias"},
+                "sphere": {**_FIXED_NORM, "bias": "sqrt(d)",
+                           "bias_lemma": "ball_smoothing_bias"},
+                "rademacher": {**_FIXED_NORM, "bias": "d/2",
+                               "bias_lemma": "rademacher_smoothing_bias"}})
 """Each distribution's moments (``a`` a unit vector, ``d`` the dimension): E<a,u>^2 ||u||^2,
 E||u||^6 and E||u||^3 or an upper bound of it (the Gaussian's: [NS17] Lemma 1,
-E||u||^p <= (d + p)^{p/2}); ``hybridconv.theory.assumptions.ZOEstimator`` builds the
-estimator's constants from them. Adding a distribution: docs/vocabulary.md."""
+E||u||^p <= (d + p)^{p/2}), and ``bias``, the factor c_b of the smoothing bias
+||E g - grad f|| <= c_b L mu (Stein's identity for Gaussian directions, ball smoothing for the
+sphere: sqrt(d); a direct Taylor bound for Rademacher: d / 2) and ``bias_lemma``, the lemma of
+:mod:`hybridconv.theory.lemmas` that proves it;
+``hybridconv.theory.assumptions.ZOEstimator`` builds the estimator's constants from them.
+Adding a distribution: docs/vocabulary.md."""
 DIFFERENCES = Choice(
     "difference", ("central", "forward"), "central",
     "ZO finite difference: [f(x+mu u) - f(x-mu u)]/(2 mu) or [f(x+mu u) - f(x)]/mu")
@@ -259,16 +268,30 @@ FO_GRADIENTS = Choice(
     "FO gradient at the clean point, or from the first perturbed pass (one pass fewer, "
     "O(mu) bias)")
 ASSUMPTIONS = Choice(
-    "assumption", ("h1", "h1-gen"), "h1",
-    "smoothness assumption of the theorem: block hybrid smoothness (h1) or its generalized "
-    "(L0, L1) form (h1-gen)")
+    "assumption", ("h1", "h1-gen", "effective-rank", "l-smooth"), "h1",
+    "smoothness assumption of the theorem: block hybrid smoothness (h1), its generalized "
+    "(L0, L1) form (h1-gen), the local effective rank r of the ZO block's curvature (MeZO) or "
+    "the paper's block l-smoothness at a gradient level G with a probability 1 - delta "
+    "conclusion (l-smooth)",
+    descriptions={"h1": "block Lipschitz gradients L_x, L_y, L_xy",
+                  "h1-gen": "block (L0, L1) smoothness on a region where ||grad f_i|| <= G",
+                  "effective-rank": "two-sided curvature bound diag(H_x, Lambda_y I) with "
+                                    "tr(H_x) <= r (L_x + L_xy): d_x becomes r",
+                  "l-smooth": "two-sided block l-smoothness, l_b(G) at the gradient level G"})
+THEOREMS = Choice(
+    "theorem", ("sharp", "v1"), "sharp",
+    "which derivation of the hybrid reshuffling theorem: the sharp one or the first one (v1), "
+    "kept for comparison (h1 and h1-gen only)")
 FAMILIES = Choice(
-    "problem", ("quadratic", "nonconvex", "lora", "gensmooth"), "quadratic",
-    "synthetic problem family with certified constants")
+    "problem", ("quadratic", "nonconvex", "lora", "gensmooth", "hetero", "lowrank"),
+    "quadratic", "synthetic problem family with certified constants",
+    descriptions={"hetero": "quadratic with heterogeneous component Hessians (Theta > 0)",
+                  "lowrank": "quadratic whose ZO-block curvature has effective rank r << d_x"})
 MEASURES = Choice(
-    "measure", ("min", "weighted"), "min",
-    "what a check compares with the bound: min_t E||grad F(z_t)||^2, or the block-weighted "
-    "(1/T) sum_t E[eta_x ||grad_x F||^2 + eta_y ||grad_y F||^2]")
+    "measure", ("min", "weighted", "adapter"), "min",
+    "what a check compares with the bound: min_t E||grad F(z_t)||^2, the block-weighted "
+    "(1/T) sum_t E[eta_x ||grad_x F||^2 + eta_y ||grad_y F||^2], or the adapter-only "
+    "(1/T) sum_t E||grad_y F||^2")
 DTYPES = Choice("dtype", ("float32", "bfloat16", "float16"), "float32",
                 "dtype of the model's weights")
 AUTOCASTS = Choice("autocast", ("none", "bfloat16", "float16"), "none",
@@ -295,8 +318,8 @@ TASKS = Choice("task", ("mr", "boolq", "piqa", "winogrande"), "mr",
 
 CHOICES: dict[str, Choice] = {c.name: c for c in (
     DIRECTIONS, DIFFERENCES, SAMPLINGS, PEFT_KINDS, SCHEDULES, HEADS, FO_OPTIMIZERS,
-    FO_GRADIENTS, ASSUMPTIONS, FAMILIES, MEASURES, DTYPES, AUTOCASTS, BACKENDS, WEIGHTS,
-    METRICS, TASKS, COUPLINGS)}
+    FO_GRADIENTS, ASSUMPTIONS, THEOREMS, FAMILIES, MEASURES, DTYPES, AUTOCASTS, BACKENDS,
+    WEIGHTS, METRICS, TASKS, COUPLINGS)}
 """Name -> :class:`Choice`. ``method`` is not here: the simulator's and the fine-tuner's
 method lists differ (:data:`SIM_METHODS`, :data:`METHODS`); pass the list explicitly."""
 
@@ -305,9 +328,11 @@ method lists differ (:data:`SIM_METHODS`, :data:`METHODS`); pass the list explic
 
 def _sym(name: str, description: str, *, lower: float = 0.0, strict: bool, integer: bool = False,
          group: str = "constant", latex: str | None = None,
-         default: float | int | None = None) -> Quantity:
+         default: float | int | None = None, upper: float | None = None,
+         upper_strict: bool = False) -> Quantity:
     return Quantity(name, description, lower=lower, strict=strict, integer=integer,
-                    group=group, symbol=True, latex=latex, default=default)
+                    group=group, symbol=True, latex=latex, default=default, upper=upper,
+                    upper_strict=upper_strict)
 
 
 _SYMBOL_ROWS: tuple[Quantity, ...] = (
@@ -331,8 +356,16 @@ _SYMBOL_ROWS: tuple[Quantity, ...] = (
          latex="L^{0}_{xy}"),
     _sym("L1_xy", "generalized smoothness, gradient-proportional part, cross block",
          strict=False, latex="L^{1}_{xy}"),
-    _sym("G", "bound on ||grad f_i|| over the region the run visits (H1-gen only)",
+    _sym("G", "bound on ||grad f_i|| over the region the run visits (H1-gen, l-smooth)",
          strict=False, latex="G"),
+    # local effective rank (MeZO, Malladi et al. 2023, Assumption 1, two-sided block form)
+    _sym("r", "effective rank of the ZO block's curvature bound: tr(H_x) <= r (L_x + L_xy), "
+         "1 <= r <= d_x", lower=1, strict=False, latex="r"),
+    # block l-smoothness at the gradient level G
+    _sym("l_x", "l_x(G): the x-block l-smoothness function at the gradient level G",
+         strict=True, latex="l_x"),
+    _sym("l_y", "l_y(G): the y-block l-smoothness function at the gradient level G",
+         strict=True, latex="l_y"),
     # H3, block heterogeneity
     _sym("sigma_x", "heterogeneity of the x-block gradients (additive part)", strict=False,
          latex=r"\sigma_x"),
@@ -367,6 +400,8 @@ _SYMBOL_ROWS: tuple[Quantity, ...] = (
     # target
     _sym("eps", "target accuracy: min_t E||grad F(z_t)||^2 <= eps^2", strict=True,
          group="target", latex=r"\varepsilon"),
+    _sym("delta", "failure probability of a high-probability statement", strict=True,
+         group="target", latex=r"\delta", upper=1.0, upper_strict=True),
 )
 
 _OPTION_ROWS: tuple[Quantity, ...] = (

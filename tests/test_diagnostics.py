@@ -13,7 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-from hybridconv.finetune.diagnostics import BlockHessian, measure_constants
+from hybridconv.finetune.diagnostics import BlockHessian, measure_constants, slq
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The models here are tiny: one thread is fastest, and a loaded machine's oversubscribed
+    threads made these tests 8x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 class Tiny(torch.nn.Module):
@@ -98,7 +108,8 @@ def test_constants_agree_with_the_exact_hessian(seed, ncv):
     Hxx, Hyy, Hxy, _ = exact(model, data)
     c = measure_constants(model, loss_fn_for(model), data, [model.W1, model.W2],
                           [model.A, model.B, model.b], batch_size=4, hessian_batch=6,
-                          collate=collate, tol=1e-10, ncv=ncv, trace_probes=400, seed=seed)
+                          collate=collate, tol=1e-10, ncv=ncv, trace_probes=400, slq_steps=1,
+                          seed=seed)
     assert c.L_x == pytest.approx(np.abs(np.linalg.eigvalsh(Hxx)).max(), rel=1e-6)
     assert c.L_y == pytest.approx(np.abs(np.linalg.eigvalsh(Hyy)).max(), rel=1e-6)
     assert c.L_xy == pytest.approx(np.linalg.svd(Hxy, compute_uv=False).max(), rel=1e-6)
@@ -200,3 +211,113 @@ def test_seed_gives_the_same_numbers():
     assert {k: v for k, v in a.as_dict().items() if k != "seconds"} == \
         {k: v for k, v in b.as_dict().items() if k != "seconds"}
     assert math.isfinite(a.effective_rank)
+
+
+# ---------------------------------------------------------------------------------------------
+# stochastic Lanczos quadrature
+def _fun(H, f):
+    lam, U = np.linalg.eigh(H)
+    return (U * f(lam)) @ U.T
+
+
+@pytest.mark.parametrize("reorthogonalize", [True, False])
+def test_slq_with_d_steps_is_the_exact_quadratic_form_per_probe(reorthogonalize):
+    """With m = d Lanczos steps the Gauss quadrature is exact: each probe's estimate is
+    z^T f(H) z for its Rademacher z (reproduced from the same seed), for f = identity,
+    positive part and absolute value. Without reorthogonalization, d = 12 steps of a
+    well-separated spectrum stay accurate too."""
+    rng = np.random.default_rng(3)
+    d = 12
+    Q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    H = (Q * np.linspace(-2.0, 3.0, d)) @ Q.T
+    res = slq(lambda v: H @ v, d, probes=5, steps=d, rng=np.random.default_rng(7),
+              reorthogonalize=reorthogonalize)
+    assert res.reorthogonalized is reorthogonalize
+    again = np.random.default_rng(7)
+    zs = [again.choice(np.array([-1.0, 1.0]), size=d) for _ in range(5)]
+    for name, f in (("trace", lambda t: t), ("positive", lambda t: np.maximum(t, 0)),
+                    ("absolute", np.abs)):
+        want = [z @ _fun(H, f) @ z for z in zs]
+        np.testing.assert_allclose(res.estimates[name], want, rtol=1e-7, atol=1e-9)
+    assert all(abs(w.sum() - 1) < 1e-12 for w in res.weights)   # a probability measure
+
+
+def test_slq_of_a_diagonal_matrix_is_exact():
+    """Rademacher probes see every eigenvector of a diagonal matrix with weight 1/d: exact."""
+    lam = np.array([-1.0, 0.5, 2.0, 4.0, -3.0, 0.25])
+    res = slq(lambda v: lam * v, 6, probes=3, steps=6, rng=np.random.default_rng(0),
+              functions=("positive", "absolute", "sqrt"))
+    assert res.mean("positive") == pytest.approx(6.75)
+    assert res.mean("absolute") == pytest.approx(10.75)
+    assert res.mean("sqrt") == pytest.approx(sum(np.sqrt(np.maximum(lam, 0))))
+    assert res.se("absolute") == pytest.approx(0.0, abs=1e-12)
+
+
+def test_slq_few_steps_on_a_large_spectrum_within_its_error():
+    """d = 400, a few outliers over a bulk near 0 (a Hessian's shape), 12 steps, 40 probes:
+    tr|H| within 4 standard errors plus the quadrature's bias (5%)."""
+    rng = np.random.default_rng(1)
+    d = 400
+    lam = np.concatenate([[50.0, 20.0, -8.0], 0.05 * rng.standard_normal(d - 3)])
+    Q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    H = (Q * lam) @ Q.T
+    res = slq(lambda v: H @ v, d, probes=40, steps=12, rng=np.random.default_rng(2))
+    for name, exact_value in (("absolute", np.abs(lam).sum()),
+                              ("positive", np.maximum(lam, 0).sum()), ("trace", lam.sum())):
+        assert abs(res.mean(name) - exact_value) <= 4 * res.se(name) + 0.05 * exact_value, name
+
+
+def test_slq_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="probes"):
+        slq(lambda v: v, 3, probes=1, steps=2, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="steps"):
+        slq(lambda v: v, 3, probes=2, steps=0, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="functions"):
+        slq(lambda v: v, 3, probes=2, steps=2, rng=np.random.default_rng(0),
+            functions=("cube",))
+
+
+def test_effective_rank_of_the_er_assumption_against_the_exact_hessian():
+    """r = (tr|H_xx| + ||H_xy||_*) / (L_x + L_xy) by SLQ with d steps (exact per probe) on the
+    tiny model: within 4 standard errors of the exact value; MeZO's one-sided
+    tr(H_xx,+) / L_x likewise; and -diag(W, (L_y + L_xy) I) <= H <= diag(W, ...) holds for
+    W = |H_xx| + (H_xy H_yx)^{1/2}, the matrix whose trace r measures."""
+    model, data = Tiny(seed=1), make_data(seed=11)
+    Hxx, Hyy, Hxy, dx = exact(model, data)
+    c = measure_constants(model, loss_fn_for(model), data, [model.W1, model.W2],
+                          [model.A, model.B, model.b], batch_size=4, hessian_batch=6,
+                          collate=collate, tol=1e-10, ncv=6, trace_probes=20, slq_steps=dx,
+                          seed=0)
+    lam = np.linalg.eigvalsh(Hxx)
+    s = np.linalg.svd(Hxy, compute_uv=False)
+    r_exact = (np.abs(lam).sum() + s.sum()) / (c.L_x + c.L_xy)
+    assert abs(c.effective_rank_er - r_exact) <= 4 * c.effective_rank_er_se + 1e-9
+    assert abs(c.trace_abs_xx - np.abs(lam).sum()) <= 4 * c.trace_abs_xx_se + 1e-9
+    assert abs(c.nuclear_xy - s.sum()) <= 4 * c.nuclear_xy_se + 1e-9
+    assert abs(c.trace_pos_xx - np.maximum(lam, 0).sum()) <= 4 * c.trace_pos_xx_se + 1e-9
+    assert c.effective_rank_pos == pytest.approx(c.trace_pos_xx / c.L_x)
+    assert 1 <= r_exact <= dx
+    W = _fun(Hxx, np.abs) + _fun(Hxy @ Hxy.T, lambda t: np.sqrt(np.maximum(t, 0)))
+    ly = c.L_y + c.L_xy
+    D = np.block([[W, np.zeros_like(Hxy)], [np.zeros_like(Hxy.T), ly * np.eye(len(Hyy))]])
+    Hfull = np.block([[Hxx, Hxy], [Hxy.T, Hyy]])
+    assert np.linalg.eigvalsh(D - Hfull).min() >= -1e-9
+    assert np.linalg.eigvalsh(D + Hfull).min() >= -1e-9
+    assert np.linalg.norm(W, 2) <= c.L_x + c.L_xy + 1e-9
+
+
+def test_a_zero_head_gives_zero_curvature_not_an_error():
+    """A zero-initialised head makes the loss independent of the base weights W1 and of the
+    adapter: H_xx = 0, and H_xy = 0 between them (ARPACK cannot start from a vector its
+    operator maps to 0); with the head in y the coupling through it is real (> 0)."""
+    model, data = Tiny(seed=0), make_data()
+    with torch.no_grad():
+        model.W2.zero_()   # the head
+    kw = dict(batch_size=4, collate=collate, ncv=4, trace_probes=2, slq_steps=3, seed=0)
+    c = measure_constants(model, loss_fn_for(model), data, [model.W1],
+                          [model.A, model.B, model.b, model.W2], **kw)
+    assert c.L_x == 0.0 and c.trace_xx == 0.0 and c.trace_abs_xx == 0.0
+    assert c.L_xy > 0 and c.L_y > 0
+    c = measure_constants(model, loss_fn_for(model), data, [model.W1],
+                          [model.A, model.B, model.b], **kw)
+    assert c.L_x == 0.0 and c.L_xy == 0.0 and c.nuclear_xy == 0.0

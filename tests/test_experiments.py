@@ -133,6 +133,24 @@ def test_grid_expansion_collapses_axes_that_do_not_apply():
     assert fo.settings["lr_y"] > 0  # the default, resolved into the run's identity
 
 
+def test_only_runs_a_subset_with_the_same_run_ids():
+    spec = parse_spec({"experiment": dict(EXP), "base": {"k_shot": 4},
+                       "grid": {"model": ["minilm"], "task": ["mr", "boolq"],
+                                "method": ["probe", "fo-peft", "hybrid"],
+                                "peft": ["lora", "prompt"], "seed": [0, 1]},
+                       "override": [{"method": "hybrid", "lr_x": [1e-5, 1e-4]}]})
+    sub = spec.subset(["task=mr", "peft=lora,none", "seed=1"])
+    assert sorted(r.label() for r in sub.runs) == ["fo-peft-lora", "hybrid-lora",
+                                                  "hybrid-lora", "probe"]
+    assert {r.run_id for r in sub.runs} <= {r.run_id for r in spec.runs}
+    assert [r.settings["lr_x"] for r in spec.subset(["lr_x=1e-4"]).runs] == [1e-4] * 8
+    assert len(spec.subset(["label=hybrid-prompt"]).runs) == 8
+    for bad, message in [(["task"], "must be KEY=VALUE"), (["tsk=mr"], "'tsk' is not a "),
+                         (["task=rte"], "leaves none of t's 28 runs")]:
+        with pytest.raises(ValueError, match=message):
+            spec.subset(bad)
+
+
 @needs_data
 def test_interrupted_sweep_resumes_without_redoing_finished_runs(tiny_model, tmp_path,
                                                                  monkeypatch):
@@ -276,3 +294,28 @@ def test_report_pairs_by_seed_chooses_rates_on_dev_and_counts_wins(tmp_path):
     assert (tmp_path / "fig.png").exists()
     csv_out = report.write_report([spec], tmp_path / "sweep.csv")
     assert len(csv_out.read_text().splitlines()) == 1 + len(spec.runs)
+
+
+def test_select_rates_drops_diverged_settings_and_breaks_ties_by_training_loss():
+    """The rule behind METHOD_DEFAULTS: best dev accuracy, diverged out, ties to the lower
+    final training loss (the sweep's zo-peft and fo-peft-prompt rows had exactly these)."""
+    import pandas as pd
+
+    from hybridconv.experiments import report
+
+    def run(rid, lr, dev, train):
+        base = {"run_id": rid, "model": "minilm", "task": "mr", "label": "zo-peft-lora",
+                "seed": 0, "lr_x": lr, "lr_y": None, "mu": 0.01}
+        return [{**base, "epoch": 0, "dev_accuracy": 0.36, "dev_loss": 0.693,
+                 "train_loss": None},
+                {**base, "epoch": 4, "dev_accuracy": dev, "dev_loss": 0.7, "train_loss": train}]
+
+    df = pd.DataFrame(run("a", 1e-2, 0.60, 2.4e4) + run("b", 1e-3, 0.51, 0.668)
+                      + run("c", 1e-4, 0.51, 0.695))
+    chosen = report.select_rates(report.final_rows(df), df)
+    assert list(chosen["run_id"]) == ["b"]  # a diverged (loss 2.4e4 > 1.5 x 0.693); b < c loss
+    # without the epoch-0 rows divergence is unknown: the best dev accuracy wins
+    assert list(report.select_rates(report.final_rows(df)[["run_id", "model", "task", "label",
+                                                          "seed", "lr_x", "lr_y", "mu",
+                                                          "epoch", "dev_accuracy",
+                                                          "train_loss"]])["run_id"]) == ["a"]

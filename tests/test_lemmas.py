@@ -31,6 +31,18 @@ EXPECTED_NAMES = [
     "gaussian_zo_second_moment_convex",
     "zo_second_moment_nonconvex",
     "smoothing_bias",
+    "stein_smoothing_bias",
+    "ball_smoothing_bias",
+    "rademacher_smoothing_bias",
+    "zo_variance_nonconvex",
+    "young_split",
+    "young_lower",
+    "polarization",
+    "gradient_gap",
+    "effective_rank_estimator",
+    "effective_rank_drift",
+    "lsmooth_gradient_bound",
+    "markov",
     "q_directions_variance",
     "without_replacement_variance",
     "random_reshuffling_nonconvex",
@@ -645,3 +657,152 @@ def test_zo_second_moment_sphere_on_a_saddle_in_two_dimensions() -> None:
     lhs, rhs = sides(zo_second_moment(ZOEstimator("sphere", "forward")), E_g_sq=value,
                      grad_sq=grad_sq, d_x=2, L_x=Lt, mu=mut)
     assert nonneg_polynomial(rhs - lhs, (x1, x2), (Lt, mut))
+
+
+
+# ---------------------------------------------------------------------------------------------
+# the sharp theorem's lemmas
+@HYPOTHESIS
+@given(rationals, rationals, rationals, rationals, positive_rationals)
+def test_young_split_and_lower_on_rational_vectors(a1, a2, b1, b2, th) -> None:
+    """||u + v||^2 between (1 - th)||u||^2 - (1/th - 1)||v||^2 and (1 + th)||u||^2 +
+    (1 + 1/th)||v||^2, exactly, on rational 2-vectors."""
+    ua, va = (q(a1), q(a2)), (q(b1), q(b2))
+    u_sq, v_sq = ua[0] ** 2 + ua[1] ** 2, va[0] ** 2 + va[1] ** 2
+    sum_sq = (ua[0] + va[0]) ** 2 + (ua[1] + va[1]) ** 2
+    assert get("young_split").instantiate(sum_sq=sum_sq, u_sq=u_sq, v_sq=v_sq,
+                                          th=q(th)) is sp.true
+    if th <= 1:
+        assert get("young_lower").instantiate(sum_sq=sum_sq, u_sq=u_sq, v_sq=v_sq,
+                                              th=q(th)) is sp.true
+
+
+def test_young_split_is_tight_at_v_equal_th_u() -> None:
+    th = sp.Rational(1, 3)
+    lhs, rhs = sides(get("young_split"), sum_sq=(1 + th) ** 2, u_sq=1, v_sq=th**2, th=th)
+    assert sp.simplify(lhs - rhs) == 0
+
+
+def test_polarization_is_an_identity() -> None:
+    a, b = sp.symbols("a1:3", real=True), sp.symbols("b1:3", real=True)
+    inner = a[0] * b[0] + a[1] * b[1]
+    lhs, rhs = sides(get("polarization"), inner_uv=inner, u_sq=a[0] ** 2 + a[1] ** 2,
+                     v_sq=b[0] ** 2 + b[1] ** 2,
+                     diff_sq=(a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2)
+    assert sp.expand(lhs - rhs) == 0
+
+
+def test_gradient_gap_is_tight_on_a_block_quadratic() -> None:
+    """F = (1/2)(Lx x^2 + Ly y^2): ||grad F||_D^2 = 2 max(eta_b L_b) F when eta_x Lx = eta_y Ly,
+    and below it otherwise."""
+    X, Y, Lx, Ly, ex = sp.symbols("X Y Lx Ly ex", positive=True)
+    ey = ex * Lx / Ly
+    F = (Lx * X**2 + Ly * Y**2) / 2
+    grad_D = ex * (Lx * X) ** 2 + ey * (Ly * Y) ** 2
+    lhs, rhs = sides(get("gradient_gap"), grad_D_sq=grad_D, L_D=ex * Lx, gap=F)
+    assert sp.simplify(lhs - rhs) == 0
+    # unequal scales: strictly below
+    assert get("gradient_gap").instantiate(grad_D_sq=1 * 4 + 2 * 1, L_D=2, gap=(4 + 1) / 2) \
+        is sp.true
+
+
+def test_stein_bias_on_a_one_dimensional_kink() -> None:
+    """f(x) = (L/2) x|x| (gradient L|x|, L-Lipschitz, not C^2): at 0 the Gaussian estimator's
+    mean is E[L mu u |u|] ... its bias L mu E|u| = L mu sqrt(2/pi) <= L mu sqrt(1)."""
+    bias = Lt * mut * sp.sqrt(2 / sp.pi)  # E[grad f(mu u)] - grad f(0) = L mu E|u|
+    direct = gaussian_integral(Lt * mut * sp.Abs(u))
+    assert sp.simplify(direct - bias) == 0
+    assert get("stein_smoothing_bias").instantiate(bias=bias, L=Lt, mu=mut, d=1).subs(
+        {Lt: 1, mut: 1}) is sp.true
+
+
+def test_stein_bias_is_below_ghadimi_lan() -> None:
+    d = sp.Symbol("d", positive=True)
+    ratio = sp.sqrt(d) / ((d + 3) ** sp.Rational(3, 2) / 2)
+    assert all(ratio.subs(d, k) < 1 for k in (1, 2, 10, 10**6))
+    assert sp.limit(ratio * d, d, sp.oo) == 2  # a factor about d / 2 smaller
+
+
+def test_rademacher_bias_by_enumeration() -> None:
+    """f(x) = (L/2) x_1 |x_1| in d = 3 with Rademacher u: the bias at 0, enumerated, is below
+    L mu d / 2."""
+    L, mu_, d = sp.Integer(2), sp.Rational(1, 10), 3
+    total = [sp.Integer(0)] * d
+    for signs in itertools.product((-1, 1), repeat=d):
+        fwd = (L / 2) * (mu_ * signs[0]) * abs(mu_ * signs[0]) / mu_  # (f(mu u) - f(0)) / mu
+        for k in range(d):
+            total[k] += fwd * signs[k] / 2**d
+    bias = sp.sqrt(sum(c**2 for c in total))
+    assert get("rademacher_smoothing_bias").instantiate(bias=bias, L=L, mu=mu_, d=d) is sp.true
+
+
+@pytest.mark.parametrize("directions", ["gaussian", "sphere", "rademacher"])
+def test_variance_constant_is_exact_in_two_dimensions(directions: str) -> None:
+    """E||<a,u>u - a||^2 = c_v ||a||^2 exactly, d = 2 (Gaussian moments, the circle of radius
+    sqrt(2), the four sign vectors)."""
+    a = sp.symbols("a1:3", real=True)
+    if directions == "gaussian":
+        value = gaussian_expectation(
+            sum(((a[0] * u1 + a[1] * u2) * ui - ai) ** 2
+                for ui, ai in zip((u1, u2), a, strict=True)), u1, u2)
+    elif directions == "sphere":
+        th_ = sp.Symbol("th_", real=True)
+        uu = (sp.sqrt(2) * sp.cos(th_), sp.sqrt(2) * sp.sin(th_))
+        value = circle_average(sum(((a[0] * uu[0] + a[1] * uu[1]) * ui - ai) ** 2
+                                   for ui, ai in zip(uu, a, strict=True)), th_)
+    else:
+        value = sum(sum(((a[0] * s0 + a[1] * s1) * si - ai) ** 2
+                        for si, ai in zip((s0, s1), a, strict=True))
+                    for s0, s1 in itertools.product((-1, 1), repeat=2)) / 4
+    c_v = ZOEstimator(directions).variance_constant(sp.Integer(2))
+    assert sp.expand(value - c_v * (a[0] ** 2 + a[1] ** 2)) == 0
+
+
+@pytest.mark.parametrize("directions", ["gaussian", "sphere", "rademacher"])
+def test_sixth_moment_is_exact(directions: str) -> None:
+    est = ZOEstimator(directions)
+    if directions == "gaussian":
+        value = gaussian_expectation((u1**2 + u2**2) ** 3, u1, u2)
+    else:
+        value = sp.Integer(2) ** 3  # ||u||^2 = d = 2 exactly
+    assert value == est.sixth_moment(sp.Integer(2))
+
+
+def test_effective_rank_estimator_with_a_rank_one_curvature() -> None:
+    """W = e1 e1^T (tr W = 1 = r) in d = 2, Gaussian: E<a,u>^2 u^T W u - a^T W a =
+    ||a||^2 tr W + a^T W a <= (r + 1)||a||^2, and E (u^T W u)^3 = 15 = r (r + 2)(r + 4)."""
+    a = sp.symbols("a1:3", real=True)
+    first = gaussian_expectation((a[0] * u1 + a[1] * u2) ** 2 * u1**2, u1, u2) - a[0] ** 2
+    assert sp.expand(first - (a[0] ** 2 + a[1] ** 2) - a[0] ** 2) == 0
+    assert nonneg_polynomial(2 * (a[0] ** 2 + a[1] ** 2) - first, a)
+    assert gaussian_expectation(u1**6, u1, u2) == 1 * 3 * 5
+
+
+def test_effective_rank_drift_on_a_bounded_indefinite_matrix() -> None:
+    """M = [[0, s], [s, 0]] with |s|^2 <= h1 h2 lies between -H and H for H = diag(h1, h2);
+    then ||(M v)_1||^2 <= h1 v^T H v."""
+    h1, h2, v1, v2 = sp.Integer(3), sp.Integer(1), sp.Symbol("v1", real=True), \
+        sp.Symbol("v2", real=True)
+    s_ = sp.sqrt(h1 * h2)
+    lhs = (s_ * v2) ** 2
+    assert get("effective_rank_drift").instantiate(
+        diff_b_sq=lhs, H_bb=h1, quad_H=h1 * v1**2 + h2 * v2**2).subs({v1: 1, v2: 2}) is sp.true
+    assert nonneg_polynomial(h1 * (h1 * v1**2 + h2 * v2**2) - lhs, (v1, v2))
+
+
+def test_markov_on_a_two_point_variable() -> None:
+    level = sp.Rational(3)
+    assert get("markov").instantiate(prob=sp.Rational(1, 4), mean=sp.Rational(3, 4),
+                                     level=level) is sp.true
+
+
+@pytest.mark.parametrize("model", ["h1", "effective-rank", "l-smooth"])
+def test_zo_variance_lemma_of_each_model(model: str) -> None:
+    from hybridconv.theory.assumptions import curvature_model
+    from hybridconv.theory.lemmas import zo_variance
+
+    lemma = zo_variance(curvature_model(model), ZOEstimator())
+    dim = sym("r") if model == "effective-rank" else sym("d_x")
+    assert lemma.rhs.has(dim) and lemma.rhs.has(sym("mu"))
+    with pytest.raises(ValueError, match="Rademacher"):
+        zo_variance(curvature_model("effective-rank"), ZOEstimator("rademacher"))

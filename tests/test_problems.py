@@ -40,6 +40,8 @@ CASES: dict[str, tuple[int, int, int]] = {
     "nonconvex": (5, 6, 4),
     "lora": (5, 6, 5),        # m = 2, p = 3, r = 1
     "gensmooth": (5, 6, 4),
+    "hetero": (5, 6, 4),
+    "lowrank": (5, 6, 4),
 }
 NAMES = list(CASES)
 SEEDS = st.integers(min_value=0, max_value=2**32 - 1)
@@ -142,7 +144,8 @@ def constants_for(p: Problem, x_list, y_list) -> dict[str, float]:
     return p.constants()
 
 
-SCALE = {"quadratic": 3.0, "nonconvex": 3.0, "lora": 1.0, "gensmooth": 2.0}
+SCALE = {"quadratic": 3.0, "nonconvex": 3.0, "lora": 1.0, "gensmooth": 2.0, "hetero": 3.0,
+         "lowrank": 3.0}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,6 +195,8 @@ def test_constants_report_the_theory_names(name):
                 "d_x", "d_y"}
     if name == "gensmooth":
         expected |= {"L0_x", "L1_x", "L0_y", "L1_y", "L0_xy", "L1_xy", "G"}
+    if name == "lowrank":
+        expected |= {"r"}
     assert set(c) == expected          # n is the run's hyper-parameter, not a constant
     assert all(isinstance(v, float) and np.isfinite(v) for v in c.values())
     assert validate_values(c) == c     # every value lies in its symbol's domain
@@ -282,7 +287,7 @@ def test_f_star_is_a_lower_bound(name):
     xd, yd = _descend(p)
     assert p.value(xd, yd)[0] >= p.f_star()
     assert p.value(xd, yd)[0] < p.value(*(v[None] for v in p.start()))[0]
-    assert p.f_star_exact == (name == "quadratic")
+    assert p.f_star_exact == (name in ("quadratic", "hetero", "lowrank"))
     x0, y0 = p.start()
     delta = p.value(x0[None], y0[None])[0] - p.f_star()
     assert p.constants()["Delta"] == pytest.approx(delta, rel=EXACT)
@@ -313,7 +318,7 @@ def test_quadratic_constants_are_exact():
 
 # ---------------------------------------------------------------------------------------------
 # Hessian checks
-@pytest.mark.parametrize("name", ["quadratic", "nonconvex", "lora"])
+@pytest.mark.parametrize("name", ["quadratic", "nonconvex", "lora", "hetero", "lowrank"])
 @EXAMPLES
 @given(seed=SEEDS, scale=st.floats(min_value=0.1, max_value=1.0))
 def test_block_hessians_within_constants(name, seed, scale):
@@ -484,7 +489,8 @@ def test_gensmooth_constants_follow_G():
     assert isinstance(p, GenSmoothProblem)
     x0, y0 = p.start()
     c = p.constants()
-    assert c["G"] == pytest.approx(p.max_component_grad_norm(x0[None], y0[None])[0], rel=EXACT)
+    start = p.max_component_grad_norm(x0[None], y0[None])[0]
+    assert c["G"] == pytest.approx(p.G_margin * start, rel=EXACT) and p.G_margin == 1.5
     for G in (0.0, 1.0, 100.0):
         cg = p.constants(G=G)
         for b in ("x", "y", "xy"):
@@ -492,7 +498,7 @@ def test_gensmooth_constants_follow_G():
     assert p.constants(G=100.0)["sigma_x"] > p.constants(G=1.0)["sigma_x"]
     gx, gy = all_grads(p, x0[None], y0[None])
     direct = np.sqrt((gx**2).sum(2) + (gy**2).sum(2)).max()
-    assert c["G"] == pytest.approx(direct, rel=EXACT)
+    assert start == pytest.approx(direct, rel=EXACT)
     with pytest.raises(ValueError, match=r"^G must be a finite number"):
         p.constants(G=float("inf"))
 
@@ -526,6 +532,12 @@ BAD_INPUTS = [
     ("gensmooth", {"ridge": 0.0}, "ridge"),
     ("gensmooth", {"offset": float("nan")}, "offset"),
     ("gensmooth", {"L_y": float("nan")}, "L_y"),
+    ("hetero", {"hetero": -0.1}, "hetero"),
+    ("hetero", {"hetero": float("nan")}, "hetero"),
+    ("lowrank", {"rank": 0}, "rank"),
+    ("lowrank", {"rank": 7}, "rank"),
+    ("lowrank", {"tail": 2.0}, "tail"),
+    ("lowrank", {"tail": 0.0}, "tail"),
 ]
 
 
@@ -543,7 +555,7 @@ def test_bad_inputs_raise_naming_the_argument(name, kwargs, arg):
     assert repr(value) in str(info.value)
 
 
-@pytest.mark.parametrize("module", ["nonconvex", "lora", "gensmooth"])
+@pytest.mark.parametrize("module", ["nonconvex", "lora", "gensmooth", "hetero", "lowrank"])
 def test_docstring_examples_run(module):
     mod = importlib.import_module(f"hybridconv.problems.{module}")
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
@@ -571,3 +583,107 @@ def test_determinism(name):
     assert p.f_star() == q.f_star()
     assert not np.allclose(p.values(x, y, idx), other.values(x, y, idx))
     assert not np.allclose(p.start()[0], other.start()[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# heterogeneous Hessians, effective rank, certified balls
+def test_hetero_h3_is_tight_along_the_top_eigenvector():
+    """Theta_b and sigma_b are exact: H3 holds with equality at the point whose gradient is the
+    top eigenvector of K_b (scaled), and the components' Hessians really differ."""
+    p = make_problem("hetero", 6, 4, 3, hetero=0.4, m_x=0.5, m_y=0.5, seed=2)
+    c = p.constants()
+    assert c["Theta_x"] > 0 and c["Theta_y"] > 0
+    assert np.abs(p.Hs[0] - p.Hs[1]).max() > 0
+    dx = p.d_x
+    for block, sl in (("x", slice(0, dx)), ("y", slice(dx, None))):
+        K = np.einsum("nji,njk->ik", p.A[:, sl, :], p.A[:, sl, :]) / p.n
+        v = np.linalg.eigh((K + K.T) / 2)[1][:, -1] * 5.0      # the gradient we want
+        z = np.linalg.solve(p.H, v - p.b0)                      # grad F(z) = H z + b0 = v
+        ratio = _h3_ratios(p, c, z[None, :dx], z[None, dx:])[block][0]
+        assert ratio == pytest.approx(1.0, rel=1e-9)
+
+
+def test_hetero_small_block_keeps_sum_zero_and_a_valid_h3():
+    """n = 4, d_y = 2 < d / (n - 1): {v_y = 0} is {0}, so only sum_i c_i = 0 is imposed (the
+    minimizer of F stays every epoch's fixed point in the mean) and the Young pair is valid:
+    H3's ratio stays <= 1 at random points and along the worst direction."""
+    p = make_problem("hetero", 4, 4, 2, hetero=0.3, m_x=0.5, m_y=0.5, sigma_y=1.2, seed=0)
+    assert p.exact_h3() == {"x": True, "y": False}          # (n - 1) d_x = 12 > d = 6
+    assert np.abs(p.c.sum(axis=0)).max() < 1e-12
+    z = p.minimizer()
+    g = np.einsum("nij,j->ni", p.Hs, z) + p.b
+    assert np.abs(g.sum(axis=0)).max() < 1e-10                  # sum_i grad f_i(z*) = 0
+    c = p.constants()
+    rng = np.random.default_rng(0)
+    zs = z[None] + 3.0 * rng.standard_normal((64, p.d_x + p.d_y))
+    for block, ratios in _h3_ratios(p, c, zs[:, :p.d_x], zs[:, p.d_x:]).items():
+        assert np.max(ratios) <= 1 + 1e-9, block
+    big = make_problem("hetero", 8, 4, 3, hetero=0.3, seed=0)
+    assert big.exact_h3() == {"x": True, "y": True}
+
+
+def test_hetero_reduces_to_the_quadratic():
+    a = make_problem("hetero", 5, 3, 2, hetero=0.0, seed=1)
+    b = make_problem("quadratic", 5, 3, 2, seed=1)
+    ca, cb = a.constants(), b.constants()
+    assert ca["Theta_x"] == ca["Theta_y"] == 0.0
+    for key in ("L_x", "L_y", "L_xy", "Delta"):
+        assert ca[key] == pytest.approx(cb[key], rel=EXACT)
+    assert a.f_star() == pytest.approx(b.f_star(), rel=EXACT)
+
+
+def test_lowrank_effective_rank_bound_holds():
+    """-diag(H_x, Lambda_y I) <= H <= diag(H_x, Lambda_y I) with tr H_x = r Lambda_x."""
+    p = make_problem("lowrank", 3, 40, 4, rank=3, tail=1e-3, coupling=0.2, m_y=0.5, seed=0)
+    c = p.constants()
+    dx = p.d_x
+    hxx = p.H[:dx, :dx]
+    u, s, _ = np.linalg.svd(p.H[:dx, dx:], full_matrices=False)
+    P = u[:, s > 1e-12] @ u[:, s > 1e-12].T
+    Hx = hxx + c["L_xy"] * P
+    lam_y = c["L_y"] + c["L_xy"]
+    bound = np.block([[Hx, np.zeros((dx, p.d_y))], [np.zeros((p.d_y, dx)),
+                                                    lam_y * np.eye(p.d_y)]])
+    assert np.linalg.eigvalsh(bound - p.H)[0] >= -1e-12
+    assert np.linalg.eigvalsh(bound + p.H)[0] >= -1e-12
+    assert np.trace(Hx) == pytest.approx(c["r"] * (c["L_x"] + c["L_xy"]), rel=EXACT)
+    assert np.linalg.norm(Hx, 2) <= c["L_x"] + c["L_xy"] + 1e-12
+    assert 3 <= c["r"] < 5 and c["r"] < dx / 5
+
+
+def test_gensmooth_ball_bound_is_certified():
+    """max_component_grad_norm(x, y, radius) bounds the gradient norm over the ball."""
+    p = build("gensmooth", seed=3)
+    rng = np.random.default_rng(0)
+    x, y = sample(p, rng, 5, 1.0)
+    for radius in (1e-3, 0.1, 0.5):
+        bound = p.max_component_grad_norm(x, y, radius)
+        assert np.all(bound >= p.max_component_grad_norm(x, y))
+        for _ in range(20):
+            dz = _ball(rng, 5, p.d_x + p.d_y, radius)
+            inside = p.max_component_grad_norm(x + dz[:, : p.d_x], y + dz[:, p.d_x:])
+            assert np.all(inside <= bound * (1 + BOUND))
+    assert np.all(np.isinf(p.max_component_grad_norm(x, y, np.inf)))
+
+
+def test_runner_tracks_the_perturbation_balls():
+    """With Gaussian directions no finite G certifies the perturbation segments (the running
+    max is infinite); with sphere directions the running max covers the balls of radius
+    max(step, mu sqrt(d_x)) and is at least the pointwise one."""
+    from hybridconv.sim import SimConfig, simulate
+    from hybridconv.sim.runner import perturbation_radius
+
+    p = build("gensmooth", seed=0)
+    base = dict(eta_x=1e-3, eta_y=1e-3, mu=1e-2, epochs=2, trials=3, seed=0)
+    gauss = simulate(p, SimConfig(directions="gaussian", **base))
+    assert np.isinf(gauss.loc[gauss.epoch == 2, "max_grad_norm"]).all()
+    sphere = simulate(p, SimConfig(directions="sphere", **base))
+    final = sphere.loc[sphere.epoch == 2, "max_grad_norm"].to_numpy()
+    assert np.isfinite(final).all()
+    x0, y0 = p.start()
+    assert (final >= p.max_component_grad_norm(x0[None], y0[None])[0]).all()
+    assert perturbation_radius(p, SimConfig(directions="sphere", **base)) == pytest.approx(
+        1e-2 * np.sqrt(p.d_x))
+    assert perturbation_radius(p, SimConfig(method="fo", **base)) == 0.0
+    assert perturbation_radius(p, SimConfig(directions="rademacher", method="zo", **base)) \
+        == pytest.approx(1e-2 * np.sqrt(max(p.d_x, p.d_y)))

@@ -15,7 +15,7 @@ import math
 
 import pytest
 import sympy as sp
-from hypothesis import HealthCheck, Phase, find, given, settings, target
+from hypothesis import HealthCheck, Phase, assume, find, given, settings, target
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
@@ -25,7 +25,7 @@ from hybridconv.testing import bound_for, configs, instances, lora_shapes, probl
 from hybridconv.theory import hybrid_bound
 from hybridconv.validate import check
 
-FAMILIES = ("quadratic", "nonconvex", "lora", "gensmooth")
+FAMILIES = ("quadratic", "nonconvex", "lora", "gensmooth", "hetero", "lowrank")
 
 FAST_EXAMPLES = 40
 """Examples per family in the default run (about 0.05 s each on the 2-core machine)."""
@@ -49,7 +49,13 @@ def hold(problem, config, bound=None, *, examples: int):
     ratios. The min measure alone is often decided by epoch 0 (``Verdict.trivial``: C1-C2 put
     the Delta term above (32/T) ||grad F(z_0)||^2); the weighted measure tests the dynamics."""
     bound = bound_for(problem, config) if bound is None else bound
-    verdict = check(bound, problem, config, confidence=CONFIDENCE, instances=2 * examples)
+    try:
+        verdict = check(bound, problem, config, confidence=CONFIDENCE, instances=2 * examples)
+    except ValueError as e:
+        # a run that leaves the region where its constants are certified (a gensmooth run
+        # whose gradients outgrow G) is outside the theorem's hypotheses: nothing to check
+        assume("allow_outside" not in str(e))
+        raise
     weighted = check(bound, problem, config, confidence=CONFIDENCE, instances=2 * examples,
                      measure="weighted")
     for v in (verdict, weighted):
@@ -114,8 +120,11 @@ def _on_cap(instance, which: str) -> bool:
                     strict=True))
     if values[which] != caps[which]:
         return False
-    values[which] *= 1 + 1e-9
-    assert not bound.holds(**values), f"{which} = its cap, yet 1e-9 more is admissible"
+    more = dict(values, **{which: values[which] * (1 + 1e-9)})
+    both = dict(values, eta_x=values["eta_x"] * (1 + 1e-9), eta_y=values["eta_y"] * (1 + 1e-9))
+    # on eta_b's own cap (C1-C3), or on a joint condition's boundary along the ray (C4, C5)
+    assert not (bound.holds(**more) and bound.holds(**both)), (
+        f"{which} = its cap, yet 1e-9 more is admissible")
     return True
 
 
@@ -164,7 +173,7 @@ def test_edges_are_generated(what, strategy, predicate):
 def test_boundary_probability_zero_and_one():
     problem = make_problem("quadratic", 4, 3, 2)
 
-    @settings(max_examples=15, deadline=None, database=None)
+    @settings(max_examples=15, deadline=None, database=None, derandomize=True)
     @given(configs(problem, boundary_probability=0.0), configs(problem, boundary_probability=1.0))
     def never_and_always(inside, boundary):
         assert not _on_cap((problem, inside), "eta_x")
@@ -271,11 +280,18 @@ def planted(bound):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_planted_bound_is_caught(family):
-    real = hybrid_bound(assumption="h1-gen" if family == "gensmooth" else "h1")
+    # the hypotheses each family satisfies (bound_for's): H1-gen with bounded directions for
+    # gensmooth, the effective rank for lowrank, H1 otherwise
+    real = hybrid_bound(
+        assumption={"gensmooth": "h1-gen", "lowrank": "effective-rank"}.get(family, "h1"),
+        directions="sphere" if family == "gensmooth" else "gaussian")
     wrong = planted(real)
 
     def caught(instance):
-        return check(wrong, *instance, confidence=CONFIDENCE).verdict == "violated"
+        try:
+            return check(wrong, *instance, confidence=CONFIDENCE).verdict == "violated"
+        except ValueError:  # the run left the certified region: outside the hypotheses
+            return False
 
     problem, config = find(instances(bound=wrong, families=(family,)), caught, settings=SEARCH)
     verdict = check(wrong, problem, config, confidence=CONFIDENCE)

@@ -19,7 +19,10 @@ def point(epoch, step, **kw):
             "trace_probes": 8, "effective_rank": 10.0, "F": 0.69, "grad_x_sq": 0.1,
             "grad_y_sq": 0.02, "s_x_sq": 5.0, "s_y_sq": 1.0, "sigma_x_sq": 0.2,
             "sigma_y_sq": 0.05, "batch_size": 16, "examples": 32, "d_x": 1000, "d_y": 50,
-            "hvps": 48, "seconds": 1.0}
+            "hvps": 48, "seconds": 1.0, "trace_abs_xx": 50.0, "trace_abs_xx_se": 4.0,
+            "trace_pos_xx": 45.0, "trace_pos_xx_se": 4.0, "nuclear_xy": 10.0,
+            "nuclear_xy_se": 3.0, "effective_rank_er": 10.0, "effective_rank_er_se": 0.5,
+            "effective_rank_pos": 11.25}
     base.update(kw)
     return base
 
@@ -40,35 +43,60 @@ def write_run(path, points, *, lr_x=1e-4, lr_y=5e-2, seed=0, epochs=4, test_loss
 
 
 def test_check_run_evaluates_the_bound_with_the_measured_constants(tmp_path):
+    """lr_x = 1e-5 (admissible under H1 and ER): every bound is the theorem's value."""
     run = write_run(tmp_path / "r", [point(0, 0), point(2, 8, L_x=5.0, sigma_x_sq=0.3,
                                                         grad_x_sq=0.05),
-                                     point(4, 16, grad_x_sq=0.01)])
+                                     point(4, 16, grad_x_sq=0.01)], lr_x=1e-5, lr_y=2e-2)
     rc = check_run(run)
     v = rc.values
     assert v["L_x"] == 5.0 and v["sigma_x"] == pytest.approx(math.sqrt(0.3))
     assert v["n"] == 4 and v["T"] == 4 and v["Delta"] == 0.69 and v["d_x"] == 1000
     bound = hybrid_bound()
-    assert rc.bound_final == pytest.approx(bound.evaluate(check=False, **v))
-    assert rc.violated == bound.violated(**v)
+    assert rc.violated == [] == bound.violated(**v)
+    assert rc.bound_final == pytest.approx(bound.evaluate(**v))
     pts = rc.points.set_index("epoch")
     assert math.isnan(pts.loc[0, "bound"])
-    assert pts.loc[2, "bound"] == pytest.approx(bound.evaluate(check=False, **{**v, "T": 2}))
+    assert pts.loc[2, "bound"] == pytest.approx(bound.evaluate(**{**v, "T": 2}))
     assert pts.loc[4, "measured_min"] == pytest.approx(min(0.12, 0.07))
     assert rc.measured_final == pytest.approx(0.07)
-    assert pts.loc[4, "bound_effective"] == pytest.approx(
-        bound.evaluate(check=False, **{**v, "d_x": 10.0}))  # ceil of the rank 10
+    # effective rank: the largest estimate + 2 se over the points
+    assert rc.effective_rank == pytest.approx(11.0)
+    er = hybrid_bound(assumption="effective-rank")
+    assert rc.violated_er == [] == er.violated(**v, r=11.0)
+    assert rc.bound_final_er == pytest.approx(er.evaluate(**v, r=11.0))
+    assert pts.loc[4, "bound_er"] == pytest.approx(rc.bound_final_er)
+    # the adapter-only measure: the mean of ||grad_y F||^2 over the points before T
+    assert rc.measured_adapter == pytest.approx(0.02)
+    assert rc.bound_adapter == pytest.approx(bound.evaluate(measure="adapter", **v))
+    assert rc.bound_adapter_er == pytest.approx(er.evaluate(measure="adapter", **v, r=11.0))
+    assert rc.ratios["effective-rank adapter"] == pytest.approx(rc.bound_adapter_er / 0.02)
+    assert rc.ratios["h1"] == pytest.approx(rc.bound_final / 0.07)
     assert sum(rc.shares.values()) == pytest.approx(1.0)
-    assert rc.dominant in rc.shares and rc.used_ratio == pytest.approx(500)
-    assert rc.predicted_ratio > 0
+    assert rc.dominant in rc.shares and rc.used_ratio == pytest.approx(2000)
+    assert rc.predicted_ratio > 0 and rc.predicted_ratio_er > 0
     json.dumps(rc.as_dict())  # valid JSON
 
 
-def test_negative_effective_rank_is_skipped_with_a_note(tmp_path):
-    run = write_run(tmp_path / "r", [point(0, 0, trace_xx=-12.0, effective_rank=-3.0),
-                                     point(1, 4, trace_xx=8.0, trace_xx_se=5.0,
-                                           effective_rank=2.0)])  # 8 < 2 x 5: not used
+def test_no_claim_outside_the_conditions(tmp_path):
+    """lr_x = 1e-4 breaks C3 under H1 (d_x = 1000) but not under the effective rank r = 11:
+    H1's bounds are NaN (evaluated anyway they can be negative), ER's are the theorem's."""
+    run = write_run(tmp_path / "r", [point(0, 0), point(4, 16)], lr_x=1e-4, lr_y=2e-2)
     rc = check_run(run)
-    assert math.isnan(rc.effective_rank) and any("effective-rank" in n for n in rc.notes)
+    assert any(c.startswith("C3") for c in rc.violated)
+    assert math.isnan(rc.bound_final) and math.isnan(rc.bound_adapter)
+    assert rc.points["bound"].isna().all() and rc.dominant == ""
+    assert any("claims nothing" in n for n in rc.notes)
+    assert rc.violated_er == [] and rc.bound_final_er > 0 and rc.bound_adapter_er > 0
+
+
+def test_without_a_spectrum_the_effective_rank_is_skipped_with_a_note(tmp_path):
+    old = {k: v for k, v in point(0, 0).items() if "er" not in k.split("_")[-1]
+           and not k.startswith(("trace_abs", "trace_pos", "nuclear", "effective_rank_"))}
+    run = write_run(tmp_path / "r", [old, {**old, "epoch": 1, "step": 4}])
+    rc = check_run(run)
+    assert math.isnan(rc.effective_rank) and math.isnan(rc.bound_final_er)
+    assert any("effective-rank bound is skipped" in n for n in rc.notes)
+    assert rc.bound_adapter != 0  # NaN (C3 fails at lr_x = 1e-4) or a value
 
 
 def test_check_run_errors(tmp_path):
@@ -123,12 +151,13 @@ def test_sweep_summary_finds_the_best_ratio(tmp_path):
 
 
 def test_cli_check_run(tmp_path, capsys):
-    run = write_run(tmp_path / "r", [point(0, 0), point(4, 16)])
+    run = write_run(tmp_path / "r", [point(0, 0), point(4, 16)], lr_x=1e-5, lr_y=2e-2)
     sweep = [write_run(tmp_path / f"s{i}", [point(0, 0)], lr_x=lr, test_loss=loss)
              for i, (lr, loss) in enumerate(((1e-3, 0.7), (1e-4, 0.6)))]
     assert main(["check-run", str(run), "--sweep", *map(str, sweep)]) == 0
     out = capsys.readouterr().out
-    assert "conditions at these rates" in out and "best ratio 500" in out
+    assert "conditions at these rates: all hold" in out and "best ratio 500" in out
+    assert "bound / measured" in out and "effective rank r = 11" in out and "adapter" in out
     assert main(["check-run", str(run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["values"]["L_x"] == 4.0
 
@@ -154,5 +183,7 @@ def test_check_run_on_a_real_run_of_a_tiny_model(tmp_path):
     rc = check_run(out)
     assert rc.values["L_x"] > 0 and rc.values["L_y"] > 0 and rc.values["n"] == 2
     assert math.isfinite(rc.bound_final) and rc.bound_final > 0
+    assert 1 <= rc.effective_rank and math.isfinite(rc.bound_final_er)
+    assert math.isfinite(rc.measured_adapter) and rc.bound_adapter_er > 0
     res = json.loads((out / "results.json").read_text())
     assert res["status"] == "completed"

@@ -279,15 +279,22 @@ def test_cli_simulate_bad_out(tmp_path, capsys):
 
 
 def test_gradient_bound_is_tracked_at_every_iterate():
-    """max_grad_norm is the running max over all iterates (the H1-gen hypothesis needs it)."""
+    """max_grad_norm is the running max over all iterates and the balls holding each step's
+    segment and ZO perturbations (the H1-gen hypothesis needs it): finite for sphere
+    directions (radius mu sqrt(d)), infinite after the first step for Gaussian ones (no ball
+    holds them)."""
     p = make_problem("gensmooth", 4, 3, 2, seed=0)
-    df = simulate(p, SimConfig(epochs=4, trials=3, eta_x=1e-3, eta_y=1e-3))
+    df = simulate(p, SimConfig(epochs=4, trials=3, eta_x=1e-3, eta_y=1e-3,
+                               directions="sphere"))
+    x0, y0 = p.start()
     for _, g in df.groupby("trial"):
         seq = g.sort_values("epoch")["max_grad_norm"].to_numpy()
-        assert np.all(np.diff(seq) >= 0)
-    x0, y0 = p.start()
+        assert np.all(np.isfinite(seq)) and np.all(np.diff(seq) >= 0)
+        assert seq[-1] >= p.max_component_grad_norm(x0[None], y0[None])[0]
     assert df[df.epoch == 0]["max_grad_norm"].iloc[0] == pytest.approx(
         p.max_component_grad_norm(x0[None], y0[None])[0])
+    gauss = simulate(p, SimConfig(epochs=2, trials=2, eta_x=1e-3, eta_y=1e-3))
+    assert np.isinf(gauss.loc[gauss["epoch"] >= 1, "max_grad_norm"]).all()
 
 
 THREAD_CASES = [

@@ -224,7 +224,8 @@ def write_report(specs: list[ExperimentSpec], out: str | Path, *,
                  figure: str | Path | None = None) -> Path:
     """Write the markdown report of the specs' results to ``out`` (and the figure); an
     ``out`` ending in ``.csv`` gets the final row of every finished run instead (a sweep's
-    table: every rate, with dev and test accuracy)."""
+    table: every rate, with dev and test accuracy, ``chosen`` marking the rates that
+    :func:`select_rates` keeps)."""
     import torch
 
     df = load_results(specs)
@@ -235,8 +236,10 @@ def write_report(specs: list[ExperimentSpec], out: str | Path, *,
         fin = final_rows(df)
         best = df.groupby("run_id")["dev_accuracy"].max().rename("best_dev_accuracy")
         fin = fin.merge(best, left_on="run_id", right_index=True)
+        fin["chosen"] = fin["run_id"].isin(set(select_rates(fin, df)["run_id"]))
         fin = fin.sort_values(["model", "task", "label", "lr_x", "lr_y"])
-        return write_text_atomic(out, fin[cols + ["best_dev_accuracy"]].to_csv(index=False))
+        return write_text_atomic(out, fin[cols + ["best_dev_accuracy", "chosen"]]
+                                 .to_csv(index=False))
     final = final_rows(df)
     chosen = select_rates(final, df)
     cmd = ("hybridconv experiment " + " ".join(str(s.source or s.name) for s in specs)

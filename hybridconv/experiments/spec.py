@@ -43,9 +43,11 @@ whose data is not installed: each is one ``ValueError`` line naming the key and 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -101,10 +103,46 @@ class ExperimentSpec:
     runs: list[Run] = field(default_factory=list)
     source: Path | None = None
 
+    def subset(self, only: Sequence[str]) -> ExperimentSpec:
+        """The runs whose settings match every ``KEY=V1,V2`` filter (a setting matches when
+        its value, as text, is one of the values; ``none`` matches an unset one). Run ids are
+        hashes of the settings, so a subset's finished runs count for the whole spec. A key
+        that no run has, or a filter that leaves no run, is a ``ValueError``."""
+        runs = list(self.runs)
+        for item in only:
+            key, sep, values = str(item).partition("=")
+            key = key.strip()
+            wanted = {v.strip() for v in values.split(",") if v.strip()}
+            if not sep or not key or not wanted:
+                raise ValueError(f"--only must be KEY=VALUE[,VALUE...], got {item!r}")
+            keys = set().union(*(r.settings for r in self.runs)) | {"label"}
+            if key not in keys:
+                raise ValueError(f"--only: {key!r} is not a setting of {self.name}'s runs "
+                                 f"(one of {', '.join(sorted(keys))})")
+
+            def text(r: Run, key: str = key) -> str:
+                v = r.label() if key == "label" else r.settings.get(key)
+                return "none" if v is None else (f"{v:g}" if isinstance(v, float) else str(v))
+
+            runs = [r for r in runs if text(r) in wanted
+                    or (isinstance(r.settings.get(key), float)
+                        and any(_same_number(r.settings[key], w) for w in wanted))]
+        if not runs:
+            raise ValueError(f"--only {' '.join(only)} leaves none of {self.name}'s "
+                             f"{len(self.runs)} runs")
+        return dataclasses.replace(self, runs=runs)
+
     def describe(self) -> str:
         n = len(self.runs)
         base = sum(r.baseline for r in self.runs)
         return f"{self.name}: {n} runs ({n - base} fine-tuning, {base} baselines)"
+
+
+def _same_number(value: float, text: str) -> bool:
+    try:
+        return float(text) == value
+    except ValueError:
+        return False
 
 
 def _listify(key: str, v: Any) -> list[Any]:

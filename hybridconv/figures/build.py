@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .._io import jsonable, write_text_atomic
+from .._io import jsonable, read_json_object, write_text_atomic
 from ..parallel import check_backend, check_workers, defaults
 from . import FIGURES, figure_module, runcache
 
@@ -85,13 +85,9 @@ def read_manifest(path: Path) -> dict:
     when it is not a JSON object with a ``figures`` object."""
     if not path.exists():
         return {"figures": {}}
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); restore it, or delete it and "
-                         "rebuild the figures without --replot") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.setdefault("figures", {}),
-                                                        dict):
+    manifest = read_json_object(path, "restore it, or delete it and rebuild the figures "
+                                "without --replot", what="an object with a 'figures' object")
+    if not isinstance(manifest.setdefault("figures", {}), dict):
         raise ValueError(f"{path} is malformed: expected an object with a 'figures' object; "
                          "restore it, or delete it and rebuild the figures without --replot")
     if not all(isinstance(v, dict) for v in manifest["figures"].values()):

@@ -146,12 +146,15 @@ def bound_epochs(bound: Bound, values: Mapping[str, float], eps: Sequence[float]
     """Epochs the bound needs to certify min_t E||grad F||^2 <= eps^2, for each eps.
 
     Not the leading order of ``Bound.complexity`` but the exact count from the bound itself:
-    with eta_x = eta, eta_y = ratio * eta the bound is A(eta) / T + C(eta) (its T-dependence is
-    the Delta term alone, checked here), so T(eps) = min over admissible eta with
-    C(eta) < eps^2 of A(eta) / (eps^2 - C(eta)), searched on a log grid of ``grid`` rates
-    below the largest admissible one. NaN where no admissible eta certifies eps.
+    with eta_x = eta, eta_y = ratio * eta the bound's descent part is A(eta) / T + C(eta) (its
+    T-dependence is the Delta term alone, checked here), so T(eps) = min over admissible eta
+    with C(eta) < eps^2 of A(eta) / (eps^2 - C(eta)), searched on a log grid of ``grid`` rates
+    below the largest admissible one; 1 where the T-free gradient-gap alternative of the bound
+    (the sharp theorem's small-T bound) is already <= eps^2. NaN where no admissible eta
+    certifies eps.
     """
-    f, ok = bound.vectorized(), bound.conditions_vectorized()
+    f, ok = bound.vectorized(small_T=False), bound.conditions_vectorized()
+    full = bound.vectorized()
     v = {k: x for k, x in values.items() if k not in ("eta_x", "eta_y", "T")}
     ex, ey = bound.admissible_steps(**v, T=1.0)
     top = min(ex, ey / ratio)
@@ -163,8 +166,12 @@ def bound_epochs(bound: Bound, values: Mapping[str, float], eps: Sequence[float]
     if not np.allclose(two, C + A / 2, rtol=1e-9, atol=0):
         raise ValueError("the bound is not of the form A / T + C in T")
     good = np.asarray(ok(**args, T=1.0))
+    at_one = np.asarray(full(**args, T=1.0), dtype=float)
     out = []
     for e in np.asarray(eps, dtype=float):
+        if np.any(good & (at_one <= e**2)):  # one epoch certifies it (the small-T bound)
+            out.append(1.0)
+            continue
         room = e**2 - C
         with np.errstate(divide="ignore", invalid="ignore"):
             T = np.where(good & (room > 0), A / room, np.inf)

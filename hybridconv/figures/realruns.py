@@ -7,7 +7,8 @@ Two computations, both with the trainer of ``hybridconv finetune`` (on the figur
    L_xy by Lanczos on Hessian-vector products, sigma_x^2, sigma_y^2 from per-example
    gradients, tr(H_xx) by Hutchinson) and ``hybridconv.validate.realrun.check_run`` on it: the
    bound at every measured epoch beside the measured ||grad F||^2 (exact gradients on the fixed
-   subset), with d_x and with the effective rank in its place;
+   subset), under H1 and under the effective rank (ER, r by stochastic Lanczos quadrature),
+   and the adapter-only measure (1/T) sum_t ||grad_y F||^2 with its bound;
 2. a sweep over eta_y / eta_x (eta_y fixed, eta_x varied) at a fixed budget, several seeds,
    and ``sweep_summary``'s empirical best ratio (lowest mean test loss).
 
@@ -33,14 +34,17 @@ if TYPE_CHECKING:
 NAME = "realruns"
 TITLE = "The bound along a real run, and the predicted against the empirical best eta_y/eta_x"
 SETTINGS = {
+    # the diagnosed run uses its own rates (diag_lr_x, diag_lr_y): small enough for the
+    # theorem's conditions at the constants it meets (each measured point costs about 160
+    # Hessian-vector products, minutes on a CPU, so 8 examples and 4 probes)
     "full": {"model": "minilm", "k_shot": 32, "batch_size": 16, "epochs": 4, "test_size": 200,
-             "max_length": 32, "diagnostics_every": 2, "diagnostics_examples": 16,
-             "diagnostics_probes": 8, "lr_y": 5e-2, "lr_x": (1e-3, 1e-4, 1e-5, 1e-7),
-             "seeds": (0, 1, 2), "diag_lr_x": 1e-4},
+             "max_length": 32, "diagnostics_every": 2, "diagnostics_examples": 8,
+             "diagnostics_probes": 4, "lr_y": 5e-2, "lr_x": (1e-3, 1e-4, 1e-5, 1e-7),
+             "seeds": (0, 1, 2), "diag_lr_x": 1e-6, "diag_lr_y": 2e-3},
     "quick": {"model": "tiny", "k_shot": 4, "batch_size": 4, "epochs": 2, "test_size": 16,
               "max_length": 16, "diagnostics_every": 1, "diagnostics_examples": 8,
               "diagnostics_probes": 4, "lr_y": 5e-2, "lr_x": (1e-3, 1e-5),
-              "seeds": (0, 1, 2), "diag_lr_x": 1e-4},
+              "seeds": (0, 1, 2), "diag_lr_x": 1e-4, "diag_lr_y": 5e-2},
 }
 
 
@@ -91,7 +95,7 @@ def compute(*, quick: bool = False, workers: int = 1, progress: bool = False) ->
               # the figure reads the final test loss and the diagnostics, not the curve:
               # evaluate before training and after the last epoch only (same training)
               "eval_every": s["epochs"]}
-    diag = {**common, "lr_x": s["diag_lr_x"], "seed": 0,
+    diag = {**common, "lr_x": s["diag_lr_x"], "lr_y": s["diag_lr_y"], "seed": 0,
             "diagnostics_every": s["diagnostics_every"],
             "diagnostics_examples": s["diagnostics_examples"],
             "diagnostics_probes": s["diagnostics_probes"]}
@@ -112,20 +116,27 @@ def compute(*, quick: bool = False, workers: int = 1, progress: bool = False) ->
     sw = sweep.assign(kind="sweep")
     v = rc.values
     summary = {"kind": "summary", "model": s["model"], "predicted_ratio": rc.predicted_ratio,
-               "predicted_ratio_effective": rc.predicted_ratio_effective,
+               "predicted_ratio_er": rc.predicted_ratio_er,
                "used_ratio": rc.used_ratio, "dominant": rc.dominant,
                "dominant_share": rc.shares[rc.dominant], "violated": len(rc.violated),
                "violated_names": "; ".join(c.split(":")[0] for c in rc.violated),
                "admissible_eta_x": rc.admissible["eta_x"],
                "admissible_eta_y": rc.admissible["eta_y"], "bound_final": rc.bound_final,
-               "bound_final_effective": rc.bound_final_effective,
-               "measured_final": rc.measured_final, "effective_rank_max": rc.effective_rank,
+               "bound_final_er": rc.bound_final_er,
+               "violated_er": len(rc.violated_er),
+               "violated_er_names": "; ".join(c.split(":")[0] for c in rc.violated_er),
+               "measured_adapter": rc.measured_adapter, "bound_adapter": rc.bound_adapter,
+               "bound_adapter_er": rc.bound_adapter_er,
+               **{f"ratio_{k.replace(' ', '_').replace('-', '_')}": x
+                  for k, x in rc.ratios.items()},
+               "measured_final": rc.measured_final, "effective_rank": rc.effective_rank,
                "bound_final_mu0": rc.bound_final_mu0,
                "dominant_mu0": max(rc.shares_mu0, key=rc.shares_mu0.get),
                "dominant_mu0_share": max(rc.shares_mu0.values()),
                "notes": " | ".join(rc.notes),
                **{f"value_{k}": float(x) for k, x in v.items()},
-               **{f"share_{k}": float(x) for k, x in rc.shares.items()}}
+               **{f"share_{k}": float(x) for k, x in rc.shares.items()},
+               **{f"share_er_{k}": float(x) for k, x in rc.shares_er.items()}}
     return pd.concat([pts, sw, pd.DataFrame([summary])], ignore_index=True)
 
 
@@ -145,9 +156,15 @@ def plot(df: pd.DataFrame) -> Figure:
             f"{summ['value_d_x']:.3g})", **BOUND)
     ax.plot(later["epoch"], later["bound_mu0"], marker="v", color="#555555", linestyle="--",
             label=r"bound, $\mu \to 0$")
-    if later["bound_effective"].notna().any():
-        ax.plot(later["epoch"], later["bound_effective"], marker="D", color="#555555",
-                linestyle=":", label="bound, $d_x$ -> effective rank")
+    if later["bound_er"].notna().any():
+        ax.plot(later["epoch"], later["bound_er"], marker="D", color="#555555",
+                linestyle=":", label=f"bound, effective rank r = {summ['effective_rank']:.3g}")
+        ax.plot(later["epoch"], later["bound_adapter_er"], marker="^", color="#009E73",
+                linestyle=":", label=r"adapter bound (ER) on $\frac{1}{T}\sum_t "
+                r"\|\nabla_y F\|^2$")
+    ax.plot(later["epoch"], later["measured_adapter"], marker="^", color="#009E73",
+            linestyle="none", markerfacecolor="none", markersize=9,
+            label=r"measured $\frac{1}{T}\sum_t \|\nabla_y F\|^2$")
     ax.plot(pts["epoch"], pts["grad_sq"], marker="o", color=COLORS["hybrid"],
             label=r"measured $\|\nabla F(z_t)\|^2$ (subset)")
     ax.plot(later["epoch"], later["measured_min"], marker="o", color=COLORS["hybrid"],
@@ -181,7 +198,7 @@ def plot(df: pd.DataFrame) -> Figure:
     ax.plot(best["ratio"], best["mean"], marker="*", markersize=14, color="#E69F00",
             linestyle="none", label=f"empirical best: {best['ratio'].iloc[0]:.3g}")
     for col, style, label in (("predicted_ratio", "--", "theorem's best"),
-                              ("predicted_ratio_effective", ":", "theorem's, effective rank"),
+                              ("predicted_ratio_er", ":", "theorem's, effective rank"),
                               ("used_ratio", "-.", "used in (a)")):
         r = summ[col]
         if isinstance(r, float) and math.isfinite(r):

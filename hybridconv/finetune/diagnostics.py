@@ -17,6 +17,18 @@ values on a fixed evaluation subset, never forming a Hessian:
   standard error, and the local effective rank ``tr(H_xx) / ||H_xx||``, the quantity MeZO's
   analysis puts in place of d_x (Malladi et al. 2023, "Fine-Tuning Language Models with Just
   Forward Passes", Section 4, "effective rank");
+* the spectrum of H_xx by stochastic Lanczos quadrature (SLQ: Ubaru, Chen & Saad 2017, "Fast
+  estimation of tr(f(A)) via stochastic Lanczos quadrature"; as PyHessian does for the
+  Hessian's eigenvalue density, Yao et al. 2020): with Rademacher probes v and m Lanczos steps,
+  tr f(H) ~ d sum_k tau_k f(theta_k) (Ritz values theta_k, squared first components tau_k),
+  for f(l) = l (Hutchinson's estimate, exactly: the first Lanczos coefficient is v^T H v / d),
+  max(l, 0) (the positive part's trace, MeZO's one-sided effective rank) and |l| (the
+  trace of |H_xx|, the two-sided one); and the nuclear norm ||H_xy||_* = tr (H_yx H_xy)^{1/2}
+  by SLQ on H_yx H_xy with f(l) = sqrt(l). The effective rank of the theorem's assumption ER
+  (docs/theory.md): r = (tr|H_xx| + ||H_xy||_*) / (L_x + L_xy), since
+  -diag(|H_xx| + (H_xy H_yx)^{1/2}, ...) <= H <= diag(|H_xx| + (H_xy H_yx)^{1/2}, ...) and the
+  y block's part is <= (L_y + L_xy) I. Each estimate comes with its standard error over the
+  probes;
 * per-example gradients g_i on the subset of n examples: the exact full-subset gradient norms
   ||grad_x F||^2, ||grad_y F||^2, the per-example heterogeneity
   s_b^2 = (1/n) sum_i ||g_i,b - grad_b F||^2, its population value over the N training
@@ -43,7 +55,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-__all__ = ["BlockHessian", "Constants", "measure_constants"]
+__all__ = ["BlockHessian", "Constants", "SLQ", "measure_constants", "slq"]
 
 Batch = object
 LossFn = Callable[[Batch], torch.Tensor]
@@ -156,26 +168,137 @@ class Constants:
     d_y: int
     hvps: int
     seconds: float
+    trace_pos_xx: float = math.nan
+    trace_pos_xx_se: float = math.nan
+    trace_abs_xx: float = math.nan
+    trace_abs_xx_se: float = math.nan
+    nuclear_xy: float = math.nan
+    nuclear_xy_se: float = math.nan
+    slq_steps: int = 0
+    slq_hvps: int = 0
+    effective_rank_pos: float = math.nan
+    effective_rank_er: float = math.nan
+    effective_rank_er_se: float = math.nan
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class SLQ:
+    """Stochastic Lanczos quadrature of a symmetric operator (see :func:`slq`).
+
+    ``estimates[name]`` holds one estimate of tr f(H) per probe (its mean is the estimate, its
+    standard error over the probes the ``se``); ``nodes`` and ``weights`` are the probes'
+    Ritz values and quadrature weights (the spectral density's quadrature, PyHessian's
+    ``density``); ``steps`` the Lanczos steps taken per probe (fewer when an invariant
+    subspace is found), ``reorthogonalized`` whether each new vector was orthogonalized
+    against all earlier ones."""
+
+    estimates: dict[str, np.ndarray]
+    nodes: list[np.ndarray]
+    weights: list[np.ndarray]
+    steps: list[int]
+    reorthogonalized: bool
+
+    def mean(self, name: str) -> float:
+        return float(np.mean(self.estimates[name]))
+
+    def se(self, name: str) -> float:
+        v = self.estimates[name]
+        return float(np.std(v, ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan
+
+
+SLQ_FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "trace": lambda t: t,
+    "positive": lambda t: np.maximum(t, 0.0),
+    "absolute": np.abs,
+    "sqrt": lambda t: np.sqrt(np.maximum(t, 0.0)),
+}
+
+
+def slq(op: Callable[[np.ndarray], np.ndarray], d: int, *, probes: int, steps: int,
+        rng: np.random.Generator, functions: Sequence[str] = ("trace", "positive", "absolute"),
+        reorthogonalize: bool | None = None) -> SLQ:
+    """Stochastic Lanczos quadrature: tr f(H) ~ d sum_k tau_k f(theta_k) per Rademacher probe.
+
+    Each probe v (entries +-1, ||v||^2 = d) starts ``steps`` Lanczos steps on ``op`` from
+    v / sqrt(d); the tridiagonal matrix's eigenvalues theta_k and the squared first components
+    tau_k of its eigenvectors are a Gauss quadrature of the spectral measure of H seen from v,
+    so d sum_k tau_k f(theta_k) is exact for polynomials f of degree < 2 steps and for f(l) = l
+    it is v^T H v (Hutchinson). ``reorthogonalize`` (default: when d * steps <= 5e7) keeps the
+    Lanczos vectors orthogonal against all earlier ones (full reorthogonalization, memory
+    d * steps); without it only the three-term recurrence (memory 3 d), whose loss of
+    orthogonality duplicates Ritz values but leaves the quadrature of smooth functions accurate
+    (Ubaru et al. 2017, Section 4).
+
+    Raises:
+        ValueError: for probes < 2, steps < 1 or an unknown function name.
+    """
+    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 2:
+        raise ValueError(f"probes must be an integer >= 2, got {probes!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    unknown = set(functions) - set(SLQ_FUNCTIONS)
+    if unknown:
+        raise ValueError(f"functions must be names from {sorted(SLQ_FUNCTIONS)}, got "
+                         f"{sorted(unknown)}")
+    m = min(steps, d)
+    full = (d * m <= 5e7) if reorthogonalize is None else bool(reorthogonalize)
+    est: dict[str, list[float]] = {f: [] for f in functions}
+    nodes, weights, taken = [], [], []
+    for _ in range(probes):
+        q = rng.choice(np.array([-1.0, 1.0]), size=d) / math.sqrt(d)
+        basis = [q] if full else []
+        alphas, betas = [], []
+        prev, beta = np.zeros(d), 0.0
+        for j in range(m):
+            w = op(q) - beta * prev
+            a = float(q @ w)
+            w -= a * q
+            if full:
+                for b in basis:  # twice is enough (Kahan, Parlett)
+                    w -= (b @ w) * b
+                for b in basis:
+                    w -= (b @ w) * b
+            alphas.append(a)
+            beta = float(np.linalg.norm(w))
+            if j == m - 1 or beta <= 1e-10 * max(1.0, abs(a)):
+                break
+            betas.append(beta)
+            prev, q = q, w / beta
+            if full:
+                basis.append(q)
+        T = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
+        theta, Q = np.linalg.eigh(T)
+        tau = Q[0] ** 2
+        for f in functions:
+            est[f].append(float(d * (tau @ SLQ_FUNCTIONS[f](theta))))
+        nodes.append(theta)
+        weights.append(tau)
+        taken.append(len(alphas))
+    return SLQ({f: np.asarray(v) for f, v in est.items()}, nodes, weights, taken, full)
 
 
 def _top_eig(op: Callable[[np.ndarray], np.ndarray], d: int, *, tol: float, ncv: int,
              rng: np.random.Generator) -> tuple[float, float]:
     """(|lambda|_max, relative residual ||H v - lambda v|| / |lambda|) of a symmetric operator
     of size d (a small one, d <= ncv + 1, formed explicitly). NaN when ARPACK does not
-    converge in its iterations (the caller records it; the run goes on)."""
-    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+    converge in its iterations (the caller records it; the run goes on). A zero operator (a
+    zero-initialised head makes the base weights' Hessian vanish) gives 0: ARPACK cannot
+    start from a vector it maps to 0, so one product is tried first."""
+    from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
 
     if d <= ncv + 1:
         M = np.stack([op(e) for e in np.eye(d)], axis=1)
         return float(np.abs(np.linalg.eigvalsh((M + M.T) / 2)).max()), 0.0
+    v0 = rng.standard_normal(d)
+    if not np.any(op(v0)):
+        return 0.0, 0.0
     A = LinearOperator((d, d), matvec=op, dtype=np.float64)
     try:
-        vals, vecs = eigsh(A, k=1, which="LM", tol=tol, ncv=ncv, v0=rng.standard_normal(d),
-                           maxiter=50)
-    except ArpackNoConvergence:
+        vals, vecs = eigsh(A, k=1, which="LM", tol=tol, ncv=ncv, v0=v0, maxiter=50)
+    except (ArpackNoConvergence, ArpackError):
         return math.nan, math.nan
     lam, v = float(vals[0]), vecs[:, 0]
     res = float(np.linalg.norm(op(v) - lam * v) / max(abs(lam), 1e-300))
@@ -189,8 +312,8 @@ def _top_singular(hxy: Callable[[np.ndarray], np.ndarray],
 
     A block with a small side (min(d_x, d_y) <= ncv + 1, where ARPACK's ``svds`` needs
     k < ncv < min(shape)) is formed explicitly from that side's unit vectors and decomposed
-    exactly."""
-    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, svds
+    exactly. A zero block gives 0 (as in :func:`_top_eig`)."""
+    from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, svds
 
     m = min(d_x, d_y)
     if m <= ncv + 1:
@@ -199,11 +322,13 @@ def _top_singular(hxy: Callable[[np.ndarray], np.ndarray],
         else:
             M = np.stack([hyx(e) for e in np.eye(d_x)], axis=0)  # rows of H_xy
         return float(np.linalg.svd(M, compute_uv=False)[0]), 0.0
+    start = rng.standard_normal(m)
+    if not np.any(hxy(start) if d_y <= d_x else hyx(start)):
+        return 0.0, 0.0
     A = LinearOperator((d_x, d_y), matvec=hxy, rmatvec=hyx, dtype=np.float64)
     try:
-        u, sv, vt = svds(A, k=1, tol=tol, ncv=ncv, v0=rng.standard_normal(m), maxiter=50,
-                         solver="arpack")
-    except ArpackNoConvergence:
+        u, sv, vt = svds(A, k=1, tol=tol, ncv=ncv, v0=start, maxiter=50, solver="arpack")
+    except (ArpackNoConvergence, ArpackError):
         return math.nan, math.nan
     s0, u0, v0 = float(sv[0]), u[:, 0], vt[0]
     res = max(float(np.linalg.norm(hxy(v0) - s0 * u0)), float(np.linalg.norm(hyx(u0) - s0 * v0)))
@@ -216,7 +341,7 @@ def measure_constants(model: torch.nn.Module, loss_fn: LossFn, examples: Sequenc
                       hessian_batch: int | None = None,
                       collate: Callable[[Sequence[Batch]], Batch] | None = None,
                       tol: float = 1e-2, ncv: int = 8, trace_probes: int = 8,
-                      seed: int = 0) -> Constants:
+                      slq_steps: int = 10, seed: int = 0) -> Constants:
     """Measure the local constants of F = mean loss over ``examples`` at the current weights.
 
     Args:
@@ -232,7 +357,10 @@ def measure_constants(model: torch.nn.Module, loss_fn: LossFn, examples: Sequenc
             to the divisor N).
         hessian_batch: examples per Hessian-vector batch, dividing N (default: all in one).
         tol, ncv: Lanczos tolerance and basis size (scipy's ``eigsh`` / ``svds``).
-        trace_probes: Rademacher probes of Hutchinson's estimator (>= 2).
+        trace_probes: Rademacher probes of Hutchinson's estimator and of SLQ (>= 2).
+        slq_steps: Lanczos steps per probe of SLQ (1: Hutchinson only, no spectrum; the
+            nuclear norm of H_xy is then skipped). Each step is one Hessian-vector product of
+            H_xx, two for H_yx H_xy.
         seed: seeds the start vectors and the probes.
 
     Raises:
@@ -286,12 +414,17 @@ def measure_constants(model: torch.nn.Module, loss_fn: LossFn, examples: Sequenc
         c2 = H.count
         L_xy, rxy = _top_singular(H.xy, H.yx, H.d_x, H.d_y, tol=tol, ncv=ncv, rng=rng)
         c3 = H.count
-        quad = []
-        for _ in range(trace_probes):
-            z = rng.choice(np.array([-1.0, 1.0]), size=H.d_x)
-            quad.append(float(z @ H.xx(z)))
-        trace = float(np.mean(quad))
-        trace_se = float(np.std(quad, ddof=1) / math.sqrt(trace_probes))
+        spec_xx = slq(H.xx, H.d_x, probes=trace_probes, steps=slq_steps, rng=rng)
+        trace, trace_se = spec_xx.mean("trace"), spec_xx.se("trace")
+        if slq_steps > 1:
+            spec_xy = slq(lambda v: H.yx(H.xy(v)), H.d_y, probes=trace_probes,
+                          steps=slq_steps, rng=rng, functions=("sqrt",))
+            nuclear, nuclear_se = spec_xy.mean("sqrt"), spec_xy.se("sqrt")
+            pos, pos_se = spec_xx.mean("positive"), spec_xx.se("positive")
+            absolute, abs_se = spec_xx.mean("absolute"), spec_xx.se("absolute")
+        else:
+            nuclear = nuclear_se = pos = pos_se = absolute = abs_se = math.nan
+        c4 = H.count
         # per-example gradients: exact F, grad F and the heterogeneity
         sum_x = sum_y = None
         sq_x = sq_y = 0.0
@@ -322,7 +455,14 @@ def measure_constants(model: torch.nn.Module, loss_fn: LossFn, examples: Sequenc
         L_x=L_x, L_y=L_y, L_xy=L_xy, L_x_residual=rx, L_y_residual=ry, L_xy_residual=rxy,
         L_x_hvps=c1 - c0, L_y_hvps=c2 - c1, L_xy_hvps=c3 - c2, trace_xx=trace,
         trace_xx_se=trace_se, trace_probes=trace_probes,
-        effective_rank=trace / L_x if L_x > 0 else math.nan, F=F / n, grad_x_sq=gx2,
+        effective_rank=trace / L_x if L_x > 0 else math.nan,
+        trace_pos_xx=pos, trace_pos_xx_se=pos_se, trace_abs_xx=absolute,
+        trace_abs_xx_se=abs_se, nuclear_xy=nuclear, nuclear_xy_se=nuclear_se,
+        slq_steps=slq_steps, slq_hvps=c4 - c3,
+        effective_rank_pos=pos / L_x if L_x > 0 else math.nan,
+        effective_rank_er=(absolute + nuclear) / (L_x + L_xy) if L_x + L_xy > 0 else math.nan,
+        effective_rank_er_se=math.hypot(abs_se, nuclear_se) / (L_x + L_xy)
+        if L_x + L_xy > 0 else math.nan, F=F / n, grad_x_sq=gx2,
         grad_y_sq=gy2, s_x_sq=s_x, s_y_sq=s_y, sigma_x_sq=s_x * fpc, sigma_y_sq=s_y * fpc,
         batch_size=batch_size, examples=n, population=N, d_x=H.d_x, d_y=H.d_y, hvps=H.count,
         seconds=time.perf_counter() - t0)

@@ -112,6 +112,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("HYBRIDCONV_CACHE", Path.home() / ".cache" / "hybridconv"))
 
 
+def _hold_out_test(exs: list[Example], size: int = 1000) -> tuple[list[Example], list[Example]]:
+    """(pool, test): a fixed random ``size`` examples held out as the test set (the same for
+    every seed: ``default_rng([0, TEST_STREAM])``), the rest the pool that k-shot training
+    sets and the dev split are drawn from."""
+    order = np.random.default_rng([0, TEST_STREAM]).permutation(len(exs))
+    return [exs[i] for i in order[size:]], [exs[i] for i in order[:size]]
+
+
 def _mr() -> tuple[list[Example], list[Example], dict]:
     import pandas as pd
 
@@ -120,9 +128,7 @@ def _mr() -> tuple[list[Example], list[Example], dict]:
     df = df.drop_duplicates(subset="text")
     exs = [Example(t.strip(), None, int(c == "fresh")) for t, c in zip(df["text"],
                                                                        df["category"], strict=True)]
-    order = np.random.default_rng([0, TEST_STREAM]).permutation(len(exs))
-    test = [exs[i] for i in order[:1000]]
-    pool = [exs[i] for i in order[1000:]]
+    pool, test = _hold_out_test(exs)
     # MeZO's SST-2 template "<text> It was terrible/great" gives SmolLM2-135M-Instruct 0.60
     # zero-shot (300 test examples); this instruction-style one 0.80 (docs/finetune.md)
     meta = dict(classes=("rotten", "fresh"), label_words=(" negative", " positive"),
@@ -157,9 +163,7 @@ def _piqa() -> tuple[list[Example], list[Example], dict]:
         sol = [re.sub(r"^[AB]\.\s*", "", o) for o in opts]
         label = opts.index(r["answer"].strip())
         exs.append(Example(r["question"].strip(), f"1: {sol[0]}\n2: {sol[1]}", label))
-    order = np.random.default_rng([0, TEST_STREAM]).permutation(len(exs))
-    test = [exs[i] for i in order[:1000]]
-    pool = [exs[i] for i in order[1000:]]
+    pool, test = _hold_out_test(exs)
     meta = dict(classes=("solution1", "solution2"), label_words=(" 1", " 2"),
                 template="Goal: {text}\n{text_pair}\nThe better solution is")
     return pool, test, meta

@@ -2,7 +2,9 @@
 
 Families: ``quadratic`` (exact constants), ``nonconvex`` (quadratic plus a bounded-curvature
 regularizer), ``lora`` (LoRA-shaped, locally smooth on a stated region), ``gensmooth``
-((L0, L1)-smooth but not globally smooth). Build one by name with :func:`make_problem`.
+((L0, L1)-smooth but not globally smooth), ``hetero`` (heterogeneous component Hessians:
+Theta > 0, exactly) and ``lowrank`` (ZO-block curvature of effective rank r << d_x). Build one by
+name with :func:`make_problem`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ FAMILIES: dict[str, str] = {
     "nonconvex": "hybridconv.problems.nonconvex:NonconvexProblem",
     "lora": "hybridconv.problems.lora:LoRAProblem",
     "gensmooth": "hybridconv.problems.gensmooth:GenSmoothProblem",
+    "hetero": "hybridconv.problems.hetero:HeteroQuadraticProblem",
+    "lowrank": "hybridconv.problems.lowrank:LowRankQuadraticProblem",
 }
 """Family name (:data:`hybridconv.spec.FAMILIES`) -> the class that implements it."""
 

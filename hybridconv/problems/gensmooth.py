@@ -38,8 +38,8 @@ parallel to the gradient) and by cosh <= 1 + |sinh| near t = 0.
 
 H1 on a gradient-bounded region. On a convex region where max_i ||grad f_i|| <= G the Hessian
 blocks are bounded by L0 + L1 G, so H1 holds there with ``L_b = L0_b + L1_b G`` (mean-value
-theorem). :meth:`GenSmoothProblem.constants` takes G; by default G is max_i ||grad f_i(z0)|| at
-the start, and a run must check that :meth:`GenSmoothProblem.max_component_grad_norm` stays
+theorem). :meth:`GenSmoothProblem.constants` takes G; by default G is 1.5 max_i ||grad f_i(z0)||
+at the start, and a run must check that :meth:`GenSmoothProblem.max_component_grad_norm` stays
 <= G along its trajectory (including the ZO perturbation points) for the constants to apply.
 
 H3 on {z : max_i ||grad f_i(z)|| <= G}. grad_b f_i - grad_b F = (X_i) + (Y_i) with
@@ -90,6 +90,10 @@ class GenSmoothProblem(Problem):
             :class:`QuadraticProblem`.
         ridge: norm of every ridge direction w_i (> 0).
         offset: standard deviation of the ridge offsets beta_i (>= 0).
+        G_margin: the default gradient level G of :meth:`constants`, as a multiple (>= 1) of
+            max_i ||grad f_i|| at the start. 1.5 by default: since the runner tracks the
+            gradient at the ZO perturbation points x +- mu u as well, a margin of 1 makes
+            ``hybridconv check --problem gensmooth`` leave the region at once (reached 1.11x).
         seed: seeds the instance.
     """
 
@@ -99,10 +103,11 @@ class GenSmoothProblem(Problem):
     def __init__(self, n: int, d_x: int, d_y: int, *, L_x: float = 1.0, m_x: float = 0.1,
                  L_y: float = 1.0, m_y: float = 0.1, coupling: float = 0.05,
                  sigma_x: float = 1.0, sigma_y: float = 1.0, ridge: float = 0.5,
-                 offset: float = 0.5, seed: int = 0):
+                 offset: float = 0.5, G_margin: float = 1.5, seed: int = 0):
         super().__init__(n, d_x, d_y, seed=seed)
         self.ridge = check_real("ridge", ridge, strict=True)
         self.offset = check_real("offset", offset)
+        self.G_margin = check_real("G_margin", G_margin, minimum=1.0)
         self.quadratic = QuadraticProblem(n, d_x, d_y, L_x=L_x, m_x=m_x, L_y=L_y, m_y=m_y,
                                           coupling=coupling, sigma_x=sigma_x, sigma_y=sigma_y,
                                           seed=seed)
@@ -147,12 +152,42 @@ class GenSmoothProblem(Problem):
         wi = self.w[idx]
         return c[:, None, None] * wi[:, :, None] * wi[:, None, :] + self.quadratic.H
 
-    def max_component_grad_norm(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """max_i ||grad f_i(x[b], y[b])|| for every b: shape (B,); compare with G."""
+    def max_component_grad_norm(self, x: np.ndarray, y: np.ndarray,
+                                radius: np.ndarray | float = 0.0) -> np.ndarray:
+        """A certified bound on max_i ||grad f_i|| over the ball of ``radius`` around each
+        (x[b], y[b]): shape (B,); compare with G. ``radius = 0`` gives the exact value at the
+        points.
+
+        Gronwall along a segment of length rho from z: h(s) = ||grad f_i(z + s v)|| obeys
+        h' <= ||Hess f_i|| <= L0 + L1 h (the full-Hessian constants of
+        :meth:`full_generalized_constants`), so h(rho) <= (h(0) + L0/L1) e^{L1 rho} - L0/L1
+        (h(0) + L0 rho when L1 = 0). The runner calls it with the step length and the ZO
+        perturbation radius mu ||u|| (finite for sphere and Rademacher directions, infinite
+        for Gaussian ones), which certifies the H1-gen hypothesis: the gradient bound holds on
+        the steps' segments and on every perturbation segment the estimator can draw.
+        """
         z = np.concatenate([x, y], axis=1)
         common = z @ self.quadratic.H                                       # (B, d)
         g = (2.0 * np.sinh(self._t(x, y)))[:, :, None] * self.w + self.quadratic.b
-        return np.linalg.norm(g + common[:, None, :], axis=2).max(axis=1)
+        at = np.linalg.norm(g + common[:, None, :], axis=2).max(axis=1)
+        rho = np.broadcast_to(np.asarray(radius, dtype=float), at.shape)
+        if not np.any(rho > 0):
+            return at
+        L0, L1 = self.full_generalized_constants()
+        with np.errstate(over="ignore", invalid="ignore"):
+            grown = ((at + L0 / L1) * np.exp(L1 * rho) - L0 / L1) if L1 > 0 else at + L0 * rho
+        return np.where(rho > 0, grown, at)
+
+    def full_generalized_constants(self) -> tuple[float, float]:
+        """(L0, L1) with ||Hess f_i(z)|| <= L0 + L1 ||grad f_i(z)|| for the whole Hessian: the
+        spectral norms of the 2 x 2 matrices of the block constants (a block matrix's norm is
+        at most the norm of the matrix of its blocks' norms)."""
+        c = self.generalized_constants()
+        out = []
+        for k in ("L0", "L1"):
+            m = np.array([[c[f"{k}_x"], c[f"{k}_xy"]], [c[f"{k}_xy"], c[f"{k}_y"]]])
+            out.append(float(np.linalg.norm(m, 2)))
+        return out[0], out[1]
 
     def f_star(self) -> float:
         """2 + min Q, a certified lower bound (2 cosh >= 2)."""
@@ -177,14 +212,17 @@ class GenSmoothProblem(Problem):
     def constants(self, x0=None, y0=None, G=None) -> dict[str, float]:
         """The theory's constants, H1 and H3 certified on {max_i ||grad f_i|| <= G}.
 
-        ``G`` defaults to max_i ||grad f_i(z0)|| at the start z0 = (x0, y0) (default
-        :meth:`start`); a run must check :meth:`max_component_grad_norm` stays <= G.
+        ``G`` defaults to ``G_margin`` times max_i ||grad f_i(z0)|| at the start z0 = (x0, y0)
+        (default :meth:`start`); a run must check :meth:`max_component_grad_norm` stays <= G.
+        A margin > 1 leaves room for the steps and the ZO perturbations (a larger G is as
+        certified, at the price of larger L_b = L0_b + L1_b G).
         """
         sx, sy = self.start()
         px = sx if x0 is None else np.asarray(x0, dtype=float)
         py = sy if y0 is None else np.asarray(y0, dtype=float)
         if G is None:
-            G = float(self.max_component_grad_norm(px.reshape(1, -1), py.reshape(1, -1))[0])
+            G = self.G_margin * float(self.max_component_grad_norm(px.reshape(1, -1),
+                                                                   py.reshape(1, -1))[0])
         else:
             G = check_real("G", G)
         gen = self.generalized_constants()

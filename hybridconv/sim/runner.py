@@ -14,9 +14,12 @@ the direction stream. A one-trial run is block 0 (``hybridconv.finetune`` replay
 
 Certified regions: ``left_region`` says whether a trial has left the region where a locally
 smooth problem's constants hold (checked after every step, cumulative); ``max_grad_norm`` is
-the running maximum of max_i ||grad f_i|| over every iterate so far (checked after every step)
-for problems that provide ``max_component_grad_norm`` (the H1-gen theorem needs it below its
-G). Both are reported, never silently ignored.
+the running maximum of max_i ||grad f_i|| for problems that provide
+``max_component_grad_norm`` (the H1-gen theorem needs it below its G): when the problem
+certifies balls (``max_component_grad_norm(x, y, radius)``), over the ball around every iterate
+that contains the step's segment and every ZO perturbation segment the estimator can draw
+(radius mu sqrt(d) for sphere and Rademacher directions, infinite for Gaussian ones: then no
+finite G holds); otherwise at every iterate. Both are reported, never silently ignored.
 
 Divergence: after every step, a trial whose state is no longer finite is marked diverged at
 that epoch, and so is, at each record, a trial whose ||grad F||^2 exceeds
@@ -48,7 +51,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["SimConfig", "simulate", "Schedule", "RECORD_COLUMNS", "TRIAL_BLOCK", "block_rng",
-           "blocks", "default_threads"]
+           "blocks", "default_threads", "perturbation_radius"]
 
 Schedule = float | Callable[[int], float]
 """A learning rate: a constant, or a function of the epoch (0-based) returning one."""
@@ -127,6 +130,28 @@ class SimConfig:
         return d
 
 
+def perturbation_radius(problem: Problem, config: SimConfig) -> float:
+    """The largest ||mu u|| of the run's ZO perturbations: mu sqrt(d_b) for sphere and
+    Rademacher directions (||u|| = sqrt(d_b) exactly) in each ZO block b, infinite for Gaussian
+    directions, 0 without a ZO block."""
+    dims = [d for oracle, d in zip(block_oracles(config.method), (problem.d_x, problem.d_y),
+                                   strict=True) if oracle == "zo"]
+    if not dims:
+        return 0.0
+    if config.directions == "gaussian":
+        return math.inf
+    return config.mu * math.sqrt(max(dims))
+
+
+def _certifies_balls(bound: Callable[..., object]) -> bool:
+    import inspect
+
+    try:
+        return "radius" in inspect.signature(bound).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _start(problem: Problem, x0: np.ndarray | None, y0: np.ndarray | None,
            trials: int) -> tuple[np.ndarray, np.ndarray]:
     sx, sy = problem.start()
@@ -203,16 +228,26 @@ def _run_block(problem: Problem, config: SimConfig, b: int, a: int, e: int,
                       rng=block_rng(config.seed, SAMPLER_STREAM, b))
     drng = block_rng(config.seed, DIRECTION_STREAM, b)
     grad_bound = getattr(problem, "max_component_grad_norm", None)
+    balls = grad_bound is not None and _certifies_balls(grad_bound)
+    zo_radius = perturbation_radius(problem, config)
     region = getattr(problem.in_region, "__func__", None) is not Problem.in_region
     running_max = np.zeros(K)
     diverged_at = np.full(K, T + 1)
     left = np.zeros(K, dtype=bool)
     cols = slice(a, e)
 
-    def track_gradients() -> None:
-        if grad_bound is not None:
+    def track_gradients(xp: np.ndarray | None = None, yp: np.ndarray | None = None) -> None:
+        """At the current point, or (balls) over the ball around the previous point (xp, yp)
+        that holds the step and the perturbations."""
+        if grad_bound is None:
+            return
+        if balls and xp is not None:
+            dist = np.sqrt(np.einsum("bi,bi->b", x - xp, x - xp)
+                           + np.einsum("bi,bi->b", y - yp, y - yp))
+            g = np.asarray(grad_bound(xp, yp, np.maximum(dist, zo_radius)), dtype=float)
+        else:
             g = np.asarray(grad_bound(x, y), dtype=float)
-            np.fmax(running_max, np.where(diverged_at > T, g, -np.inf), out=running_max)
+        np.fmax(running_max, np.where(diverged_at > T, g, -np.inf), out=running_max)
 
     def record(t: int) -> None:
         F = problem.value(x, y)
@@ -244,6 +279,7 @@ def _run_block(problem: Problem, config: SimConfig, b: int, a: int, e: int,
         for i in range(n):
             if stop.is_set():  # another block failed, or Ctrl-C: stop at once
                 return
+            xp, yp = (x.copy(), y.copy()) if balls else (None, None)
             nx, ny = hybrid_step(problem, x, y, order[:, i], eta_x=ex, eta_y=ey, **step)
             total = float(nx.sum()) + float(ny.sum())
             if alive and math.isfinite(total):
@@ -257,11 +293,11 @@ def _run_block(problem: Problem, config: SimConfig, b: int, a: int, e: int,
                 x[upd], y[upd] = nx[upd], ny[upd]
                 if region:
                     left |= upd & ~problem.in_region(x, y)
-                track_gradients()
+                track_gradients(xp, yp)
                 continue
             if region:
                 left |= ~problem.in_region(x, y)
-            track_gradients()
+            track_gradients(xp, yp)
         record(t + 1)
         alive = bool((diverged_at > T).all())
         tick()

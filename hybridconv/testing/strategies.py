@@ -3,7 +3,8 @@
 Three strategies, composed the way ``hypothesis.extra.numpy`` composes its own:
 
 * :func:`problems` draws a synthetic finite sum (:mod:`hybridconv.problems`) with certified
-  constants: quadratic, nonconvex, LoRA-shaped or generalized-smooth.
+  constants: quadratic, nonconvex, LoRA-shaped, generalized-smooth, with heterogeneous
+  component Hessians (Theta > 0) or with a low effective rank.
 * :func:`configs` draws a :class:`~hybridconv.sim.SimConfig` for a given problem whose step
   sizes satisfy a bound's conditions: eta_b = f_b cap_b with f_b in (0, 1] from
   :meth:`~hybridconv.theory.Bound.admissible_steps`, and f_b exactly 1 (a step size *on* the
@@ -68,7 +69,6 @@ import math
 from collections.abc import Sequence
 from functools import cache
 
-import numpy as np
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.strategies import SearchStrategy
@@ -92,8 +92,10 @@ __all__ = [
     "problems",
 ]
 
-DEFAULT_FAMILIES: tuple[str, ...] = ("quadratic", "nonconvex", "lora")
-"""The families :func:`problems` draws by default (``gensmooth`` needs the H1-gen bound)."""
+DEFAULT_FAMILIES: tuple[str, ...] = ("quadratic", "nonconvex", "lora", "hetero")
+"""The families :func:`problems` draws by default, all held against the H1 bound
+(``gensmooth`` needs the H1-gen bound with bounded directions, ``lowrank`` the effective-rank
+bound: :func:`bound_for` picks them, ask for them by name)."""
 
 COUPLINGS: tuple[str, ...] = spec.COUPLINGS.values
 """Cross-block coupling regimes (:data:`hybridconv.spec.COUPLINGS`): L_xy = 0,
@@ -219,23 +221,30 @@ def _cached_bound(assumption: str, directions: str, difference: str) -> Bound:
     return hybrid_bound(assumption=assumption, directions=directions, difference=difference)
 
 
+_FAMILY_ASSUMPTIONS = {"gensmooth": "h1-gen", "lowrank": "effective-rank"}
+
+
 def bound_for(problem: Problem, config: SimConfig | None = None) -> Bound:
-    """The package's bound that applies to ``problem``: :func:`hybrid_bound` under H1, or
-    under H1-gen (``assumption="h1-gen"``, constants L0, L1, G) for the generalized-smooth
-    family; with ``config``'s ZO estimator (directions, difference). Built once and cached, so
-    its evaluators are compiled once per test session.
+    """The package's bound that applies to ``problem``: :func:`hybrid_bound` under H1; under
+    H1-gen (``assumption="h1-gen"``, constants L0, L1, G) for the generalized-smooth family,
+    whose G certifies the ZO perturbations only for bounded directions (sphere by default);
+    under the effective rank (constant r) for the low-rank family; with ``config``'s ZO
+    estimator (directions, difference). Built once and cached, so its evaluators are compiled
+    once per test session.
 
     >>> from hybridconv.problems import make_problem
-    >>> bound_for(make_problem("gensmooth", 2, 2, 2)).theorem.setting.names()[0]
-    'H1-gen'
+    >>> b = bound_for(make_problem("gensmooth", 2, 2, 2))
+    >>> b.theorem.setting.names()[0], b.theorem.setting.estimator.directions
+    ('H1-gen', 'sphere')
     """
     if not isinstance(problem, Problem):
         raise InvalidArgument(f"problem={problem!r} must be a hybridconv.problems.Problem")
     if config is not None and not isinstance(config, SimConfig):
         raise InvalidArgument(f"config={config!r} must be a hybridconv.sim.SimConfig or None")
-    assumption = "h1-gen" if problem.name == "gensmooth" else "h1"
+    assumption = _FAMILY_ASSUMPTIONS.get(problem.name, "h1")
     if config is None:
-        return _cached_bound(assumption, "gaussian", "central")
+        directions = "sphere" if problem.name == "gensmooth" else "gaussian"
+        return _cached_bound(assumption, directions, "central")
     return _cached_bound(assumption, config.directions, config.difference)
 
 
@@ -260,20 +269,7 @@ class MarginGenSmoothProblem(GenSmoothProblem):
 
     def __init__(self, n: int, d_x: int, d_y: int, *, G_margin: float = 1.1,
                  **params: object):
-        super().__init__(n, d_x, d_y, **params)
-        if isinstance(G_margin, bool) or not isinstance(G_margin, int | float) \
-                or not 1 <= G_margin < math.inf:
-            raise ValueError(f"G_margin must be a finite number >= 1, got {G_margin!r}")
-        self.G_margin = float(G_margin)
-
-    def constants(self, x0=None, y0=None, G=None) -> dict[str, float]:
-        if G is None:
-            sx, sy = self.start()
-            px = sx if x0 is None else np.asarray(x0, dtype=float)
-            py = sy if y0 is None else np.asarray(y0, dtype=float)
-            G = self.G_margin * float(self.max_component_grad_norm(px.reshape(1, -1),
-                                                                   py.reshape(1, -1))[0])
-        return super().constants(x0, y0, G=G)
+        super().__init__(n, d_x, d_y, G_margin=G_margin, **params)
 
     def __repr__(self) -> str:
         return (f"GenSmoothProblem(n={self.n}, d_x={self.d_x}, d_y={self.d_y}, seed={self.seed}, "
@@ -301,9 +297,11 @@ def problems(*, families: Sequence[str] = DEFAULT_FAMILIES, min_n: int = 1, max_
     Spectra are drawn log-uniformly: L_x, L_y in [0.1, 10], m_b / L_b in [0.01, 1];
     heterogeneity sigma_b is 0 or in [0.01, 10]; nonconvex weight lam is 0 or in [0.01, 3];
     gensmooth ridge in [0.05, 1], offset in [0, 1]; LoRA target noise 0 or in [0.001, 1] and
-    region scale in [2, 4]. A gensmooth problem is a :class:`MarginGenSmoothProblem` whose
-    gradient bound G is 1.1 to 2 times its value at the start, so that a run stays where its
-    constants are certified.
+    region scale in [2, 4]; hetero: the component Hessians' spread 0 or in [0.01, 3]
+    sqrt(m_x m_y) (components nonconvex above sqrt(m_x m_y)-ish); lowrank: rank 1 to
+    min(d_x, 4) and a tail in [1e-4, 1e-1] (d_x >= 2). A gensmooth problem is a
+    :class:`MarginGenSmoothProblem` whose gradient bound G is 1.1 to 2 times its value at the
+    start, so that a run stays where its constants are certified.
 
     >>> from hypothesis import find, settings
     >>> p = find(problems(families=("lora",)), lambda p: p.d_x == 1,
@@ -362,6 +360,12 @@ def problems(*, families: Sequence[str] = DEFAULT_FAMILIES, min_n: int = 1, max_
         if family == "nonconvex":  # its quadratic part's L_x, L_y are called Lq_x, Lq_y
             params["Lq_x"], params["Lq_y"] = params.pop("L_x"), params.pop("L_y")
             params["lam"] = draw(_zero_or(_log_uniform(1e-2, 3.0)))
+        elif family == "hetero":
+            params["hetero"] = largest * draw(_zero_or(_log_uniform(1e-2, 3.0)))
+        elif family == "lowrank":  # its ZO block's spectrum is set by rank and tail
+            params.pop("m_x")
+            params["rank"] = draw(_edgy_integers(1, min(d_x, 4)))
+            params["tail"] = draw(_log_uniform(1e-4, 1e-1))  # coupling <= sqrt(m_x m_y) fits
         elif family == "gensmooth":
             params["ridge"] = draw(_log_uniform(0.05, 1.0))
             params["offset"] = draw(st.floats(0.0, 1.0))

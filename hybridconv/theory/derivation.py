@@ -8,6 +8,8 @@ and an *algebraic claim* that the test suite checks at many random admissible po
 * ``kind="lemma"``: a quantity is replaced by an upper bound that a lemma provides. The lemma
   itself is probabilistic (checked by Monte Carlo in the simulator); the algebraic claim here is
   that the quantity's coefficient is nonnegative, so replacing it by an upper bound is valid.
+  With ``lower=True`` the quantity is replaced by a *lower* bound, and the claim is that its
+  coefficient is nonpositive.
 * ``kind="algebra"`` / ``"absorb"``: the new expression is an upper bound of the old one, using
   only algebra (Young, AM-GM, a bound on a polynomial in n) or the theorem's step-size
   conditions. The claim is ``before <= after`` for all nonnegative quantities.
@@ -22,9 +24,20 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-__all__ = ["Step", "Derivation", "KINDS"]
+__all__ = ["Step", "Derivation", "KINDS", "coefficient", "without"]
 
 KINDS = ("lemma", "algebra", "absorb", "definition", "solve", "telescope")
+
+
+def coefficient(expr: sp.Expr, quantity: sp.Symbol) -> sp.Expr:
+    """The coefficient of ``quantity`` in ``expr``, which is linear in it (a derivative: no
+    expansion of the other factors)."""
+    return sp.diff(expr, quantity)
+
+
+def without(expr: sp.Expr, *quantities: sp.Symbol) -> sp.Expr:
+    """``expr`` with the (linear) ``quantities`` set to 0."""
+    return expr.xreplace({q: 0 for q in quantities})
 
 
 @dataclass(frozen=True)
@@ -65,7 +78,9 @@ class Derivation:
     """An ordered list of steps, with the running bound of each target.
 
     The methods that add steps compute the new bound with sympy (substitution, coefficient
-    extraction) so that the final bound is *derived* by the code, not typed in.
+    extraction) so that the final bound is *derived* by the code, not typed in. Bounds are kept
+    unexpanded: they are linear in the quantities, so a coefficient is a derivative and the rest
+    is the bound with the quantity set to 0 (:func:`coefficient`, :func:`without`).
     """
 
     def __init__(self, quantities: dict[sp.Symbol, str], aux: dict[sp.Symbol, sp.Expr]):
@@ -84,21 +99,22 @@ class Derivation:
         return bound
 
     def substitute(self, target: sp.Symbol, quantity: sp.Symbol, upper: sp.Expr, *, name: str,
-                   text: str, uses: tuple[str, ...], kind: str = "lemma") -> sp.Expr:
+                   text: str, uses: tuple[str, ...], kind: str = "lemma",
+                   lower: bool = False) -> sp.Expr:
         """Replace ``quantity`` by its upper bound ``upper`` in the target's bound.
 
         Valid when the coefficient of ``quantity`` is nonnegative (the bound is linear in it):
-        that is the recorded claim.
+        that is the recorded claim. With ``lower=True``, ``upper`` is a lower bound of the
+        quantity and the claim is that the coefficient is nonpositive.
         """
         before = self.current[target]
-        expanded = sp.expand(before)
-        coeff = expanded.coeff(quantity)
-        if sp.expand(expanded - coeff * quantity).has(quantity):
+        coeff = sp.diff(before, quantity)
+        if coeff.has(quantity):
             raise ValueError(f"step {name}: bound is not linear in {quantity}")
-        after = sp.expand(expanded - coeff * quantity + coeff * upper)
+        after = before.xreplace({quantity: 0}) + coeff * upper
         self.current[target] = after
-        self.steps.append(Step(name, kind, text, target, before, after, uses,
-                               (sp.Integer(0), coeff)))
+        claim = (coeff, sp.Integer(0)) if lower else (sp.Integer(0), coeff)
+        self.steps.append(Step(name, kind, text, target, before, after, uses, claim))
         return after
 
     def define(self, target: sp.Symbol, after: sp.Expr, *, name: str, text: str,
@@ -146,6 +162,15 @@ class Derivation:
                 return s
         raise ValueError(f"no step named {name!r}; steps: {[s.name for s in self.steps]}")
 
+    def linear_parts(self, expr: sp.Expr) -> list[tuple[sp.Expr, sp.Expr]]:
+        """(quantity or 1, coefficient) pairs of an expression linear in the quantities."""
+        present = [q for q in self.quantities if expr.has(q)]
+        parts = [(q, coefficient(expr, q)) for q in present]
+        rest = without(expr, *present)
+        if rest != 0:
+            parts.append((sp.Integer(1), rest))
+        return parts
+
     def to_markdown(self, *, title: str = "Derivation") -> str:
         """The chain as Markdown with LaTeX, one numbered step per entry."""
         lines = [f"## {title}", ""]
@@ -166,12 +191,37 @@ class Derivation:
                 lines.append(f"$$ {sp.latex(s.claim[0])} \\le {sp.latex(s.claim[1])} $$")
             else:
                 rel = "=" if s.kind == "definition" else "\\le"
-                shown = sp.collect(sp.expand(s.after), list(self.quantities))
-                lines.append(f"$$ {sp.latex(s.target)} {rel} {sp.latex(shown)} $$")
+                lines.append(f"$$ {sp.latex(s.target)} {rel} {_latex_linear(s.after, self)} $$")
                 if s.kind == "lemma" and s.claim[1] != 0:
                     lines.append("")
                     lines.append(f"(valid because the replaced quantity's coefficient "
                                  f"${sp.latex(sp.factor(s.claim[1]))}$ is nonnegative)")
+                elif s.kind == "lemma" and s.claim[0] != 0:
+                    lines.append("")
+                    lines.append(f"(a lower bound is valid here because the replaced "
+                                 f"quantity's coefficient ${sp.latex(sp.factor(s.claim[0]))}$ "
+                                 f"is nonpositive)")
             lines.append("")
         return "\n".join(lines)
 
+
+
+def _latex_linear(expr: sp.Expr, der: Derivation) -> str:
+    """LaTeX of a bound linear in the quantities: each quantity with its (factored)
+    coefficient."""
+    if not any(expr.has(q) for q in der.quantities):
+        return sp.latex(_tidy(expr))
+    terms = []
+    for q, c in der.linear_parts(expr):
+        c = _tidy(c)
+        if c == 0:
+            continue
+        terms.append(sp.latex(c) if q == 1 else
+                     f"\\left({sp.latex(c)}\\right) {sp.latex(q)}")
+    return " + ".join(terms) or "0"
+
+
+def _tidy(expr: sp.Expr) -> sp.Expr:
+    """A readable form of a coefficient: common factors pulled out (cheap; a full
+    factorization of these polynomials takes minutes)."""
+    return sp.factor_terms(expr)

@@ -41,10 +41,10 @@ from dataclasses import dataclass, field
 import sympy as sp
 from sympy.core.relational import Relational
 
-from .assumptions import GeneralizedHybridSmoothness, ZOEstimator
+from .assumptions import GeneralizedHybridSmoothness, HybridSmoothness, ZOEstimator
 from .symbols import SYMBOLS, TABLE, name_of, sym
 
-__all__ = ["Lemma", "LEMMAS", "get", "quantity", "zo_second_moment"]
+__all__ = ["Lemma", "LEMMAS", "get", "quantity", "zo_second_moment", "zo_variance"]
 
 _LEMMA_NAME = re.compile(r"[a-z][a-z0-9_]*")
 _QUANTITY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -424,6 +424,200 @@ _register(Lemma(
          "E||u||^3 and E||u||^3 <= (d + 3)^{3/2} (NS17, Lemma 1).",
 ))
 
+_register(Lemma(
+    name="stein_smoothing_bias",
+    title="Bias of the Gaussian two-point estimator (Stein)",
+    statement=_le(quantity("bias"), _L * _mu * sp.sqrt(_d)),
+    quantities={"bias": "||E_u[g_mu(x)] - grad f(x)||, forward or central difference",
+                "L": _Q_L, "d": _Q_D},
+    hypotheses=(_H_SMOOTH, _H_GAUSS),
+    source="Stein's identity E[f(x + mu u) u] = mu E[grad f(x + mu u)] (Nesterov & Spokoiny "
+           "2017, eq. (21)), then Jensen: ||E[grad f(x + mu u) - grad f(x)]|| <= L mu E||u|| "
+           "<= L mu sqrt(E||u||^2) = L mu sqrt(d)",
+    tight="within a factor sqrt(d) / E||u|| -> 1: f = (L/2) (x_1 - s)_+^2-type kinks attain "
+          "L mu E|u_1| in one dimension",
+    note="A factor (d + 3)^{3/2} / (2 sqrt(d)), about d/2, below Ghadimi & Lan's (3.6) "
+         "(smoothing_bias); the central difference has the same mean by the symmetry of u.",
+))
+
+_register(Lemma(
+    name="ball_smoothing_bias",
+    title="Bias of the two-point estimator with sphere directions (ball smoothing)",
+    statement=_le(quantity("bias"), _L * _mu * sp.sqrt(_d)),
+    quantities={"bias": "||E_u[g_mu(x)] - grad f(x)||, u uniform on the sphere of radius "
+                        "sqrt(d)", "L": _Q_L, "d": _Q_D},
+    hypotheses=(_H_SMOOTH, "u uniform on the sphere of radius sqrt(d)"),
+    source="Flaxman, Kalai, McMahan 2005 (SODA), Lemma 1: with v = u / sqrt(d) and delta = "
+           "mu sqrt(d), E[(f(x + delta v) - f(x)) v] d / delta = grad f_hat(x), f_hat the average "
+           "of f over the ball of radius delta; then ||grad f_hat - grad f|| <= L delta E||w|| = "
+           "L mu sqrt(d) d / (d + 1) for w uniform in the unit ball",
+    note="Same constant as the Gaussian case (stein_smoothing_bias), up to d / (d + 1).",
+))
+
+_register(Lemma(
+    name="rademacher_smoothing_bias",
+    title="Bias of the two-point estimator with Rademacher directions (Taylor)",
+    statement=_le(quantity("bias"), _L * _mu * _d / 2),
+    quantities={"bias": "||E_u[g_mu(x)] - grad f(x)||, u uniform on {-1, 1}^d",
+                "L": _Q_L, "d": _Q_D},
+    hypotheses=(_H_SMOOTH, "u uniform on {-1, 1}^d"),
+    source="this toolkit: E[<grad f, u> u] = grad f, so the bias is E[rem u] with |rem| <= "
+           "(L mu / 2)||u||^2 = L mu d / 2; ||E[rem u]|| = sup_||v||=1 E[rem <u, v>] <= "
+           "sqrt(E rem^2) sqrt(E <u, v>^2) <= L mu d / 2",
+    note="Rademacher directions define no smoothed function, so no Stein or ball argument "
+         "applies: the bias keeps a factor d / 2 where Gaussian and sphere directions have "
+         "sqrt(d). Still sqrt(d) below the old d^{3/2} / 2.",
+))
+
+_register(Lemma(
+    name="zo_variance_nonconvex",
+    title="Variance of the one-direction two-point estimator (nonconvex f)",
+    statement=_le(
+        quantity("E_var"),
+        (1 + quantity("th", positive=True)) * quantity("c_v") * _grad_sq
+        + (1 + 1 / quantity("th", positive=True)) * quantity("nu0_sq"),
+    ),
+    quantities={
+        "E_var": "E||g_1 - E g_1||_W^2 for one direction, g_1 = delta u",
+        "th": "the Young weight, > 0",
+        "c_v": "E||<a,u>u - a||_W^2 / ||a||^2 for a = grad f(x): d + 1 (Gaussian), d - 1 "
+               "(sphere, Rademacher) in the Euclidean norm W = I",
+        "nu0_sq": "a bound on E rem^2 ||u||_W^2, rem = delta - <grad f(x), u>: "
+                  "(L mu / 2)^2 E||u||^6 for an L-smooth f",
+        "grad_sq": _Q_GRAD,
+    },
+    hypotheses=(_H_SMOOTH, "E u u^T = I (Gaussian, sphere of radius sqrt(d), Rademacher)",
+                "forward or central difference"),
+    source="this toolkit: g_1 - E g_1 = (<a,u>u - a) + (rem u - E[rem u]); "
+           "||s + t||^2 <= (1 + th)||s||^2 + (1 + 1/th)||t||^2 and E||rem u - E rem u||_W^2 <= "
+           "E rem^2 ||u||_W^2",
+    tight="the first term is exact when rem = 0 (a quadratic and the central difference)",
+    note="With q independent directions the variance is divided by q exactly. Replaces "
+         "zo_second_moment_nonconvex in the sharp theorem: the variance (d + 1 instead of the "
+         "second moment's d + 2) with a free split instead of a factor 2 on each part.",
+))
+
+# --- elementary vector inequalities used by the sharp theorem --------------------------------
+_th = quantity("th", positive=True)
+_u_sq, _v_sq = quantity("u_sq"), quantity("v_sq")
+_register(Lemma(
+    name="young_split",
+    title="Squared norm of a sum, weighted split",
+    statement=_le(quantity("sum_sq"), (1 + _th) * _u_sq + (1 + 1 / _th) * _v_sq),
+    quantities={"sum_sq": "||u + v||^2", "u_sq": "||u||^2", "v_sq": "||v||^2",
+                "th": "the weight, > 0"},
+    hypotheses=("u, v in an inner-product space",),
+    source="Young's inequality 2<u, v> <= th ||u||^2 + ||v||^2 / th",
+    tight="equality iff v = th u",
+))
+
+_register(Lemma(
+    name="young_lower",
+    title="Squared norm of a sum, from below",
+    statement=_le((1 - _th) * _u_sq - (1 / _th - 1) * _v_sq, quantity("sum_sq")),
+    quantities={"sum_sq": "||u + v||^2", "u_sq": "||u||^2", "v_sq": "||v||^2",
+                "th": "the weight, 0 < th <= 1"},
+    hypotheses=("u, v in an inner-product space",),
+    source="Young's inequality 2<u, v> >= -th ||u||^2 - ||v||^2 / th",
+    tight="equality iff v = -th u",
+    note="Used where the quantity ||u + v||^2 has a nonpositive coefficient.",
+))
+
+_register(Lemma(
+    name="polarization",
+    title="Polarization identity",
+    statement=_eq(2 * quantity("inner_uv", nonnegative=None),
+                  _u_sq + _v_sq - quantity("diff_sq")),
+    quantities={"inner_uv": "<u, v>", "u_sq": "||u||^2", "v_sq": "||v||^2",
+                "diff_sq": "||u - v||^2"},
+    hypotheses=("u, v in an inner-product space",),
+    source="classical",
+    tight="exact (identity)",
+    note="With u = n grad_b F(z_t) and v = P_b, the sum of the epoch's predictable gradients: "
+         "-<grad_b F, P_b> = (||P_b - n grad_b F||^2 - n^2 ||grad_b F||^2 - ||P_b||^2) / (2n). "
+         "The -||P_b||^2 part pays for the step's second-order term (as in Mishchenko, Khaled, "
+         "Richtarik's nonconvex analysis), and the rest keeps most of the descent.",
+))
+
+_register(Lemma(
+    name="gradient_gap",
+    title="The gradient is bounded by the gap (block-scaled)",
+    statement=_le(quantity("grad_D_sq"), 2 * quantity("L_D") * quantity("gap")),
+    quantities={"grad_D_sq": "eta_x ||grad_x F(z)||^2 + eta_y ||grad_y F(z)||^2",
+                "L_D": "max(eta_x Lambda_x, eta_y Lambda_y)",
+                "gap": "F(z) - F*"},
+    hypotheses=("grad^2 F <= diag(Lambda_x I, Lambda_y I) everywhere (two-sided not needed)",
+                "F bounded below by F*"),
+    source="the descent lemma in the coordinates z' = D^{-1/2} z, D = diag(eta_x I, eta_y I): "
+           "F(z - D grad F / L_D) <= F(z) - ||grad F||_D^2 / (2 L_D), and F >= F*",
+    tight="equality for F(z) = (1/2) z^T diag(Lambda_x I, Lambda_y I) z with eta_x Lambda_x = "
+          "eta_y Lambda_y",
+    note="With eta_x = eta_y = 1 it is ||grad F||^2 <= 2 max(Lambda_x, Lambda_y)(F - F*). It "
+         "gives the small-T bound: the theorem's bound is the smaller of the descent bound and "
+         "this one.",
+))
+
+_register(Lemma(
+    name="effective_rank_estimator",
+    title="The two-point estimator under a curvature bound of effective rank r",
+    statement=_le(quantity("E_var_H"),
+                  (1 + _th) * (quantity("rk", positive=True) + 1) * _grad_sq
+                  + (1 + 1 / _th) * (_mu * _L) ** 2 / 4
+                  * quantity("rk", positive=True) * (quantity("rk", positive=True) + 2)
+                  * (quantity("rk", positive=True) + 4)),
+    quantities={"E_var_H": "E||g_1 - E g_1||_W^2, W = H / L, one direction",
+                "th": "the Young weight, > 0", "rk": "tr(H) / L, the effective rank",
+                "L": "||H||, H PSD with -H <= grad^2 f <= H on the perturbation segments",
+                "grad_sq": _Q_GRAD},
+    hypotheses=("-H <= grad^2 f <= H along every perturbation segment, H PSD, ||H|| <= L, "
+                "tr(H) <= r L", "u ~ N(0, I_d) (sphere directions have smaller moments)"),
+    source="Malladi et al. 2023 (MeZO), Assumption 1 and Lemma 2, in a two-sided form; "
+           "moments of Gaussian quadratic forms: E<a,u>^2 u^T W u = ||a||^2 tr W + 2 a^T W a, "
+           "E (u^T W u)^3 = (tr W)^3 + 6 tr W tr W^2 + 8 tr W^3; |rem| <= (mu/2) u^T H u",
+    note="The bias is at most mu L sqrt(r) (Stein: ||E grad f(x + mu u) - grad f(x)|| <= "
+         "mu sqrt(||H|| E u^T H u)). Every dimension d of the H1 constants becomes r.",
+))
+
+_register(Lemma(
+    name="effective_rank_drift",
+    title="Gradient differences under a two-sided block curvature bound",
+    statement=_le(quantity("diff_b_sq"),
+                  quantity("H_bb", positive=True) * quantity("quad_H")),
+    quantities={"diff_b_sq": "||grad_b f(z') - grad_b f(z)||^2",
+                "H_bb": "||𝐇_bb||, the norm of the curvature bound's block b",
+                "quad_H": "(z' - z)^T 𝐇 (z' - z)"},
+    hypotheses=("-𝐇 <= grad^2 f <= 𝐇 on the segment [z, z'], 𝐇 PSD block diagonal",),
+    source="this toolkit: the averaged Hessian M on the segment satisfies -𝐇 <= M <= 𝐇, so "
+           "M = 𝐇^{1/2} K 𝐇^{1/2} with ||K|| <= 1 and ||(M v)_b||^2 <= ||𝐇_bb|| ||K 𝐇^{1/2} v||^2 "
+           "<= ||𝐇_bb|| v^T 𝐇 v",
+    tight="for M = 𝐇 = L I it is ||M v||^2 = L^2 ||v||^2",
+))
+
+_register(Lemma(
+    name="lsmooth_gradient_bound",
+    title="Gradient bound of an l-smooth function on a sublevel set",
+    statement=_le(quantity("grad_sq_f"), 2 * quantity("l_of_grad") * quantity("gap")),
+    quantities={"grad_sq_f": "||grad f(z)||^2", "l_of_grad": "l(||grad f(z)||)",
+                "gap": "f(z) - inf f"},
+    hypotheses=("f l-smooth with l non-decreasing, f bounded below",),
+    source="Li, Qian, Tian, Rakhlin, Jadbabaie 2023 (NeurIPS, arXiv 2306.01264), Lemma 3.5 "
+           "(as recalled; not verified against the text)",
+    note="For sub-quadratic l, g^2 <= 2 l(g) Delta has a largest solution G(Delta): the "
+         "gradient is bounded on every sublevel set, which is where the paper's high-probability "
+         "argument gets its level G.",
+))
+
+_register(Lemma(
+    name="markov",
+    title="Markov's inequality",
+    statement=_le(quantity("prob"), quantity("mean") / quantity("level", positive=True)),
+    quantities={"prob": "P(X >= level) for a nonnegative random X", "mean": "E X",
+                "level": "the threshold, > 0"},
+    hypotheses=("X >= 0",),
+    source="classical",
+    tight="for X taking the values 0 and level",
+))
+
 # --- several directions, sampling without replacement ----------------------------------------
 _q = sym("q")
 _register(Lemma(
@@ -633,4 +827,39 @@ def zo_second_moment(estimator: ZOEstimator) -> Lemma:
                f"E||u||^6 = {moments['E_u6']}",
         note="c1 = 2 E<a,u>^2||u||^2 / ||a||^2 and c2 = E||u||^6 / 2, as in "
              "assumptions.ZOEstimator.",
+    )
+
+
+def zo_variance(smoothness: HybridSmoothness, estimator: ZOEstimator) -> Lemma:
+    """``zo_variance_nonconvex`` with the constants of a curvature model and an estimator.
+
+    E||g_1 - E g_1||_W^2 <= (1 + th) c_v ||grad_x f||^2 + (1 + 1/th) nu0^2 for one direction,
+    with ``c_v = smoothness.zo_variance(estimator)`` and ``nu0^2 =
+    smoothness.zo_mu_variance(estimator)`` (d_x under H1, r under the effective rank).
+
+    >>> from hybridconv.theory.assumptions import HybridSmoothness
+    >>> zo_variance(HybridSmoothness(), ZOEstimator("sphere")).rhs.has(sym("d_x"))
+    True
+    """
+    if not isinstance(estimator, ZOEstimator):
+        raise TypeError(f"estimator must be a ZOEstimator, got {estimator!r}")
+    if not isinstance(smoothness, HybridSmoothness):
+        raise TypeError(f"smoothness must be a curvature model, got {smoothness!r}")
+    smoothness.supports(estimator)
+    th = quantity("th", positive=True)
+    return Lemma(
+        name=f"zo_variance_{smoothness.key.replace('-', '_')}_{estimator.directions}",
+        title=f"Variance of the two-point estimator, {estimator.directions} directions, "
+              f"under {smoothness.name}",
+        statement=_le(
+            quantity("E_var"),
+            (1 + th) * smoothness.zo_variance(estimator) * _grad_sq
+            + (1 + 1 / th) * smoothness.zo_mu_variance(estimator),
+        ),
+        quantities={"E_var": "E||g_1 - E g_1||_W^2 for one direction in the x block",
+                    "th": "the Young weight, > 0", "grad_sq": "||grad_x f(x, y)||^2"},
+        hypotheses=(f"{smoothness.name} on the perturbation segments",
+                    f"{estimator.directions} directions, {estimator.difference} difference"),
+        source="zo_variance_nonconvex with the model's constants"
+               + ("; effective_rank_estimator" if smoothness.key == "effective-rank" else ""),
     )

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .bound import Bound, sample_admissible
+from .bound import Bound, compile_numeric, sample_admissible
 from .derivation import Step
+from .proof import _replace
 from .symbols import name_of
 from .theorems import Theorem
 
@@ -40,8 +41,8 @@ def check_step(step: Step, theorem: Theorem, points: dict[str, object], *, seed:
     import numpy as np
 
     small, large = step.claim
-    small = sp.sympify(small).subs(step.defs).subs(theorem.aux)
-    large = sp.sympify(large).subs(step.defs).subs(theorem.aux)
+    small = theorem.expand_aux(_replace(sp.sympify(small), step.defs))
+    large = theorem.expand_aux(_replace(sp.sympify(large), step.defs))
     size = len(next(iter(points.values())))
     free = sorted(small.free_symbols | large.free_symbols, key=str)
     rng = np.random.default_rng(seed)
@@ -53,12 +54,21 @@ def check_step(step: Step, theorem: Theorem, points: dict[str, object], *, seed:
         else:  # a quantity: nonnegative, spread over many scales, some exact zeros
             x = 10.0 ** rng.uniform(-6, 6, size)
             args.append(np.where(rng.uniform(size=size) < 0.1, 0.0, x))
-    f_small = sp.lambdify(free, small, modules="numpy", dummify=True)
-    f_large = sp.lambdify(free, large, modules="numpy", dummify=True)
+    f_small = compile_numeric(free, small)
+    f_large = compile_numeric(free, large)
     with np.errstate(all="ignore"):
         a = np.broadcast_to(np.asarray(f_small(*args), dtype=float), (size,))
         b = np.broadcast_to(np.asarray(f_large(*args), dtype=float), (size,))
+    # rounding error of a sum is relative to its summands' sizes, not to its value (the
+    # descent coefficients cancel large terms down to a small difference)
     scale = np.maximum(np.abs(a), np.abs(b))
+    if step.kind == "definition":  # an identity: the sizes of its terms, every sign made +
+        for expr in (small, large):
+            plus = expr.replace(lambda e: e.is_Number and e < 0, lambda e: -e)
+            with np.errstate(all="ignore"):
+                mags = np.abs(np.broadcast_to(np.asarray(compile_numeric(free, plus)(*args),
+                                                         dtype=float), (size,)))
+            scale = np.fmax(scale, np.where(np.isfinite(mags), mags, 0.0))
     ok = a <= b + TOLERANCE * scale + 1e-300
     with np.errstate(all="ignore"):
         ratio = np.where(b > 0, a / b, np.where(a <= 0, 0.0, np.inf))

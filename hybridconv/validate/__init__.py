@@ -2,11 +2,21 @@
 
 :func:`check` holds one simulated instance against a bound; :func:`falsify` searches over
 problem instances and hyper-parameters inside the theorem's conditions for the largest
-empirical / bound ratio.
+empirical / bound ratio; :func:`family_bound` is the bound of the hypotheses a problem family
+satisfies. The reports (tightness, mutations, the noise floor, PEPit, real runs) live in their
+own modules.
 """
 
 from .check import MEASURES, VERDICTS, Verdict, check
-from .falsify import FAMILY_SPACES, FalsifyResult, falsify
+from .falsify import (
+    FAMILY_BOUNDS,
+    FAMILY_SPACES,
+    FalsifyResult,
+    build_instance,
+    decode_point,
+    falsify,
+    family_bound,
+)
 
-__all__ = ["MEASURES", "VERDICTS", "Verdict", "check", "FAMILY_SPACES", "FalsifyResult",
-           "falsify"]
+__all__ = ["MEASURES", "VERDICTS", "Verdict", "check", "FAMILY_SPACES", "FAMILY_BOUNDS",
+           "FalsifyResult", "falsify", "family_bound", "build_instance", "decode_point"]

@@ -1,21 +1,23 @@
 """Mutation check: plant wrong bounds and see whether the checker catches them.
 
-Mutations of a bound B = B_D / min(eta_x, eta_y) (``Bound.expr``), made on the theorem's
-compact form so that each term is a term of the proof (the Delta term, the ZO variance, each
-drift term, the smoothing terms):
+The sharp bound is assembled from named parts (:mod:`hybridconv.theory.terms`): the numerator
+B = Delta / (n T) + N_ep / n, split by noise source (the Delta term, sigma_x^2, sigma_y^2, the
+smoothing bias beta^2 and the remainder nu_0^2), the descent coefficients gamma_x, gamma_y, and
+the small-T bound (its Delta part and its noise part). Mutations:
 
-* ``drop``: one additive term of B_D removed;
+* ``drop``: one term removed (a term of B, or a part of the small-T bound);
 * ``halve``: one term's constant halved;
-* ``exponent``: the exponent of eta_x, eta_y, d_x or n changed by +1 or -1 in every term of
-  B that contains it (for the step sizes, every term: each is divided by min(eta_x, eta_y)).
+* ``theta``: the heterogeneity's share of the descent coefficients removed (gamma at
+  Theta = 0: the claim that Theta costs nothing);
+* ``exponent``: the exponent of eta_x, eta_y, d_x or n changed by +1 or -1 in every term that
+  contains it (the step sizes: the whole bound).
 
 A mutant is *killed* when some instance gives a significant violation under either measure:
 the one-sided lower confidence bound of min_t E||grad F(z_t)||^2 or of the block-weighted
 average (simultaneous over the pool's instances, both measures and the epochs, level
-``confidence``) exceeds the mutant's value. The weighted measure matters: for short runs the
-min measure is decided by epoch 0 (``Verdict.trivial``). Instances come from a pool simulated
-once (falsifier-style random instances plus edge cases: deterministic-like starts, n = 1,
-large d_x, starts at the minimizer), then from a falsifier run against each surviving mutant.
+``confidence``) exceeds the mutant's value. Instances come from a pool simulated once
+(:func:`instance_pool`: random instances of the quadratic, nonconvex and heterogeneous-Hessian
+families plus edge cases), then from a falsifier run against each surviving mutant.
 
 A survivor is explained: either it is pointwise at least the real bound on thousands of
 admissible points (then it is a valid bound, and nothing can kill it), or the real bound is
@@ -34,24 +36,27 @@ from typing import TYPE_CHECKING
 import numpy as np
 import sympy as sp
 
-from .. import spec
 from .._io import write_text_atomic
-from ..theory.bound import Bound, sample_admissible
+from ..theory.bound import Bound, compile_numeric, sample_admissible
 from ..theory.symbols import sym
-from .check import check
-from .falsify import FAMILY_SPACES, _decode, _instance, falsify
+from .check import ROUNDING_ABS, check, exceeds
+from .falsify import FAMILY_SPACES, build_instance, decode_point, falsify
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Mutation", "mutations", "instance_pool", "mutation_report", "write_mutation_report"]
+__all__ = ["Mutation", "mutations", "instance_pool", "mutation_report", "write_mutation_report",
+           "POOL_FAMILIES"]
 
 EXPONENT_SYMBOLS = ("eta_x", "eta_y", "d_x", "n")
+POOL_FAMILIES: tuple[str, ...] = ("quadratic", "nonconvex", "hetero")
+"""Families of the instance pool (all H1, Gaussian directions): hetero has Theta > 0."""
 
 
 @dataclass(frozen=True)
 class Mutation:
-    """A planted wrong bound: its name, kind and the mutated :class:`Bound`."""
+    """A planted wrong bound: its name, kind, the mutated :class:`Bound` and the term it
+    changes (``None`` for exponent and theta mutations)."""
 
     name: str
     kind: str
@@ -59,96 +64,137 @@ class Mutation:
     term: sp.Expr | None
 
 
-def _terms(bound: Bound) -> tuple[list[sp.Expr], sp.Expr]:
-    th = bound.theorem
-    eta_min = sp.Min(sym("eta_x"), sym("eta_y"))
-    fixed = {sym(k): v for k, v in bound.fixed.items()}
-    weighted = sp.expand((th.compact * eta_min).subs(fixed))
-    return [t for t in sp.Add.make_args(weighted) if t != 0], bound.expr / bound.weighted_expr
+def _assemble(bound: Bound, terms: dict[str, sp.Expr], gamma: tuple[sp.Expr, sp.Expr],
+              factor: sp.Expr | int = 1) -> Bound:
+    """The bound built from its parts, as the theorem builds it: min(B / min(gamma_x eta_x,
+    gamma_y eta_y), alt_full) and min(B / min(gamma_x, gamma_y), alt_D), times ``factor``."""
+    ex, ey = sym("eta_x"), sym("eta_y")
+    num = sum((v for k, v in terms.items() if k.startswith("main:")), sp.Integer(0))
+    alt_w = sum((v for k, v in terms.items() if k.startswith("alt:")), sp.Integer(0))
+    alt_full = bound.alt_full
+    if "alt:Delta" not in terms:          # the gap part of the small-T bound was dropped
+        alt_full = sp.Integer(0)
+    elif bound.terms.get("alt:Delta") is not None and terms["alt:Delta"] != \
+            bound.terms["alt:Delta"]:     # halved
+        alt_full = alt_full / 2
+    gx, gy = gamma
+    full = sp.Min(num / sp.Min(gx * ex, gy * ey, evaluate=False), alt_full, evaluate=False)
+    weighted = sp.Min(num / sp.Min(gx, gy, evaluate=False), alt_w, evaluate=False)
+    return dataclasses.replace(bound, expr=full * factor, weighted_expr=weighted * factor,
+                               numerator=num, gamma=(gx, gy), alt_weighted=alt_w,
+                               alt_full=alt_full, terms=dict(terms),
+                               adapter_expr=None)
 
 
-def _label(term: sp.Expr) -> str:
-    return sp.sstr(term).replace("\\", "")
+def _label(key: str) -> str:
+    part, _, source = key.partition(":")
+    return f"{source} (small-T)" if part == "alt" else source
 
 
 def mutations(bound: Bound) -> list[Mutation]:
-    """Every mutation of ``bound`` (see the module docstring)."""
-    terms, divisor = _terms(bound)
-    aux = bound.theorem.aux
-    full = [sp.expand(t.subs(aux)) for t in terms]
-    base = sum(full)
-
-    def make(weighted: sp.Expr) -> Bound:
-        weighted = sp.expand(weighted)
-        return dataclasses.replace(bound, expr=weighted * divisor, weighted_expr=weighted)
-
+    """Every mutation of ``bound`` (see the module docstring). ``bound`` must be a sharp
+    theorem's bound (it has named terms)."""
+    if not bound.terms:
+        raise ValueError("mutations need a bound with named terms (the sharp theorem's)")
+    terms, gamma = dict(bound.terms), tuple(bound.gamma)
     out = []
-    for t, tf in zip(terms, full, strict=True):
-        out.append(Mutation(f"drop {_label(t)}", "drop", make(base - tf), t))
-        out.append(Mutation(f"halve {_label(t)}", "halve", make(base - tf / 2), t))
+    for key, expr in terms.items():
+        dropped = {k: v for k, v in terms.items() if k != key}
+        out.append(Mutation(f"drop {_label(key)}", "drop", _assemble(bound, dropped, gamma),
+                            expr))
+        halved = {**terms, key: expr / 2}
+        out.append(Mutation(f"halve {_label(key)}", "halve", _assemble(bound, halved, gamma),
+                            expr))
+    no_theta = tuple(g.xreplace({sym("Theta_x"): 0, sym("Theta_y"): 0}) for g in gamma)
+    out.append(Mutation("drop Theta from gamma", "theta", _assemble(bound, terms, no_theta),
+                        None))
     for name in EXPONENT_SYMBOLS:
         s = sym(name)
         for delta in (1, -1):
-            if name.startswith("eta"):  # every term of B = B_D / min(eta_x, eta_y) has it
-                mutated = base * s**delta
+            if name.startswith("eta"):  # the whole bound
+                mutated = _assemble(bound, terms, gamma, factor=s**delta)
             else:
-                mutated = sum(tf * s**delta if tf.has(s) else tf for tf in full)
-            out.append(Mutation(f"exponent of {name} {delta:+d}", "exponent", make(mutated), None))
+                changed = {k: (v * s**delta if v.has(s) else v) for k, v in terms.items()}
+                mutated = _assemble(bound, changed, gamma)
+            out.append(Mutation(f"exponent of {name} {delta:+d}", "exponent", mutated, None))
     return out
 
 
-def instance_pool(bound: Bound, *, families: tuple[str, ...] = ("quadratic", "nonconvex"),
-                  size: int = 48, seed: int = 0, trials: int = 32, epochs: int = 10,
+_EDGES = [
+    # deterministic-like: far start, tiny noise, steps on the caps (the Delta term, converged)
+    {"sigma_x": 1e-4, "sigma_y": 1e-4, "start_scale": 50.0, "frac_x": 1.0, "frac_y": 1.0,
+     "m_x": 1.0, "m_y_rel": 1.0, "coupling_rel": 0.0, "L_y": 1.0},
+    # the ZO noise floor: start at the minimizer, large sigma_x, small steps
+    {"at_minimizer": 1.0, "sigma_x": 3.0, "sigma_y": 1e-4, "frac_x": 0.05, "frac_y": 0.05,
+     "m_x": 1.0, "m_y_rel": 1.0, "coupling_rel": 0.0, "L_y": 1.0, "d_x": 32, "q": 1},
+    # the FO reshuffling floor: sigma_y only, many components
+    {"at_minimizer": 1.0, "sigma_x": 0.0, "sigma_y": 5.0, "n": 32, "frac_x": 0.5,
+     "frac_y": 1.0, "m_x": 1.0, "m_y_rel": 1.0, "L_y": 1.0},
+    # the smoothing remainder: forward differences, large mu, no heterogeneity
+    {"at_minimizer": 1.0, "sigma_x": 0.0, "sigma_y": 0.0, "forward": 1.0, "mu": 0.1,
+     "frac_x": 0.2, "frac_y": 0.2, "m_x": 1.0, "m_y_rel": 1.0, "d_x": 16},
+    {"n": 1, "frac_x": 1.0, "frac_y": 1.0},
+    {"d_x": 64, "frac_x": 1.0, "frac_y": 1.0},
+    {"coupling_rel": 0.95, "frac_x": 1.0, "frac_y": 1.0},
+    # small T against the gap bound: one epoch from a far start
+    {"epochs_override": 1.0, "start_scale": 30.0, "frac_x": 0.05, "frac_y": 0.05,
+     "m_x": 1.0, "m_y_rel": 1.0, "coupling_rel": 0.0, "L_y": 1.0},
+]
+
+
+def instance_pool(bound: Bound, *, families: tuple[str, ...] = POOL_FAMILIES, size: int = 48,
+                  seed: int = 0, trials: int = 32, epochs: int = 20,
                   confidence: float = 0.99) -> pd.DataFrame:
     """Simulate a pool of admissible instances once: values, empirical and confidence bounds.
 
-    Half random draws from the falsifier's spaces, half edge cases (deterministic-like starts
-    far from the minimizer, n = 1, large d_x, step sizes on their caps, starts at the
-    minimizer). The confidence bounds are simultaneous over the whole pool.
+    Half random draws from the falsifier's spaces, half edge cases (deterministic-like starts,
+    noise floors of the ZO and the FO block, the smoothing remainder, n = 1, large d_x, strong
+    coupling, one epoch). The confidence bounds are simultaneous over the whole pool.
     """
     import pandas as pd
 
     rng = np.random.default_rng([seed, 31])
     specs: list[tuple[str, dict[str, float]]] = []
-    edges = [
-        {"sigma_x": 1e-3, "sigma_y": 1e-3, "start_scale": 100.0, "frac_x": 1.0, "frac_y": 1.0},
-        {"n": 1, "frac_x": 1.0, "frac_y": 1.0},
-        {"d_x": 64, "frac_x": 1.0, "frac_y": 1.0},
-        {"n": 32, "sigma_y": 10.0, "sigma_x": 1e-3, "frac_x": 1.0, "frac_y": 1.0},
-        {"q": 16, "sigma_x": 10.0, "frac_x": 1.0, "frac_y": 1.0},
-        {"coupling_rel": 0.95, "frac_x": 1.0, "frac_y": 1.0},
-    ]
-    edges.append({"at_minimizer": 1.0})
     for i in range(size):
         family = families[(i // 2) % len(families)]
         space = FAMILY_SPACES[family]
-        p = _decode(space, rng.uniform(size=len(space)))
+        p = decode_point(space, rng.uniform(size=len(space)))
         if i % 2 == 1:
-            p.update(edges[(i // 2) % len(edges)])
+            p.update({k: v for k, v in _EDGES[(i // 2) % len(_EDGES)].items()
+                      if k in space or k in ("at_minimizer", "epochs_override")})
         specs.append((family, p))
     rows = []
     for i, (family, p) in enumerate(specs):
         at_min = bool(p.pop("at_minimizer", 0.0))
+        T = int(p.pop("epochs_override", epochs))
         try:
-            problem, config, x0, y0 = _instance(family, p, bound, epochs=epochs, trials=trials,
-                                                seed=seed + i, problem_seed=seed + i)
+            problem, config, x0, y0 = build_instance(family, p, bound, epochs=T, trials=trials,
+                                                     seed=seed + i, problem_seed=seed + i)
             if at_min and hasattr(problem, "minimizer"):
                 z = problem.minimizer()
                 x0, y0 = z[: problem.d_x], z[problem.d_x:]
             verdicts = {m: check(bound, problem, config, confidence=confidence,
                                  instances=2 * len(specs), measure=m, x0=x0, y0=y0)
-                        for m in spec.MEASURES.values}
+                        for m in ("min", "weighted")}
         except ValueError:
             continue
         values = {**problem.constants(x0, y0), **config.hyperparameters(problem.n)}
         v, w = verdicts["min"], verdicts["weighted"]
-        rows.append({"family": family, "at_minimizer": at_min,
+        rows.append({"family": family, "at_minimizer": at_min, "difference": config.difference,
                      **{f"p_{k}": x for k, x in p.items()}, "values": values,
                      "empirical": v.empirical, "ci_lower": v.ci_lower, "ci_upper": v.ci_upper,
                      "bound": v.bound, "ratio": v.ratio, "trivial": v.trivial,
                      "w_empirical": w.empirical, "w_ci_lower": w.ci_lower,
                      "w_bound": w.bound, "w_ratio": w.ratio})
     return pd.DataFrame(rows)
+
+
+def _ratios(empirical: pd.Series, lower: pd.Series, values: np.ndarray) -> np.ndarray:
+    """empirical / mutant, as ``check`` reports it (a zero value: 0 unless the lower confidence
+    bound is > 0, then inf)."""
+    emp, low = empirical.to_numpy(dtype=float), lower.to_numpy(dtype=float)
+    return np.where(values > 0, emp / np.where(values > 0, values, 1.0),
+                    np.where(low > ROUNDING_ABS, np.inf, 0.0))
 
 
 def _always_larger(bound: Bound, mutant: Bound, *, seed: int) -> bool:
@@ -179,16 +225,20 @@ def write_mutation_report(report: pd.DataFrame, out_dir: str | Path, *,
         "# Mutation check",
         "",
         "Generated by `hybridconv check --mutations --force`. Each row plants a wrong bound "
-        "(a term dropped, a term's constant halved, an exponent changed) and asks whether some "
+        "(a term of the sharp bound dropped, a term's constant halved, the heterogeneity "
+        "removed from the descent coefficients, an exponent changed) and asks whether some "
         "admissible instance violates it significantly (one-sided lower confidence bound, "
-        "simultaneous over the instance pool, above the mutant's value).",
+        "simultaneous over the instance pool, above the mutant's value). The pool has "
+        f"instances of {', '.join(POOL_FAMILIES)} (hetero: component Hessians differ, "
+        "Theta > 0) and edge cases (deterministic-like starts, the ZO and FO noise floors, "
+        "forward differences with a large mu, n = 1, large d_x, one epoch).",
         "",
         f"**Kill rate: {killed} of {len(report)} ({100 * killed / len(report):.0f}%).**",
         "",
         "Survivors are explained. A survivor that is pointwise at least the proven bound is "
         "itself a valid bound. Every other survivor is evidence that the proven bound is loose "
         "where the mutated term matters: the largest empirical/mutant ratio found stays below "
-        "1. Those are the places where a tighter theorem would pay off.",
+        "1.",
         "",
         "| mutation | kind | killed | by | max empirical/mutant | term's max share "
         "| why it survives |",
@@ -205,13 +255,15 @@ def write_mutation_report(report: pd.DataFrame, out_dir: str | Path, *,
 
 def mutation_report(bound: Bound, *, pool: pd.DataFrame | None = None, seed: int = 0,
                     falsify_budget: int = 20, falsify_family: str = "quadratic",
-                    confidence: float = 0.99, progress: bool = False) -> pd.DataFrame:
-    """Run every mutation against the pool, then the falsifier on survivors (``progress``: a
-    line on stderr while the pool is built, then a tqdm bar over the mutations).
+                    confidence: float = 0.99, only: tuple[str, ...] | None = None,
+                    progress: bool = False) -> pd.DataFrame:
+    """Run every mutation (or those named in ``only``) against the pool, then the falsifier on
+    survivors (``progress``: a line on stderr while the pool is built, then a tqdm bar over
+    the mutations).
 
     Returns one row per mutation: name, kind, killed, killed_by, max_ratio (largest
-    empirical / mutant found), term_share (largest share of the bound the mutated term takes on
-    the pool), explanation.
+    empirical / mutant found), term_share (largest share of B the mutated term takes on the
+    pool), explanation.
     """
     import pandas as pd
 
@@ -222,36 +274,44 @@ def mutation_report(bound: Bound, *, pool: pd.DataFrame | None = None, seed: int
     pool = instance_pool(bound, seed=seed, confidence=confidence) if pool is None else pool
     if pool.empty:
         raise ValueError("the instance pool is empty")
-    aux = bound.theorem.aux
+    numerator = compile_numeric([sym(k) for k in bound.symbols], bound.numerator)
     rows = []
-    planted = mutations(bound)
+    chosen = mutations(bound)
+    if only is not None:
+        unknown = set(only) - {m.name for m in chosen}
+        if unknown:
+            raise ValueError(f"unknown mutations {sorted(unknown)}")
+    # index in the full list, so a mutation's falsifier seed does not depend on ``only``
+    planted = [(i, m) for i, m in enumerate(chosen) if only is None or m.name in only]
     if progress:
         from tqdm.auto import tqdm
 
         planted = tqdm(planted, desc="mutations", unit="mutation")
-    for index, m in enumerate(planted):
+    for index, m in planted:
         with np.errstate(all="ignore"):
             vals = np.array([m.bound.evaluate(check=False, **v) for v in pool["values"]])
             wvals = np.array([m.bound.evaluate(check=False, weighted=True, **v)
                               for v in pool["values"]])
             ratios = np.concatenate([
-                np.where(vals > 0, pool["empirical"].to_numpy() / vals, np.inf),
-                np.where(wvals > 0, pool["w_empirical"].to_numpy() / wvals, np.inf)])
-        killed = bool(np.any(pool["ci_lower"].to_numpy() > vals)
-                      or np.any(pool["w_ci_lower"].to_numpy() > wvals))
+                _ratios(pool["empirical"], pool["ci_lower"], vals),
+                _ratios(pool["w_empirical"], pool["w_ci_lower"], wvals)])
+        killed = bool(np.any(exceeds(pool["ci_lower"].to_numpy(), vals))
+                      or np.any(exceeds(pool["w_ci_lower"].to_numpy(), wvals)))
         killed_by = "pool" if killed else ""
         share = math.nan
         if m.term is not None:
-            f = sp.lambdify([sym(k) for k in bound.symbols],
-                            m.term.subs(aux) / bound.weighted_expr, modules="numpy")
+            f = compile_numeric([sym(k) for k in bound.symbols], m.term)
             with np.errstate(all="ignore"):
-                share = float(max(f(*[v[k] for k in bound.symbols]) for v in pool["values"]))
+                share = float(max(
+                    float(f(*[v[k] for k in bound.symbols]))
+                    / float(numerator(*[v[k] for k in bound.symbols]))
+                    for v in pool["values"]))
         max_ratio = float(np.max(ratios))
         if not killed and falsify_budget >= 10:
             try:
                 res = falsify(m.bound, falsify_family, budget=falsify_budget,
-                              seed=seed + 1000 + index,
-                              trials=16, epochs=8, recheck_trials=128, confidence=confidence)
+                              seed=seed + 1000 + index, trials=16, epochs=8,
+                              recheck_trials=128, confidence=confidence)
                 max_ratio = max(max_ratio, res.ratio)
                 if res.verdict.verdict == "violated":
                     killed, killed_by = True, "falsifier"
@@ -265,8 +325,8 @@ def mutation_report(bound: Bound, *, pool: pd.DataFrame | None = None, seed: int
             else:
                 explanation = (f"the proven bound is loose where this matters: the largest "
                                f"empirical/mutant ratio found is {max_ratio:.3g} < 1"
-                               + (f"; the term takes at most {share:.3g} of the bound on the "
-                                  "pool" if math.isfinite(share) else ""))
+                               + (f"; the term takes at most {share:.3g} of B on the pool"
+                                  if math.isfinite(share) else ""))
         rows.append({"mutation": m.name, "kind": m.kind, "killed": killed,
                      "killed_by": killed_by, "max_ratio": max_ratio, "term_share": share,
                      "explanation": explanation})

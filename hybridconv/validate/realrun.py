@@ -13,20 +13,29 @@ and evaluates the bound (THEORY.md, "What the theorem must say") with them:
 * n = the minibatches per epoch, T = the epochs, eta_x = lr_x, eta_y = lr_y, mu, q from the
   run's configuration, d_x = the number of ZO parameters.
 
-It reports whether the step-size conditions C1-C4 held at the learning rates used (and the
-largest admissible rates), the bound at every measured epoch beside the measured
-min over earlier measured points of ||grad F||^2 (exact full-subset gradients), which additive
-term dominates the bound (``tightness.term_shares``), the same with d_x replaced by the
-measured effective rank tr(H_xx) / ||H_xx|| (MeZO's argument, when that estimate is
-significantly positive), the bound in the limit mu -> 0 (what is left when the smoothing terms
-go), and the ratio eta_y / eta_x the theorem recommends (``Bound.optimal_step_sizes``
-under the natural block weights, docs/theory.md). :func:`sweep_summary` finds the empirical
-best ratio from a sweep of runs, to set beside it.
+It reports whether the step-size conditions held at the learning rates used (and the
+largest admissible rates) and, each as bound / measured:
+
+* under H1 (``hybrid_bound()``): the bound on min_t E||grad F(z_t)||^2 at every measured epoch
+  beside the measured min over earlier measured points of ||grad F||^2 (exact full-subset
+  gradients), and which additive term dominates (``theory.terms.term_shares``);
+* under the effective rank ER (``hybrid_bound(assumption="effective-rank")``): the same with
+  r = (tr|H_xx| + ||H_xy||_*) / (L_x + L_xy) measured by stochastic Lanczos quadrature
+  (``finetune.diagnostics``), its largest upper 95% confidence value over the points (the
+  estimate + 2 standard errors; where the run's diagnostics have no spectrum, it is skipped
+  with a note);
+* the adapter-only measure (1/T) sum_{t<T} E||grad_y F(z_t)||^2 (``measure="adapter"``),
+  under both, against the mean of ||grad_y F||^2 over the measured points before T (the
+  average over all epochs when the diagnostics ran every epoch, a sample of it otherwise);
+
+the bound in the limit mu -> 0 (what is left when the smoothing terms go), and the ratio
+eta_y / eta_x the theorem recommends (``Bound.optimal_step_sizes`` under the natural block
+weights, docs/theory.md) under H1 and ER. :func:`sweep_summary` finds the empirical best ratio
+from a sweep of runs, to set beside it.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,8 +44,9 @@ from pathlib import Path
 import pandas as pd
 
 from .. import spec
-from .._io import jsonable
+from .._io import jsonable, read_json_object
 from ..theory.bound import Bound, hybrid_bound, natural_weights
+from ..theory.terms import term_shares
 
 __all__ = ["RunCheck", "check_run", "load_run", "sweep_summary"]
 
@@ -48,15 +58,7 @@ POINT_KEYS = ("epoch", "step", "F", "grad_x_sq", "grad_y_sq", "L_x", "L_y", "L_x
 
 def _read_object(path: Path) -> dict:
     """A run file's JSON object; ``ValueError`` naming the file otherwise."""
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); rerun the fine-tuning run that "
-                         "wrote it") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path} is malformed: expected a JSON object, got "
-                         f"{type(value).__name__}; rerun the fine-tuning run that wrote it")
-    return value
+    return read_json_object(path, "rerun the fine-tuning run that wrote it")
 
 
 def load_run(run_dir: str | Path) -> dict[str, object]:
@@ -123,7 +125,11 @@ def load_run(run_dir: str | Path) -> dict[str, object]:
 
 @dataclass(frozen=True)
 class RunCheck:
-    """What :func:`check_run` finds. ``points`` has one row per measured point."""
+    """What :func:`check_run` finds. ``points`` has one row per measured point.
+
+    ``bound_final`` / ``measured_final``: H1, min-measure; ``*_er``: under the effective rank
+    (``effective_rank``, the r used, NaN where unmeasured); ``*_adapter``: the adapter-only
+    measure; ``ratios`` the bound / measured ratios by name."""
 
     run_dir: str
     values: dict[str, float]
@@ -135,19 +141,35 @@ class RunCheck:
     bound_final: float
     measured_final: float
     effective_rank: float
-    bound_final_effective: float
-    violated_effective: list[str]
+    bound_final_er: float
+    violated_er: list[str]
+    measured_adapter: float
+    bound_adapter: float
+    bound_adapter_er: float
     predicted_ratio: float
-    predicted_ratio_effective: float
+    predicted_ratio_er: float
     used_ratio: float
     bound_final_mu0: float = math.nan
     shares_mu0: dict[str, float] = field(default_factory=dict)
+    shares_er: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def ratios(self) -> dict[str, float]:
+        """bound / measured: H1 (min), ER (min), H1 adapter, ER adapter."""
+        def q(b: float, m: float) -> float:
+            return b / m if m > 0 and math.isfinite(b) else math.nan
+
+        return {"h1": q(self.bound_final, self.measured_final),
+                "effective-rank": q(self.bound_final_er, self.measured_final),
+                "h1 adapter": q(self.bound_adapter, self.measured_adapter),
+                "effective-rank adapter": q(self.bound_adapter_er, self.measured_adapter)}
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready: non-finite numbers become ``None``."""
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "points"}
         d["points"] = self.points.to_dict("records")
+        d["ratios"] = self.ratios
         return jsonable(d)
 
 
@@ -160,15 +182,38 @@ def _ratio(bound: Bound, values: dict[str, float]) -> float:
     return float(st.ratio)
 
 
+def _effective_rank(pts: pd.DataFrame, notes: list[str]) -> float:
+    """The largest upper 95% confidence value (estimate + 2 se) of ER's r over the points, at
+    least 1; NaN (with a note) where the diagnostics have no spectrum."""
+    if "effective_rank_er" not in pts or not pts["effective_rank_er"].notna().any():
+        notes.append("the diagnostics have no spectrum of H_xx (stochastic Lanczos "
+                     "quadrature: diagnostics from before it, or slq_steps = 1): the "
+                     "effective-rank bound is skipped")
+        return math.nan
+    se = pts["effective_rank_er_se"].fillna(0.0)
+    upper = (pts["effective_rank_er"] + 2 * se).max()
+    notes.append("the effective rank r = (tr|H_xx| + ||H_xy||_*) / (L_x + L_xy) is measured on "
+                 "F (the subset's mean), not on every component, and taken at its largest "
+                 "upper confidence value (estimate + 2 standard errors) over the points")
+    return float(max(1.0, upper))
+
+
+def _claim(bound: Bound, values: dict[str, float], measure: str = "min") -> float:
+    """The bound's value where its conditions hold; NaN where they do not (the theorem claims
+    nothing there: evaluated anyway, its descent coefficients can be negative)."""
+    if bound.violated(**values):
+        return math.nan
+    return bound.evaluate(check=False, measure=measure, **values)
+
+
 def check_run(run_dir: str | Path, *, bound: Bound | None = None) -> RunCheck:
     """Evaluate the bound with the constants measured along a run (see the module doc)."""
-    from .tightness import term_shares
-
     data = load_run(run_dir)
     cfg, res = data["config"], data["results"]
     pts = pd.DataFrame(data["points"]).sort_values("epoch").reset_index(drop=True)
-    bound = bound or hybrid_bound(directions=cfg.get("directions", "gaussian"),
-                                  difference=cfg.get("difference", "central"))
+    directions = cfg.get("directions", "gaussian")
+    difference = cfg.get("difference", "central")
+    bound = bound or hybrid_bound(directions=directions, difference=difference)
     resolved = res.get("resolved", {})
     if "lr_x" not in resolved or "lr_y" not in resolved:
         raise ValueError(f"{run_dir}: the bound needs both blocks trained (method hybrid), got "
@@ -205,59 +250,79 @@ def check_run(run_dir: str | Path, *, bound: Bound | None = None) -> RunCheck:
     except ValueError as e:
         admissible = {"eta_x": math.nan, "eta_y": math.nan}
         notes.append(str(e))
-    # an effective rank is used only where Hutchinson's trace is significantly positive
-    ok = pts["trace_xx"] > 2 * pts["trace_xx_se"]
-    rank = pts.loc[ok, "effective_rank"]
-    d_eff = float(rank.max()) if len(rank) else math.nan
-    if not math.isfinite(d_eff):
-        notes.append("tr(H_xx) is not significantly positive (> 2 standard errors) at any "
-                     "point (Hutchinson's estimate is too noisy, or H_xx is indefinite): the "
-                     "effective-rank version is skipped")
-    else:
-        notes.append("the effective-rank version replaces d_x everywhere in the bound, a "
-                     "heuristic: MeZO's argument replaces it in the ZO variance term only and "
-                     "assumes H_xx is bounded by a PSD matrix of that rank")
-    eff = ({**values, "d_x": float(max(1, math.ceil(d_eff)))}  # d_x is an integer symbol
-           if math.isfinite(d_eff) else None)
+    r = _effective_rank(pts, notes)
+    er_bound = er_values = None
+    if math.isfinite(r):
+        try:
+            er_bound = hybrid_bound(assumption="effective-rank", directions=directions,
+                                    difference=difference)
+            er_values = {**values, "r": min(r, values["d_x"])}
+        except ValueError as e:  # e.g. Rademacher directions: no ER theorem
+            notes.append(f"no effective-rank theorem here: {e}")
+    measured_T = pts["epoch"] < values["T"]
+    if len(pts) < values["T"] + 1:
+        notes.append("the adapter-only measure is the mean of ||grad_y F||^2 over the measured "
+                     "points before T, a sample of the average over all epochs (diagnostics "
+                     "every epoch make it the average itself)")
     rows = []
     for _, p in pts.iterrows():
         e = int(p["epoch"])
-        before = pts[pts["epoch"] < e]["grad_sq"]
+        before = pts[pts["epoch"] < e]
         row = {"epoch": e, "step": int(p["step"]), "F": float(p["F"]),
-               "grad_sq": float(p["grad_sq"]), "L_x": float(p["L_x"]),
-               "L_y": float(p["L_y"]), "L_xy": float(p["L_xy"]),
+               "grad_sq": float(p["grad_sq"]), "grad_y_sq": float(p["grad_y_sq"]),
+               "L_x": float(p["L_x"]), "L_y": float(p["L_y"]), "L_xy": float(p["L_xy"]),
                "sigma_x_sq": float(p["sigma_x_sq"]), "sigma_y_sq": float(p["sigma_y_sq"]),
-               "effective_rank": float(p["effective_rank"]),
-               "measured_min": float(before.min()) if len(before) else math.nan,
-               "bound": math.nan, "bound_effective": math.nan, "bound_mu0": math.nan}
+               "effective_rank_er": float(p.get("effective_rank_er", math.nan)),
+               "effective_rank_er_se": float(p.get("effective_rank_er_se", math.nan)),
+               "effective_rank_pos": float(p.get("effective_rank_pos", math.nan)),
+               "measured_min": float(before["grad_sq"].min()) if len(before) else math.nan,
+               "measured_adapter": float(before["grad_y_sq"].mean()) if len(before)
+               else math.nan,
+               "bound": math.nan, "bound_er": math.nan, "bound_mu0": math.nan,
+               "bound_adapter": math.nan, "bound_adapter_er": math.nan}
         if e >= 1:
-            row["bound"] = bound.evaluate(check=False, **{**values, "T": float(e)})
-            row["bound_mu0"] = bound.evaluate(check=False, **{**values, "T": float(e),
-                                                              "mu": 0.0})
-            if eff is not None:
-                row["bound_effective"] = bound.evaluate(check=False, **{**eff, "T": float(e)})
+            at = {**values, "T": float(e)}
+            row["bound"] = _claim(bound, at)
+            row["bound_mu0"] = _claim(bound, {**at, "mu": 0.0})
+            row["bound_adapter"] = _claim(bound, at, "adapter")
+            if er_bound is not None:
+                at_er = {**er_values, "T": float(e)}
+                row["bound_er"] = _claim(er_bound, at_er)
+                row["bound_adapter_er"] = _claim(er_bound, at_er, "adapter")
         rows.append(row)
     table = pd.DataFrame(rows)
-    shares = term_shares(bound, values)
-    dominant = max(shares, key=shares.get)
-    shares_mu0 = term_shares(bound, {**values, "mu": 0.0})
-    bound_mu0 = bound.evaluate(check=False, **{**values, "mu": 0.0})
-    before_T = table.loc[table["epoch"] < values["T"], "grad_sq"]
-    measured_final = float(before_T.min()) if len(before_T) else math.nan
-    bound_final = bound.evaluate(check=False, **values)
-    bound_eff = bound.evaluate(check=False, **eff) if eff is not None else math.nan
+    shares = term_shares(bound, values) if not violated else {}
+    if violated:
+        notes.append("the conditions fail under H1 at the rates used: the theorem claims "
+                     "nothing there (its bounds are NaN; the largest admissible rates are "
+                     "given)")
+    violated_er = er_bound.violated(**er_values) if er_bound else []
+    if violated_er:
+        notes.append("the conditions fail under the effective rank at the rates used: no "
+                     "claim there either")
+    before_T = table.loc[measured_T, "grad_sq"]
+    adapter_T = table.loc[measured_T, "grad_y_sq"]
+    er_fixed = ({k: v for k, v in er_values.items() if k not in ("eta_x", "eta_y")}
+                if er_values is not None else None)
     return RunCheck(
         run_dir=str(run_dir), values=values, violated=violated, admissible=admissible,
-        points=table, shares=shares, dominant=dominant, bound_final=bound_final,
-        measured_final=measured_final, effective_rank=d_eff,
-        bound_final_effective=bound_eff,
-        violated_effective=bound.violated(**eff) if eff is not None else [],
+        points=table, shares=shares, dominant=max(shares, key=shares.get) if shares else "",
+        bound_final=_claim(bound, values),
+        measured_final=float(before_T.min()) if len(before_T) else math.nan,
+        effective_rank=r,
+        bound_final_er=_claim(er_bound, er_values) if er_bound else math.nan,
+        violated_er=violated_er,
+        measured_adapter=float(adapter_T.mean()) if len(adapter_T) else math.nan,
+        bound_adapter=_claim(bound, values, "adapter"),
+        bound_adapter_er=_claim(er_bound, er_values, "adapter") if er_bound else math.nan,
         predicted_ratio=_ratio(bound, fixed),
-        predicted_ratio_effective=_ratio(bound, {k: v for k, v in eff.items()
-                                                 if k not in ("eta_x", "eta_y")})
-        if eff is not None else math.nan,
-        used_ratio=values["eta_y"] / values["eta_x"], bound_final_mu0=bound_mu0,
-        shares_mu0=shares_mu0, notes=notes)
+        predicted_ratio_er=_ratio(er_bound, er_fixed) if er_bound else math.nan,
+        used_ratio=values["eta_y"] / values["eta_x"],
+        bound_final_mu0=_claim(bound, {**values, "mu": 0.0}),
+        shares_mu0=term_shares(bound, {**values, "mu": 0.0})
+        if not bound.violated(**{**values, "mu": 0.0}) else {},
+        shares_er=term_shares(er_bound, er_values) if er_bound and not violated_er else {},
+        notes=notes)
 
 
 def sweep_summary(run_dirs: Sequence[str | Path], *, metric: str = "test_loss") -> pd.DataFrame:
