@@ -586,7 +586,7 @@ def file_cases(context: dict[str, str]) -> list[Case]:
                                                         "1e3", "--allow-outside", "--trials",
                                                         "4", "--epochs", "2"],
              expect="ran", group="file"),
-        Case(id="check-run of a run outside the conditions", argv=["check-run", context["run"]],
+        Case(id="check-run, its conditions in plain text", argv=["check-run", context["run"]],
              expect="ran", group="file"),
     ]
 
