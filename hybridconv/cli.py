@@ -267,7 +267,7 @@ def _check_run(args: argparse.Namespace) -> int:
           f"mu = {v['mu']:.4g}, q = {v['q']:g}, n = {v['n']:g}, T = {v['T']:g}, "
           f"d_x = {v['d_x']:.0f}")
     print("conditions at these rates: " + ("all hold" if not rc.violated else
-                                           "; ".join(rc.violated)))
+                                           "; ".join(map(_plain, rc.violated))))
     print(f"largest admissible rates: eta_x = {rc.admissible['eta_x']:.3g}, "
           f"eta_y = {rc.admissible['eta_y']:.3g}")
     if rc.dominant:
@@ -482,6 +482,10 @@ def _experiment(args: argparse.Namespace) -> int:
                                      "dry_run", "no_progress") if k in typed]
         if unused:
             raise CLIError(f"{unused[0]} has no effect with --report (it runs nothing)")
+    if cfg.dry_run:
+        unused = [typed[k] for k in ("workers", "backend", "address") if k in typed]
+        if unused:
+            raise CLIError(f"{unused[0]} has no effect with --dry-run (it runs nothing)")
     _address_needs_cluster(args, cfg.backend)
     try:
         if cfg.report:
@@ -515,8 +519,8 @@ def _experiment(args: argparse.Namespace) -> int:
             todo = [r for r in sweep.runs if r.run_id not in done]
             print(f"{sweep.describe()}; {len(sweep.runs) - len(todo)} finished, "
                   f"{len(todo)} to run -> {sweep.results}", flush=True)
-            if cfg.dry_run:
-                for r in todo:
+            if cfg.dry_run:  # what a run with the same --limit would run
+                for r in todo[:cfg.limit]:
                     s = r.settings
                     print(f"  {r.run_id} {s['model']} {s['task']} {r.label()} seed {s['seed']} "
                           f"lr_x {s.get('lr_x')} lr_y {s.get('lr_y')}")
@@ -661,7 +665,8 @@ def _check(args: argparse.Namespace) -> int:
               "the minimum over epochs holds whatever the run does; --measure weighted (or "
               "more epochs) tests the dynamics")
     if out.get("outside"):
-        print("outside the theorem's conditions: " + "; ".join(map(str, out["outside"])))
+        print("outside the theorem's conditions: "
+              + "; ".join(_plain(str(v)) for v in out["outside"]))
     if out.get("diverged"):
         print(f"diverged trials: {out['diverged']}")
     if mode == "falsify":

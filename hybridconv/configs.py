@@ -238,8 +238,8 @@ class ExperimentConfig:
                                     "e.g. --only task=mr --only method=fo-peft,hybrid: a "
                                     "sweep's most wanted part first", metavar="KEY=V[,V]",
                                     append=True, default_help="every run")
-    dry_run: bool = option(default=False, help="validate and list the runs still to do, run "
-                           "nothing")
+    dry_run: bool = option(default=False, help="validate and list the runs still to do (the "
+                           "first --limit of them), run nothing")
     workers: int = option("workers", help="processes for the runs (same results)")
     backend: str = option("backend")
     address: str | None = address_option()

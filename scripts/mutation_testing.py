@@ -3,6 +3,7 @@
     nice -n 10 python scripts/mutation_testing.py                      # every module, in turn
     nice -n 10 python scripts/mutation_testing.py --module hybridconv/sim/step.py
     python scripts/mutation_testing.py --report                        # tables from the cache
+    nice -n 10 python scripts/mutation_testing.py --module hybridconv/cli.py --sample 120 --seed 0
 
 mutmut (3.x, configured in pyproject.toml ``[tool.mutmut]``: the modules and their test files)
 copies the package to ``mutants/``, plants one small change at a time (an operator, a constant,
@@ -14,7 +15,18 @@ stopped. Each module runs as its own ``mutmut run`` (one module's mutants at a t
 
 Writes ``docs/mutation-testing.csv`` (one row per mutant: module, name, status) and prints the
 kill rate per module as a Markdown table (docs/testing.md quotes it; survivors are explained
-there). The slow test ``tests/test_mutation.py`` runs this harness on one small module.
+there).
+
+``--sample N --seed S`` tests a seeded uniform random sample of N of a module's mutants (for
+modules with too many mutants to test them all: about 5 s each on two busy cores): the names
+are those mutmut generates for the file (:func:`mutant_names`), sorted, and drawn without
+replacement by ``random.Random(S).sample``, so a seed always names the same mutants of the same
+source. The kill rate of a sample is reported with its exact binomial (Clopper-Pearson) 95%
+interval, ``scipy.stats.binomtest(k, n).proportion_ci(0.95, "exact")``: the interval that holds
+the module's rate over all its mutants with probability at least 95%.
+
+The slow test ``tests/test_mutation.py`` runs this harness on one small module (its default
+tests check the sampling alone).
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ import argparse
 import csv
 import json
 import os
+import random
 import subprocess
 import sys
 from collections import Counter
@@ -50,6 +63,36 @@ def dotted(module: str) -> str:
     return module.removesuffix(".py").replace("/", ".")
 
 
+def mutant_names(module: str, root: Path = ROOT) -> list[str]:
+    """The names of every mutant mutmut generates for ``module`` (as ``mutmut run`` names them),
+    sorted; computed from the source with mutmut's own mutation code, without running it."""
+    from mutmut.mutation.file_mutation import mutate_file_contents
+    from mutmut.utils.format_utils import get_mutant_name
+
+    mutated = mutate_file_contents(module, (root / module).read_text())
+    return sorted(get_mutant_name(Path(module), n) for n in mutated.mutant_names)
+
+
+def sample(names: list[str], n: int, seed: int) -> list[str]:
+    """A uniform random sample of ``n`` of ``names`` without replacement (all of them if
+    ``n >= len(names)``), drawn by ``random.Random(seed)`` from the sorted names: the same seed
+    gives the same names whatever their order; returned sorted."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n (the sample size) must be an integer >= 1, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    pool = sorted(set(names))
+    return sorted(random.Random(seed).sample(pool, min(n, len(pool))))
+
+
+def interval(killed: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact binomial (Clopper-Pearson) interval of a kill rate ``killed / n``."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(killed, n).proportion_ci(confidence_level=confidence, method="exact")
+    return float(ci.low), float(ci.high)
+
+
 def snapshot(dest: Path, root: Path = ROOT) -> Path:
     """Copy the working tree's files (tracked, and untracked but not ignored) to ``dest``,
     keeping ``dest/mutants`` (mutmut's cache): the run then tests a frozen copy while the
@@ -74,10 +117,11 @@ def snapshot(dest: Path, root: Path = ROOT) -> Path:
 
 
 def run_module(module: str, *, max_children: int, root: Path = ROOT,
-               survivors_only: bool = False) -> int:
-    """``mutmut run`` on one module's mutants (``survivors_only``: those that survived the
-    cached run, after tests were added); returns mutmut's exit status."""
-    names = [f"{dotted(module)}.*"]
+               survivors_only: bool = False, names: list[str] | None = None) -> int:
+    """``mutmut run`` on one module's mutants (``names``: only these, e.g. a :func:`sample`;
+    ``survivors_only``: those that survived the cached run, after tests were added); returns
+    mutmut's exit status."""
+    names = list(names) if names else [f"{dotted(module)}.*"]
     if survivors_only:
         names = [r["mutant"] for r in results(root) if r["module"] == module
                  and r["status"] in ("survived", "no tests", "suspicious")]
@@ -85,7 +129,11 @@ def run_module(module: str, *, max_children: int, root: Path = ROOT,
             return 0
     cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *names]
     print("$ " + " ".join(cmd), flush=True)
-    return subprocess.call(cmd, cwd=root)
+    # mutmut forks a child per mutant from a process that has run the tests: an OpenMP team
+    # of torch's does not survive the fork, and a child that enters a parallel region waits
+    # forever, so a mutant would count as killed by timeout. One thread per child.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.call(cmd, cwd=root, env=env)
 
 
 def status_of(code: int | None) -> str:
@@ -110,8 +158,9 @@ def results(root: Path = ROOT) -> list[dict[str, str]]:
 def table(rows: list[dict[str, str]]) -> str:
     """Markdown: per module, mutants, killed (incl. timeouts), survived (incl. untested),
     kill rate."""
-    lines = ["| module | mutants | killed | survived | not checked | kill rate |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| module | mutants | killed | survived | not checked | kill rate | "
+             "95% interval (sample) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     total = Counter()
     by_module: dict[str, Counter] = {}
     for r in rows:
@@ -122,13 +171,17 @@ def table(rows: list[dict[str, str]]) -> str:
         checked = killed + survived
         total.update(killed=killed, survived=survived, unchecked=c["not checked"])
         rate = f"{killed / checked:.1%}" if checked else "-"
+        ci = "-"
+        if checked and c["not checked"]:  # a sample: its exact binomial interval
+            lo, hi = interval(killed, checked)
+            ci = f"{lo:.1%} to {hi:.1%} (n = {checked})"
         lines.append(f"| {module} | {sum(c.values())} | {killed} | {survived} | "
-                     f"{c['not checked']} | {rate} |")
+                     f"{c['not checked']} | {rate} | {ci} |")
     checked = total["killed"] + total["survived"]
     if checked:
         lines.append(f"| **all** | {checked + total['unchecked']} | {total['killed']} | "
                      f"{total['survived']} | {total['unchecked']} | "
-                     f"**{total['killed'] / checked:.1%}** |")
+                     f"**{total['killed'] / checked:.1%}** | |")
     return "\n".join(lines)
 
 
@@ -151,9 +204,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="where to write the per-mutant statuses")
     ap.add_argument("--survivors", action="store_true", help="retest only the survivors of "
                     "the cached run (mutmut keeps a survivor's verdict until asked)")
+    ap.add_argument("--sample", type=int, metavar="N", help="test a seeded uniform random "
+                    "sample of N mutants of each module (kill rate with a Clopper-Pearson 95%% "
+                    "interval)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     ap.add_argument("--snapshot", metavar="DIR", help="run in a copy of the working tree in "
                     "DIR (kept between runs with its cache), so the tree may change meanwhile")
     args = ap.parse_args(argv)
+    if args.sample is not None and args.sample < 1:
+        ap.error(f"--sample must be an integer >= 1, got {args.sample}")
+    if args.seed < 0:
+        ap.error(f"--seed must be an integer >= 0, got {args.seed}")
     root = Path(args.snapshot).resolve() if args.snapshot else ROOT
     if args.snapshot and not args.report:
         snapshot(root)
@@ -165,8 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report:
         os.nice(10) if os.nice(0) < 10 else None
         for module in chosen:
+            names = None
+            if args.sample is not None and not args.survivors:
+                names = sample(mutant_names(module, root), args.sample, args.seed)
+                print(f"{module}: {len(names)} mutants sampled (seed {args.seed})", flush=True)
             code = run_module(module, max_children=args.max_children, root=root,
-                              survivors_only=args.survivors)
+                              survivors_only=args.survivors, names=names)
             checked = [r for r in results(root) if r["module"] == module
                        and r["status"] != "not checked"]
             if code not in (0, 1) or not checked:  # mutmut returns 1 when mutants survive

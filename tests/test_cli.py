@@ -454,3 +454,23 @@ def test_the_readmes_commands_run_as_printed(tmp_path, monkeypatch, capsys):
         capsys.readouterr()
         ran += 1
     assert ran >= 8
+
+
+def test_check_hands_its_step_options_to_the_simulation(monkeypatch, capsys):
+    """check --q/--mu/--eta-x/--epochs/--trials/--seed reach the simulated config (found by
+    mutation testing: --q could be dropped unnoticed)."""
+    import hybridconv.validate as validate
+
+    seen = {}
+    real = validate.check
+
+    def spy(bound, problem, config, **kw):
+        seen["config"] = config
+        return real(bound, problem, config, **kw)
+
+    monkeypatch.setattr(validate, "check", spy)
+    code, _, _ = run(capsys, "check", "--q", "3", "--mu", "2e-3", "--eta-x", "1e-4", "--epochs",
+                     "2", "--trials", "4", "--seed", "5", "--n", "4", "--d-x", "3", "--d-y", "2")
+    c = seen["config"]
+    assert code == 0 and (c.q, c.mu, c.eta_x, c.epochs, c.trials, c.seed) == (
+        3, 2e-3, 1e-4, 2, 4, 5)

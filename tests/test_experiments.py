@@ -222,6 +222,14 @@ method = ["fo-lora", "zo"]
 ''')
     assert main(["experiment", str(spec), "--dry-run"]) == 0
     assert "2 to run" in capsys.readouterr().out
+    assert main(["experiment", str(spec), "--dry-run", "--limit", "1"]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    assert len(listed) == 1 and "fo-peft-lora" in listed[0]  # what --limit 1 would run
+    other = tmp_path / "t.toml"  # two specs: each listed
+    other.write_text(spec.read_text().replace('"cli"', '"cli2"').replace("out/", "out2/"))
+    assert main(["experiment", str(spec), str(other), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("2 to run") == 2 and "out2/res.csv" in text
     assert main(["experiment", str(spec), "--no-progress"]) == 0
     assert "0 to run" not in capsys.readouterr().out
     assert main(["experiment", str(spec), "--dry-run"]) == 0

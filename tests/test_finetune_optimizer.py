@@ -348,6 +348,34 @@ def test_results_do_not_depend_on_the_thread_count(kind):
         assert torch.equal(a, b)
 
 
+def test_a_forked_child_steps_with_its_own_thread_pool(monkeypatch):
+    """The pool threads that fill direction pieces do not survive a fork: a child forked after
+    a threaded step (a DataLoader worker, a multiprocessing pool) makes its own pool instead of
+    waiting forever on the parent's. Small pieces, so that a small tensor takes the pool."""
+    import multiprocessing
+
+    from hybridconv.finetune import directions, optimizer
+
+    monkeypatch.setattr(directions, "CHUNK", 16)
+    monkeypatch.setattr(optimizer, "CHUNK", 16)
+    net = Net()
+    _train(net, _opt(net, q=2, threads=2), 1)
+    assert optimizer._POOLS, "the step did not use the thread pool"
+
+    def child():
+        torch.set_num_threads(1)  # torch's own OpenMP team does not survive a fork either
+        _train(net, _opt(net, q=2, threads=2), 1)
+
+    proc = multiprocessing.get_context("fork").Process(target=child)
+    proc.start()
+    proc.join(30)
+    hung = proc.is_alive()
+    if hung:
+        proc.kill()
+        proc.join()
+    assert not hung and proc.exitcode == 0
+
+
 def test_forward_difference_with_shared_gradient_moves_the_block():
     """Review finding: with q = 1 and the fused restore, forward + shared once took f0 at the
     perturbed point (pg = 0). The clean pass now comes first and gives the FO gradient."""
@@ -728,3 +756,114 @@ def test_default_threads_partition_and_scratch():
     assert a.numel() == 8 and b.numel() == 5 and b.data_ptr() == a.data_ptr()
     c = _scratch(5, torch.float64, torch.device("cpu"))
     assert c.dtype == torch.float64 and c.data_ptr() != a.data_ptr()
+
+
+# --- found by mutation testing (docs/testing.md, "Mutation testing: do the tests bite?") -----
+
+def _by_hand(ref, X, Y, u, s):
+    """The loss of ``ref`` (float64) with its ZO block moved by s u."""
+    with torch.no_grad():
+        for p, v in zip(_zo(ref), u, strict=True):
+            p.add_(v, alpha=s)
+        val = float(torch.nn.functional.cross_entropy(ref(X).double(), Y))
+        for p, v in zip(_zo(ref), u, strict=True):
+            p.add_(v, alpha=-s)
+    return val
+
+
+def test_zo_only_forward_difference_takes_the_clean_pass():
+    """No FO block, forward difference: pg = (f(x + mu u) - f(x)) / mu, q + 1 passes, and the
+    returned loss is the clean f(x)."""
+    net = Net()
+    net.eval()
+    ref = copy.deepcopy(net)
+    opt = HybridZOFO([{"params": _zo(net), "kind": "zo", "lr": 0.05}], module=net, mu=1e-3,
+                     difference="forward", q=2)
+    X, Y = _data()
+    loss = float(opt.step(_closure(net, X, Y)))
+    assert opt.forward_passes == 3
+    assert math.isclose(loss, _by_hand(ref, X, Y, [torch.zeros_like(p) for p in _zo(ref)], 0),
+                        rel_tol=1e-6)
+    seed = opt.log.entries[0]["seed"]
+    for k, logged in enumerate(opt.log.entries[0]["projected_grads"]):
+        u = list(TorchDirections().generate(seed, k, _zo(ref)))
+        pg = (_by_hand(ref, X, Y, u, 1e-3) - _by_hand(ref, X, Y, u, 0.0)) / 1e-3
+        assert math.isclose(pg, logged, rel_tol=2e-2, abs_tol=1e-3)
+
+
+def test_central_shared_gradient_is_taken_at_the_perturbed_point():
+    """fo_gradient='shared' (central): the FO gradient is the backward pass of f(x + mu u_0, y),
+    the first ZO pass, and the FO block steps along it."""
+    net = Net()
+    ref = copy.deepcopy(net)
+    opt = _opt(net, mu=1e-2, lr_x=0.05, lr_y=0.2, fo_gradient="shared")
+    X, Y = _data()
+    opt.step(_closure(net, X, Y))
+    u = list(TorchDirections().generate(opt.log.entries[0]["seed"], 0, _zo(ref)))
+    ref.eval()
+    with torch.no_grad():
+        for p, v in zip(_zo(ref), u, strict=True):
+            p.add_(v, alpha=1e-2)
+    gy = torch.autograd.grad(torch.nn.functional.cross_entropy(ref(X), Y),
+                             list(ref.head.parameters()))
+    with torch.no_grad():
+        for p, v in zip(_zo(ref), u, strict=True):
+            p.add_(v, alpha=-1e-2)
+    for p, p0, g in zip(net.head.parameters(), ref.head.parameters(), gy, strict=True):
+        assert not torch.equal(p, p0)
+        torch.testing.assert_close(p, p0 - 0.2 * g, rtol=1e-5, atol=1e-6)
+
+
+def test_a_non_finite_projected_gradient_has_an_exact_message():
+    """A clean pass that is finite, ZO passes that are not: the message names the projected
+    gradient and the clean loss, and the weights are unchanged."""
+    net = Net()
+    opt = _opt(net)
+    before = [p.clone() for p in net.parameters()]
+    calls = []
+
+    def closure():
+        calls.append(1)
+        loss = net.head.bias.sum() * 0 + 0.5
+        return loss if len(calls) == 1 else loss * float("nan")
+
+    with pytest.raises(FloatingPointError) as info:
+        opt.step(closure)
+    assert str(info.value) == ("non-finite ZO projected gradient nan (loss 0.5) at step 0; "
+                               "nothing was updated")
+    for a, b in zip(before, net.parameters(), strict=True):  # ZO: the round trip's residues
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_a_rate_beyond_the_dtype_has_an_exact_message():
+    net = Net(torch.float16)
+    with pytest.raises(ValueError) as info:
+        _opt(net, lr_x=1e6)
+    assert str(info.value) == "lr_x must be <= 6.55e+04 (the largest float16), got 1000000.0"
+
+
+def test_the_radius_floor_is_a_sixteenth_of_an_ulp_of_the_rms():
+    """mu >= eps * RMS / 16 (``_check_mu``): refused just below, accepted at it."""
+    net = Net()
+    zo = _zo(net)
+    rms = math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in zo)
+                    / sum(p.numel() for p in zo))
+    floor = torch.finfo(torch.float32).eps * max(rms, 1.0) / 16
+    _opt(Net(), mu=floor * 1.001)
+    with pytest.raises(ValueError, match="mu must be in"):
+        _opt(Net(), mu=floor * 0.97)
+
+
+def test_replay_keeps_per_tensor_rates():
+    """ZO groups with different rates: the log keeps one rate per tensor, in group order, and
+    replay uses them (not their sorted set)."""
+    net = Net()
+    initial = copy.deepcopy(net)
+    opt = HybridZOFO([{"params": [net.base.weight], "kind": "zo", "lr": 1e-1},
+                      {"params": [net.base.bias], "kind": "zo", "lr": 1e-3},
+                      {"params": list(net.head.parameters()), "kind": "fo", "lr": 0.1}],
+                     module=net)
+    _train(net, opt, 3)
+    assert opt.log.entries[0]["lr_x"] == [1e-1, 1e-3]
+    for a, b in zip(replay(_zo(initial), opt.log.to_dict()), _zo(net), strict=True):
+        assert torch.equal(a, b)

@@ -9,6 +9,7 @@ script ``python -m hybridconv.testing.hostile``); docs/testing.md has the sweep'
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -17,6 +18,10 @@ import pytest
 from hybridconv.cli import main
 from hybridconv.testing import hostile
 from hybridconv.testing.hostile import Case, fake_run, run_case
+
+SUBPROCESS = pytest.mark.skipif("MUTANT_UNDER_TEST" in os.environ, reason="under mutmut: a "
+                                "subprocess cannot run its trampolined copy of the package")
+"""The tests that run ``python -m hybridconv.cli`` in a subprocess."""
 
 
 def _context(tmp: Path) -> dict[str, str]:
@@ -187,6 +192,11 @@ def test_6_resume_refuses_contradicting_flags(tmp_path, capsys):
     (["figures", "--address", "tcp://x:1"], "--address"),
     (["check-run", ".", "--metric", "accuracy"], "--metric"),
     (["experiment", "x.toml", "--figure", "f.png"], "--figure"),
+    (["experiment", "x.toml", "--dry-run", "--workers", "2"], "--workers"),
+    (["experiment", "x.toml", "--dry-run", "--backend", "dask"], "--backend"),
+    (["experiment", "x.toml", "--dry-run", "--address", "tcp://x:1"], "--address"),
+    (["experiment", "x.toml", "--report", "r.md", "--dry-run"], "--dry-run"),
+    (["check", "--force"], "--force"),
     (["theory", "--latex", "bound"], "--latex"),
     (["finetune", "--method", "fo", "--mu", "1e-3"], "--mu"),
     (["finetune", "--method", "zo", "--lr-y", "0.1"], "--lr-y"),
@@ -375,6 +385,7 @@ def test_18_ctrl_c_in_a_finetune_run_leaves_it_resumable(tmp_path, capsys, monke
     assert res["status"] == "completed" and res["epochs"] == 3 and res["steps"] == 6
 
 
+@SUBPROCESS
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
 def test_18_a_signal_during_simulate_exits_130_without_a_file(signame, tmp_path):
     """A real signal (subprocess): exit 130, one line, no output file, no temporary file."""
@@ -418,6 +429,7 @@ def test_duplicate_set_keys_are_an_error(capsys):
     assert code == 2 and "L_x is given twice" in one_error(err)
 
 
+@SUBPROCESS
 def test_a_broken_pipe_is_quiet():
     import subprocess
     import sys
@@ -452,3 +464,16 @@ def test_the_whole_sweep_is_clean(tmp_path):
     assert len(rows) >= 600
     bad = [f"{r['case']}: {r['verdict']}" for r in rows if not r["verdict"].startswith("ok")]
     assert proc.returncode == 0 and not bad, "\n".join(bad[:50]) + proc.stderr[-2000:]
+
+
+def test_the_conditions_a_run_breaks_are_plain_text(capsys, tmp_path):
+    """``check --allow-outside`` and ``check-run`` name the broken conditions as the theory
+    verbs do (eta_x, L_xy), not in sympy's LaTeX names (found by mutation testing)."""
+    code, text, _ = run(capsys, "check", "--eta-x", "1e3", "--eta-y", "1e3", "--allow-outside",
+                        "--trials", "4", "--epochs", "2", "--n", "4", "--d-x", "3", "--d-y", "2")
+    line = next(s for s in text.splitlines() if s.startswith("outside the theorem's conditions"))
+    assert code == 0 and "C1: eta_x*n*(L_x + L_xy) <= " in line and "\\" not in text
+    code, text, _ = run(capsys, "check-run", str(fake_run(tmp_path / "r")))
+    line = next(s for s in text.splitlines() if s.startswith("conditions at these rates"))
+    assert code == 0 and "\\" not in line and "{" not in line and "\\" not in text
+    assert "hyper-parameters: eta_x = 1e-05, eta_y = 0.05, mu = 0.001, q = 1" in text

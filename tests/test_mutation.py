@@ -1,5 +1,6 @@
-"""The mutation-testing harness (scripts/mutation_testing.py) on one small module: mutmut
-plants its mutants, the module's tests kill at least 90% of them (slow: about a minute)."""
+"""The mutation-testing harness (scripts/mutation_testing.py): its seeded sample of mutants and
+the sample's interval (fast, without running mutmut), and one small module's mutants planted
+and killed (slow: about a minute)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
 
 
 def _harness():
@@ -24,6 +24,59 @@ def _harness():
     return mod
 
 
+def test_a_seed_names_the_same_mutants_whatever_their_order():
+    h = _harness()
+    names = [f"m.x_f__mutmut_{k}" for k in range(1, 500)]
+    first = h.sample(names, 120, seed=0)
+    assert first == h.sample(list(reversed(names)), 120, seed=0)
+    assert len(first) == len(set(first)) == 120 and set(first) <= set(names)
+    assert first == sorted(first)
+    assert h.sample(names, 120, seed=1) != first
+    assert h.sample(names, 10_000, seed=0) == sorted(names)  # more than there are: all
+
+
+def test_the_sample_is_uniform():
+    """Every name is drawn with probability n / N: over 400 seeds each of 20 names is drawn
+    about 400 * 5 / 20 = 100 times (binomial sd 8.7; the bounds are 5.7 sd)."""
+    h = _harness()
+    names = [f"n{k:02d}" for k in range(20)]
+    counts = dict.fromkeys(names, 0)
+    for seed in range(400):
+        for name in h.sample(names, 5, seed):
+            counts[name] += 1
+    assert 50 < min(counts.values()) and max(counts.values()) < 150, counts
+
+
+@pytest.mark.parametrize("n, seed", [(0, 0), (-3, 0), (1.5, 0), (True, 0), (5, -1), (5, "a")])
+def test_a_bad_sample_size_or_seed_is_refused(n, seed):
+    h = _harness()
+    with pytest.raises(ValueError, match="n \\(the sample size\\)|seed"):
+        h.sample(["a", "b"], n, seed)
+
+
+def test_the_interval_is_clopper_pearson():
+    """The exact interval in closed form: the 2.5% quantile of Beta(k, n - k + 1) and the 97.5%
+    quantile of Beta(k + 1, n - k) (Clopper and Pearson 1934)."""
+    from scipy.stats import beta
+
+    h = _harness()
+    lo, hi = h.interval(108, 120)
+    assert lo == pytest.approx(beta.ppf(0.025, 108, 13), rel=1e-9)
+    assert hi == pytest.approx(beta.ppf(0.975, 109, 12), rel=1e-9)
+    assert 0.831 < lo < 0.832 and 0.947 < hi < 0.948
+    assert h.interval(120, 120)[1] == 1.0 and h.interval(0, 120)[0] == 0.0
+
+
+def test_sampled_names_are_mutmuts_names():
+    """The names come from mutmut's own mutation of the file, as ``mutmut run`` takes them."""
+    pytest.importorskip("mutmut")
+    h = _harness()
+    names = h.mutant_names("hybridconv/sim/samplers.py")
+    assert len(names) >= 30 and all(n.startswith("hybridconv.sim.samplers.x") for n in names)
+    assert h.sample(names, 12, 0) == h.sample(h.mutant_names("hybridconv/sim/samplers.py"), 12, 0)
+
+
+@pytest.mark.slow
 def test_the_samplers_tests_kill_their_mutants(tmp_path):
     pytest.importorskip("mutmut")
     h = _harness()

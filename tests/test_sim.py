@@ -361,15 +361,45 @@ def test_bad_threads(quad, threads):
         simulate(quad, SimConfig(epochs=1, trials=2), threads=threads)
 
 
-def test_rademacher_directions_are_drawn_as_bits():
+@pytest.mark.parametrize("d", [8, 11, 16, 72])
+def test_rademacher_directions_are_drawn_as_bits(d):
     """ceil(d / 8) random bytes per direction, nothing else: the generator ends where
     drawing those bytes leaves it, and the signs are the bytes' bits."""
     a, b = np.random.default_rng(3), np.random.default_rng(3)
-    u = sample_directions(a, (5, 2, 11), "rademacher")
-    raw = b.integers(0, 256, size=(5, 2, 2), dtype=np.uint8)
+    u = sample_directions(a, (5, 2, d), "rademacher")
+    raw = b.integers(0, 256, size=(5, 2, -(-d // 8)), dtype=np.uint8)
     assert a.bit_generator.state == b.bit_generator.state
-    bits = np.unpackbits(raw, axis=-1, count=11, bitorder="little")
+    bits = np.unpackbits(raw, axis=-1, count=d, bitorder="little")
     assert np.array_equal(u, 2.0 * bits - 1.0)
+
+
+def test_every_sign_pattern_is_drawn():
+    """All 256 patterns of 8 signs, all minus included (a byte 0), in 4096 draws (each is
+    missing with probability (255/256)^4096 = 1e-7)."""
+    u = sample_directions(np.random.default_rng(0), (4096, 8), "rademacher")
+    codes = ((u > 0) * (1 << np.arange(8))).sum(axis=1)
+    assert len(np.unique(codes)) == 256 and (u == -1).all(axis=1).any()
+
+
+def test_a_bad_direction_kind_is_named():
+    with pytest.raises(ValueError) as info:
+        sample_directions(np.random.default_rng(0), (2, 3), "cauchy")
+    assert str(info.value) == "directions must be one of gaussian, sphere, rademacher, got 'cauchy'"
+
+
+def test_the_estimate_is_unscaled_by_default():
+    """zo_estimate's default scale is 1: the q-direction two-point estimate itself."""
+    from hybridconv.sim import zo_estimate
+
+    def diffs(u, mu, difference):
+        return u.sum(axis=-1)  # any function of the directions
+
+    kw = dict(batch=3, dim=4, mu=1e-3, q=2, directions="gaussian", difference="central")
+    plain = zo_estimate(diffs, rng=np.random.default_rng(1), **kw)
+    twice = zo_estimate(diffs, rng=np.random.default_rng(1), scale=2.0, **kw)
+    np.testing.assert_allclose(twice, 2.0 * plain, rtol=1e-14)
+    u = sample_directions(np.random.default_rng(1), (3, 2, 4), "gaussian")
+    np.testing.assert_allclose(plain, np.einsum("bq,bqd->bd", u.sum(-1) / 2, u), rtol=1e-12)
 
 
 def _manual_step(problem, x, y, idx, oracles, *, eta_x, eta_y, mu, q, directions, difference,

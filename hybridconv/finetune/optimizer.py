@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -519,6 +520,10 @@ class HybridZOFO(torch.optim.Optimizer):
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _LOCAL = threading.local()
+# A forked child inherits the pools but not their threads: a task submitted there would wait
+# forever (a DataLoader worker, a multiprocessing pool, a test runner that forks). It starts
+# with no pools, and makes its own.
+os.register_at_fork(after_in_child=_POOLS.clear)
 
 
 def default_threads(params: Sequence[torch.Tensor]) -> int:

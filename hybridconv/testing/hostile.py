@@ -581,6 +581,13 @@ def file_cases(context: dict[str, str]) -> list[Case]:
              group="file"),
         Case(id="check lora defaults", argv=["check", "--problem", "lora", "--trials", "4",
                                              "--epochs", "2"], expect="ran", group="file"),
+        # the conditions a run breaks, in plain text (not sympy's LaTeX names)
+        Case(id="check --allow-outside, outside", argv=["check", "--eta-x", "1e3", "--eta-y",
+                                                        "1e3", "--allow-outside", "--trials",
+                                                        "4", "--epochs", "2"],
+             expect="ran", group="file"),
+        Case(id="check-run, its conditions in plain text", argv=["check-run", context["run"]],
+             expect="ran", group="file"),
     ]
 
     # check: paths and modes
