@@ -273,7 +273,7 @@ def _check_run(args: argparse.Namespace) -> int:
     if rc.dominant:
         print(f"dominant term under H1: {rc.dominant} ({rc.shares[rc.dominant]:.1%})")
     if rc.violated_er:
-        print("conditions under the effective rank: " + "; ".join(rc.violated_er))
+        print("conditions under the effective rank: " + "; ".join(map(_plain, rc.violated_er)))
     ratios = rc.ratios
     print(f"bound / measured at T = {v['T']:g}:")
     print(f"  H1, min_t ||grad F||^2: {rc.bound_final:.4g} / {rc.measured_final:.4g} = "

@@ -88,5 +88,7 @@ class LowRankQuadraticProblem(QuadraticProblem):
         out = super().constants(x0, y0)
         dx = self.d_x
         trace = float(np.trace(self.H[:dx, :dx])) + self.coupled * self.coupling
-        out["r"] = trace / (out["L_x"] + out["L_xy"])
+        # >= 1 exactly (trace >= top eigenvalue, nuclear >= spectral norm); rounding can land
+        # a hair below (0.9999999999999999 for a rank-one block), which the domain refuses
+        out["r"] = max(1.0, trace / (out["L_x"] + out["L_xy"]))
         return out
