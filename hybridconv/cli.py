@@ -305,9 +305,8 @@ def _figures(args: argparse.Namespace) -> int:
     cfg = from_args(FiguresConfig, args)
     typed = typed_options(args)
     if cfg.replot:
-        unused = [typed[k] for k in ("workers", "backend", "address") if k in typed]
-        if unused:
-            raise CLIError(f"{unused[0]} has no effect with --replot (nothing is computed)")
+        _refuse_typed(typed, ("workers", "backend", "address"),
+                      "with --replot (nothing is computed)")
     _address_needs_cluster(args, cfg.backend)
     try:
         check_output(cfg.out if cfg.out is not None else default_out(cfg.quick),
@@ -379,6 +378,14 @@ def _refuse_unused(args: argparse.Namespace, rules, cfg: object) -> None:
         if name in typed and unused(cfg):
             raise CLIError(f"{typed[name]} has no effect "
                            + why.format(**{k: getattr(cfg, k, "") for k in ("method",)}))
+
+
+def _refuse_typed(typed: dict[str, str], fields: tuple[str, ...], mode: str) -> None:
+    """One line for the first of ``fields`` typed on the command line, which has no effect
+    in ``mode``."""
+    unused = [typed[k] for k in fields if k in typed]
+    if unused:
+        raise CLIError(f"{unused[0]} has no effect {mode}")
 
 
 def _saved_run_config(out: Path) -> dict:
@@ -478,14 +485,11 @@ def _experiment(args: argparse.Namespace) -> int:
     if "figure" in typed and not cfg.report:
         raise CLIError(f"{typed['figure']} has no effect without --report")
     if cfg.report:
-        unused = [typed[k] for k in ("workers", "backend", "address", "limit", "only",
-                                     "dry_run", "no_progress") if k in typed]
-        if unused:
-            raise CLIError(f"{unused[0]} has no effect with --report (it runs nothing)")
+        _refuse_typed(typed, ("workers", "backend", "address", "limit", "only", "dry_run",
+                              "no_progress"), "with --report (it runs nothing)")
     if cfg.dry_run:
-        unused = [typed[k] for k in ("workers", "backend", "address") if k in typed]
-        if unused:
-            raise CLIError(f"{unused[0]} has no effect with --dry-run (it runs nothing)")
+        _refuse_typed(typed, ("workers", "backend", "address"),
+                      "with --dry-run (it runs nothing)")
     _address_needs_cluster(args, cfg.backend)
     try:
         if cfg.report:

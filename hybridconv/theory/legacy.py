@@ -26,6 +26,7 @@ from .assumptions import (
     ZOEstimator,
 )
 from .derivation import Derivation
+from .proof import _q
 from .symbols import sym
 from .theorems import Condition, Theorem
 
@@ -40,10 +41,6 @@ THEOREM_CONSTANTS_V1: dict[str, sp.Rational] = {
     "gamma": sp.Rational(1, 4),
 }
 """The constants the conditions are stated with; changing them re-derives the theorem."""
-
-
-def _q(name: str, latex: str) -> sp.Symbol:
-    return sp.Symbol(latex, nonnegative=True, real=True)
 
 
 QUANTITIES_V1: dict[str, sp.Symbol] = {
