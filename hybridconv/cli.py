@@ -965,12 +965,9 @@ def _theory(args: argparse.Namespace) -> int:
                 k: x for k, x in values.items() if k != "delta"}) if cx.probability else None)
         except (ValueError, OverflowError, ZeroDivisionError) as e:
             raise _set_error(e) from None
-        out = cx.as_dict()  # plain names in the JSON as in the text (LaTeX: epochs_latex)
-        out.update({k: _sstr(getattr(cx, k)) for k in ("epochs", "eta", "mu_max", "eps_max")
-                    if getattr(cx, k) is not None})
+        out = _complexity_dict(cx)
         if expected is not None:
-            out["in_expectation"] = expected.as_dict()
-            out["in_expectation"]["epochs"] = _sstr(expected.epochs)
+            out["in_expectation"] = _complexity_dict(expected)
             out["paper_claim"] = PAPER_CLAIM
         if opts.json:
             _print_json(out)
@@ -993,6 +990,15 @@ def _theory(args: argparse.Namespace) -> int:
                       "factor of the ZO noise that the O() hides, and in expectation no delta")
         return 0
     raise CLIError(f"unknown theory action {action!r}")
+
+
+def _complexity_dict(cx) -> dict[str, object]:
+    """A :class:`~hybridconv.theory.bound.Complexity` as JSON, its expressions in plain names as
+    the text prints them (the LaTeX form: ``epochs_latex``)."""
+    out = cx.as_dict()
+    out.update({k: _sstr(getattr(cx, k)) for k in ("epochs", "eta", "mu_max", "eps_max")
+                if getattr(cx, k) is not None})
+    return out
 
 
 PAPER_CLAIM = ("T = O(eps^-2 / delta + eps^-4 / n) epochs, nT = O(n eps^-2 / delta + eps^-4) "
@@ -1038,7 +1044,8 @@ def _sigterm(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status: 0 done, 1 a run that did not complete (a
     fine-tuning run that diverged), 2 a usage or input error (one line naming the option),
-    130 interrupted (Ctrl-C or SIGTERM)."""
+    130 interrupted (Ctrl-C or SIGTERM), 141 the reader of stdout went away
+    (``hybridconv theory --latex | head -1``: no traceback, no message)."""
     import signal
     import threading
     import warnings
@@ -1158,10 +1165,6 @@ def _main(argv: list[str]) -> int:
         _close_bars()
         _say(f"hybridconv: error: {_cli_words(str(e))}")
         return 2
-    except BrokenPipeError:  # the reader stopped early (``| head``): no traceback
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
