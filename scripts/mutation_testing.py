@@ -13,9 +13,14 @@ rerun only tests mutants whose function changed, so an interrupted run resumes w
 stopped. Each module runs as its own ``mutmut run`` (one module's mutants at a time, at most
 ``--max-children`` test processes), as docs/testing.md asks of CPU-heavy jobs.
 
-Writes ``docs/mutation-testing.csv`` (one row per mutant: module, name, status) and prints the
-kill rate per module as a Markdown table (docs/testing.md quotes it; survivors are explained
-there).
+Writes ``docs/mutation-testing.csv`` (one row per mutant: module, name, status; the rows of a
+module this cache did not test are kept from the CSV) and prints the kill rate per module as a
+Markdown table (docs/testing.md quotes it; survivors are explained there). With ``--sample N
+--seed S`` the table counts that sample's mutants only, so that two samples tested in one
+cache (``--seed 0``, then ``--seed 1``) are reported each on its own:
+
+    python scripts/mutation_testing.py --snapshot DIR --report --module hybridconv/cli.py \
+        --sample 120 --seed 1
 
 ``--sample N --seed S`` tests a seeded uniform random sample of N of a module's mutants (for
 modules with too many mutants to test them all: about 5 s each on two busy cores): the names
@@ -155,9 +160,10 @@ def results(root: Path = ROOT) -> list[dict[str, str]]:
     return rows
 
 
-def table(rows: list[dict[str, str]]) -> str:
+def table(rows: list[dict[str, str]], *, sampled: bool = False) -> str:
     """Markdown: per module, mutants, killed (incl. timeouts), survived (incl. untested),
-    kill rate."""
+    kill rate; for a sample (some mutants not checked, or ``sampled``: the rows are a sample's),
+    its exact binomial interval."""
     lines = ["| module | mutants | killed | survived | not checked | kill rate | "
              "95% interval (sample) |",
              "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
@@ -172,7 +178,7 @@ def table(rows: list[dict[str, str]]) -> str:
         total.update(killed=killed, survived=survived, unchecked=c["not checked"])
         rate = f"{killed / checked:.1%}" if checked else "-"
         ci = "-"
-        if checked and c["not checked"]:  # a sample: its exact binomial interval
+        if checked and (c["not checked"] or sampled):  # a sample: its exact interval
             lo, hi = interval(killed, checked)
             ci = f"{lo:.1%} to {hi:.1%} (n = {checked})"
         lines.append(f"| {module} | {sum(c.values())} | {killed} | {survived} | "
@@ -183,6 +189,24 @@ def table(rows: list[dict[str, str]]) -> str:
                      f"{total['survived']} | {total['unchecked']} | "
                      f"**{total['killed'] / checked:.1%}** | |")
     return "\n".join(lines)
+
+
+def merged(rows: list[dict[str, str]], path: Path) -> list[dict[str, str]]:
+    """``rows`` with, for each module this cache did not test (every mutant "not checked", or
+    none at all), the rows that the CSV at ``path`` already holds for it: a cache that ran one
+    module does not erase what the table says of the others."""
+    tested = {r["module"] for r in rows if r["status"] != "not checked"}
+    kept: list[dict[str, str]] = []
+    if path.exists():
+        with path.open(newline="") as f:
+            kept = [r for r in csv.DictReader(f) if r["module"] not in tested]
+    untested = {r["module"] for r in kept}
+    return [r for r in rows if r["module"] not in untested] + kept
+
+
+def in_sample(rows: list[dict[str, str]], names: set[str]) -> list[dict[str, str]]:
+    """The rows of the sampled mutants only (a cache may hold several samples' statuses)."""
+    return [r for r in rows if r["mutant"] in names]
 
 
 def write_csv(rows: list[dict[str, str]], path: Path) -> None:
@@ -240,8 +264,14 @@ def main(argv: list[str] | None = None) -> int:
                 return code or 1
     rows = results(root)
     if args.csv:
+        rows = merged(rows, Path(args.csv))
         write_csv(rows, Path(args.csv))
-    print(table(rows))
+    if args.sample is not None:  # the table of this seed's sample alone
+        drawn = {n for module in chosen for n in sample(mutant_names(module, root),
+                                                         args.sample, args.seed)}
+        rows = in_sample(rows, drawn)
+        print(f"the sample of {args.sample} per module, seed {args.seed}:")
+    print(table(rows, sampled=args.sample is not None))
     survivors = [r for r in rows if r["status"] in ("survived", "no tests", "suspicious")]
     if survivors:
         print("\nsurvivors (mutmut show NAME prints the change):")

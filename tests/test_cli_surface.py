@@ -18,6 +18,7 @@ import re
 import signal
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -619,3 +620,429 @@ def test_steps_compare_builds_the_stated_problem_and_prints_the_comparison(monke
 
     monkeypatch.setattr(predict, "compare_steps", refuse)
     assert error_of(capsys, "theory", "steps", "--compare") == "grid must be >= 3"
+
+
+def test_check_mutations_hands_its_options_to_the_report_and_lists_the_files(monkeypatch,
+                                                                              capsys, tmp_path):
+    """``check --mutations`` (the report itself: tests/test_validate.py, slow): its seed,
+    budget (a third for the falsifier), confidence and progress reach the report, and the
+    summary names the files written; existing files are refused unless --force."""
+    import pandas as pd
+
+    import hybridconv.validate.mutate as mutate
+
+    seen = {}
+
+    def report(bound, **kw):
+        seen.update(kw, bound=bound)
+        return pd.DataFrame({"killed": [True, True, False, True]})
+
+    def write(rep, out_dir, *, force=False):  # the writer itself: tests/test_validate.py
+        seen.update(written=len(rep), force=force)
+        docs = Path(out_dir) / "docs"
+        docs.mkdir(exist_ok=True)
+        for name in ("mutations.md", "mutations.csv"):
+            (docs / name).write_text("killed\n")
+        return docs / "mutations.md", docs / "mutations.csv"
+
+    monkeypatch.setattr(mutate, "mutation_report", report)
+    monkeypatch.setattr(mutate, "write_mutation_report", write)
+    code, out, _ = run(capsys, "check", "--mutations", "--out-dir", str(tmp_path), "--seed",
+                       "4", "--budget", "31", "--confidence", "0.9", "--no-progress")
+    docs = tmp_path / "docs"
+    assert code == 0 and {k: seen[k] for k in ("seed", "falsify_budget", "confidence",
+                                               "progress")} == {
+        "seed": 4, "falsify_budget": 10, "confidence": 0.9, "progress": False}
+    assert seen["bound"].theorem is not None  # the family's bound, not a stand-in
+    assert out == (f"kill_rate: 0.75\nkilled: 3\nmutations: 4\nfiles: ['{docs / 'mutations.md'}"
+                   f"', '{docs / 'mutations.csv'}']\n")
+    assert (seen["written"], seen["force"]) == (4, False)
+    assert error_of(capsys, "check", "--mutations", "--out-dir", str(tmp_path)) == (
+        f"{docs / 'mutations.md'} exists; pass --force to overwrite it")
+    code, out, _ = run(capsys, "check", "--mutations", "--out-dir", str(tmp_path), "--force",
+                       "--json")
+    assert code == 0 and json.loads(out) == {
+        "kill_rate": 0.75, "killed": 3, "mutations": 4,
+        "files": [str(docs / "mutations.md"), str(docs / "mutations.csv")]}
+    assert seen["progress"] is True and seen["seed"] == 0 and seen["force"] is True
+
+
+@pytest.mark.parametrize("error,line", [
+    (PermissionError(13, "Permission denied"), "cannot write under {d}: Permission denied"),
+    (ValueError("budget must be >= 30 for --report"), "--budget must be >= 30 for --report"),
+    (OverflowError("math range error"), "the values given overflow float64 in this "
+     "computation (OverflowError: math range error); use values of more moderate size"),
+])
+def test_check_report_errors_are_one_line(error, line, monkeypatch, capsys, tmp_path):
+    from hybridconv.validate import tightness
+
+    def fail(out_dir, **kw):
+        raise error
+
+    monkeypatch.setattr(tightness, "tightness_report", fail)
+    assert error_of(capsys, "check", "--report", "--out-dir", str(tmp_path)) == line.replace(
+        "{d}", str(tmp_path))
+
+
+def test_check_report_lists_the_files_it_wrote(monkeypatch, capsys, tmp_path):
+    import pandas as pd
+
+    from hybridconv.validate import tightness
+
+    monkeypatch.setattr(tightness, "tightness_report",
+                        lambda out_dir, **kw: pd.DataFrame({"max_ratio": [0.25, 0.5]}))
+    code, out, _ = run(capsys, "check", "--report", "--out-dir", str(tmp_path), "--json")
+    docs = tmp_path / "docs"
+    assert code == 0 and json.loads(out) == {
+        "rows": 2, "max_ratio": 0.5,
+        "files": [str(docs / "tightness.md"), str(docs / "tightness.csv")]}
+    docs.mkdir()
+    (docs / "tightness.csv").write_text("old")
+    assert error_of(capsys, "check", "--report", "--out-dir", str(tmp_path)) == (
+        f"{docs / 'tightness.csv'} exists; pass --force to overwrite it")
+
+
+def test_simulate_says_what_it_wrote(capsys, tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "s.csv"
+    code, text, _ = run(capsys, "simulate", "--n", "4", "--d-x", "3", "--d-y", "2", "--epochs",
+                        "3", "--trials", "3", "--out", str(out), "--no-progress")
+    df = pd.read_csv(out)
+    assert code == 0
+    last = df[df["epoch"] == 3]
+    assert len(df) == 12 and not df["diverged"].any()
+    assert text == (f"wrote 12 rows to {out}: final mean ||grad F||^2 = "
+                    f"{last['grad_sq'].mean():.4g} over 3 of 3 trials (0 diverged)\n")
+    code, text, _ = run(capsys, "simulate", "--n", "4", "--d-x", "3", "--d-y", "2", "--epochs",
+                        "3", "--trials", "2", "--eta-x", "10", "--eta-y", "10", "--out",
+                        str(out), "--force", "--no-progress")
+    assert code == 0 and text == (f"wrote 8 rows to {out}: final mean ||grad F||^2 = none "
+                                  "(every trial diverged) over 0 of 2 trials (2 diverged)\n")
+    assert len(pd.read_csv(out)) == 8  # --force replaced the file
+
+
+@pytest.mark.parametrize("error,line", [
+    (PermissionError(13, "Permission denied"), "cannot write {o}: Permission denied"),
+    ("exists", "{o} appeared meanwhile; not replaced"),
+])
+def test_simulate_cannot_write_after_the_run_is_one_line(error, line, monkeypatch, capsys,
+                                                         tmp_path):
+    from hybridconv._io import OutputExists
+
+    o = str(tmp_path / "s.csv")
+
+    def refuse(path, text):
+        raise OutputExists(f"{o} appeared meanwhile; not replaced") if error == "exists" \
+            else error
+
+    monkeypatch.setattr(cli, "write_text_exclusive", refuse)
+    assert error_of(capsys, "simulate", "--n", "4", "--d-x", "3", "--d-y", "2", "--epochs",
+                    "2", "--trials", "2", "--out", o, "--no-progress") == line.replace("{o}", o)
+
+
+def test_simulate_names_the_option_of_a_config_error_as_typed(monkeypatch, capsys, tmp_path):
+    import hybridconv.sim.runner as runner
+
+    def refuse(problem, config, progress=True):
+        raise ValueError("eta_x must be below 2 / L_x = 0.5 for this problem, got 0.7")
+
+    monkeypatch.setattr(runner, "simulate", refuse)
+    assert error_of(capsys, "simulate", "--lr-x", "0.7", "--out", str(tmp_path / "s.csv")) == (
+        "--lr-x must be below 2 / L_x = 0.5 for this problem, got 0.7")
+
+
+# --- finetune, experiment, figures: the CLI's part ------------------------------------------------
+
+RESULT = {"status": "completed", "accuracy": 0.8125, "epochs": 2, "steps": 6,
+          "forward_passes": 18, "wall_s": 1.25, "peak_mem_bytes": 300 * 2**20, "curve": []}
+
+
+@pytest.fixture
+def fake_finetune(monkeypatch):
+    """The trainer replaced by one that records its call and returns ``RESULT`` (updated by
+    the test through the returned dict's ``"result"``)."""
+    pytest.importorskip("torch")
+    import hybridconv.finetune.trainer as trainer
+
+    state = {"calls": [], "result": dict(RESULT), "error": None}
+
+    def fake(cfg, out, *, resume=False, force=False, progress=True):
+        state["calls"].append((cfg, out, resume))
+        if state["error"] is not None:
+            raise state["error"]
+        return state["result"]
+
+    monkeypatch.setattr(trainer, "finetune", fake)
+    return state
+
+
+def test_a_diverged_finetune_says_why_and_exits_1(fake_finetune, capsys, tmp_path):
+    import time
+
+    out = str(tmp_path / "run")
+    fake_finetune["result"] = {**RESULT, "status": "diverged", "accuracy": 0.5,
+                               "error": "non-finite loss at step 3"}
+    started = time.perf_counter()
+    code, text, _ = run(capsys, "finetune", "--out", out, "--no-progress")
+    wall = time.perf_counter() - started
+    m = re.fullmatch(r"diverged \(non-finite loss at step 3\): accuracy 0\.5000 after 2 epochs, "
+                     r"6 steps, 18 forward passes, training 1\.2 s \((\d+\.\d) s in all, with "
+                     r"loading, evaluation and diagnostics\), peak 300 MiB -> "
+                     + re.escape(out) + r"/results\.json\n", text)
+    assert code == 1 and m, text
+    assert float(m.group(1)) <= wall + 0.05  # the command's own time, not a clock reading
+    fake_finetune["result"] = {**RESULT, "status": "diverged"}
+    code, text, _ = run(capsys, "finetune", "--out", out, "--no-progress")
+    assert code == 1 and text.startswith("diverged: accuracy 0.8125 after 2 epochs")
+
+
+def test_finetune_errors_name_the_option_as_typed(fake_finetune, capsys, tmp_path):
+    out = str(tmp_path / "run")
+    fake_finetune["error"] = ValueError("lr_x is above the stable rate 0.01 of this model")
+    assert error_of(capsys, "finetune", "--out", out, "--lr-x", "0.5") == (
+        "--lr-x is above the stable rate 0.01 of this model")
+    assert error_of(capsys, "finetune", "--out", out, "--eta-x", "0.5") == (
+        "--eta-x is above the stable rate 0.01 of this model")
+    assert error_of(capsys, "finetune", "--out", out) == (
+        "--eta-x is above the stable rate 0.01 of this model")  # not typed: its main spelling
+    fake_finetune["error"] = PermissionError(13, "Permission denied")
+    assert error_of(capsys, "finetune", "--out", out) == "[Errno 13] Permission denied"
+    fake_finetune["error"] = ModuleNotFoundError("No module named 'peft'", name="peft")
+    assert error_of(capsys, "finetune", "--out", out) == (
+        "peft is not installed: pip install -e '.[llm]' and pip install --no-deps -r "
+        "requirements-data.txt")
+
+
+def test_finetune_names_its_default_folder_after_the_run(fake_finetune, capsys, tmp_path,
+                                                         monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run(capsys, "finetune", "--model", "./models/my:net/", "--task", "boolq", "--method",
+               "zo", "--seed", "7", "--no-progress")[0] == 0
+    assert fake_finetune["calls"][-1][1] == str(Path("runs") / "models_my-net-boolq-zo-s7")
+
+
+def _saved(out: Path, **changes) -> None:
+    import dataclasses
+
+    from hybridconv.finetune.trainer import FinetuneConfig
+
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({**dataclasses.asdict(FinetuneConfig()),
+                                                 **changes}))
+
+
+def test_resume_takes_the_saved_settings_and_refuses_contradictions(fake_finetune, capsys,
+                                                                    tmp_path):
+    out = tmp_path / "run"
+    _saved(out, lr_y=0.03, seed=4)
+    code, _, _ = run(capsys, "finetune", "--out", str(out), "--resume", "--epochs", "9",
+                     "--no-progress")
+    cfg = fake_finetune["calls"][-1][0]
+    assert code == 0 and (cfg.lr_y, cfg.seed, cfg.epochs) == (0.03, 4, 9)
+    assert fake_finetune["calls"][-1][2] is True
+    assert error_of(capsys, "finetune", "--out", str(out), "--resume", "--lr-y", "0.1") == (
+        f"--lr-y 0.1 contradicts the run in {out} (lr_y 0.03); drop it, or start a new run "
+        "with --force")
+    assert run(capsys, "finetune", "--out", str(out), "--resume", "--lr-y", "0.03",
+               "--no-progress")[0] == 0  # the saved value itself is no contradiction
+
+
+@pytest.mark.parametrize("text,line", [
+    ('{"bogus": 1}', "{c} is malformed: unknown setting 'bogus'; restore it, or start the run "
+     "again with --force"),
+    ("[1, 2]", "re:{c} .*a JSON object of settings.*restore it, or start the run again with "
+     "--force"),
+])
+def test_resume_names_a_malformed_config(text, line, fake_finetune, capsys, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(text)
+    got = error_of(capsys, "finetune", "--out", str(out), "--resume")
+    line = line.replace("{c}", str(out / "config.json"))
+    assert re.fullmatch(line[3:], got) if line.startswith("re:") else got == line, got
+    assert fake_finetune["calls"] == []
+
+
+FINETUNE_REFUSALS = [
+    (["--fetch", "winogrande", "--epochs", "2"], "--epochs has no effect with --fetch (it only "
+     "downloads)"),
+    (["--resume", "--force", "--out", "x"], "--resume and --force contradict each other: "
+     "--resume continues the run in --out, --force starts it again"),
+    (["--resume", "--out", "{d}/r"], "--resume: {d}/r holds no run (no config.json); start it "
+     "without --resume"),
+    (["--out", "{f}"], "--out {f} is a file, not a directory"),
+    (["--method", "fo", "--mu", "1e-3"], "--mu has no effect with --method fo (no ZO block)"),
+    (["--method", "fo-peft", "--directions", "sphere"], "--directions has no effect with "
+     "--method fo-peft (no ZO block)"),
+    (["--method", "zo", "--lr-y", "0.1"], "--lr-y has no effect with --method zo (no FO "
+     "block)"),
+    (["--method", "zo-peft", "--fo-optimizer", "adam"], "--fo-optimizer has no effect with "
+     "--method zo-peft (no FO block)"),
+    (["--method", "fo", "--peft", "lora"], "--peft has no effect with --method fo (it trains "
+     "every weight)"),
+    (["--peft", "prompt", "--lora-r", "4"], "--lora-r has no effect without a LoRA module "
+     "(--peft lora)"),
+    (["--num-virtual-tokens", "4"], "--num-virtual-tokens has no effect without --peft prompt "
+     "or prefix"),
+    (["--method", "fo-lora", "--schedule", "gauss-seidel"], "--schedule has no effect with "
+     "--method fo-peft (one oracle only)"),  # fo-lora is fo-peft with --peft lora
+    (["--diagnostics-probes", "4"], "--diagnostics-probes has no effect without "
+     "--diagnostics-every"),
+]
+
+
+@pytest.mark.parametrize("argv,line", FINETUNE_REFUSALS, ids=lambda v: " ".join(v)[:50]
+                         if isinstance(v, list) else "")
+def test_each_finetune_refusal_is_its_one_line(argv, line, fake_finetune, capsys, tmp_path,
+                                                monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "f").write_text("a file")
+    d, f = str(tmp_path), str(tmp_path / "f")
+    argv = [a.replace("{d}", d).replace("{f}", f) for a in argv]
+    assert error_of(capsys, "finetune", *argv) == line.replace("{d}", d).replace("{f}", f)
+    assert fake_finetune["calls"] == [] and sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+@pytest.fixture
+def fake_sweeps(monkeypatch, tmp_path):
+    """``experiment``'s spec loader and runner replaced (the sweeps themselves:
+    tests/test_experiments.py): one sweep of three runs, r1 finished."""
+    from types import SimpleNamespace
+
+    import hybridconv.experiments.runner as runner
+    import hybridconv.experiments.spec as spec_mod
+
+    def run_(i):
+        return SimpleNamespace(run_id=f"r{i}", label=lambda: "zo", settings={
+            "model": "minilm", "task": "mr", "seed": i, "lr_x": 1e-4})
+
+    state = {"subsets": [], "results": [{"run_id": "r0", "status": "completed"}]}
+
+    def sweep(path):
+        s = SimpleNamespace(name=path.removesuffix(".toml"), results=tmp_path / f"{path}.csv",
+                            runs=[run_(0), run_(1), run_(2)],
+                            describe=lambda: f"sweep {path}: 3 runs")
+        s.subset = lambda only: state["subsets"].append(only) or s
+        return s
+
+    monkeypatch.setattr(spec_mod, "load_spec", sweep)
+    monkeypatch.setattr(runner, "finished_runs", lambda path: {"r1"})
+    monkeypatch.setattr(runner, "run_experiment", lambda s, **kw: state["results"])
+    return state
+
+
+def test_experiment_dry_run_lists_what_a_limited_run_would_run(fake_sweeps, capsys):
+    code, text, _ = run(capsys, "experiment", "a.toml", "--dry-run", "--limit", "1", "--only",
+                        "seed=0")
+    assert code == 0 and fake_sweeps["subsets"] == [["seed=0"]]
+    assert text.splitlines()[1:] == ["  r0 minilm mr zo seed 0 lr_x 0.0001 lr_y None"]
+
+
+def test_experiment_reports_runs_that_did_not_complete(fake_sweeps, capsys, tmp_path):
+    fake_sweeps["results"] = [{"run_id": "r0", "status": "completed"},
+                              {"run_id": "r2", "status": "failed"}]
+    code, text, _ = run(capsys, "experiment", "a.toml", "--no-progress")
+    assert code == 1 and text.splitlines() == [
+        f"sweep a.toml: 3 runs; 1 finished, 2 to run -> {tmp_path / 'a.toml.csv'}",
+        "  r2: failed ", "a: ran 2 runs, 1 not completed"]
+
+
+def test_experiment_errors_name_the_spec_file_once(fake_sweeps, monkeypatch, capsys):
+    import hybridconv.experiments.runner as runner
+    import hybridconv.experiments.spec as spec_mod
+
+    monkeypatch.setattr(spec_mod, "load_spec", lambda p: (_ for _ in ()).throw(
+        ValueError(f"{p}: unknown key 'lr'")))
+    assert error_of(capsys, "experiment", "a.toml") == "a.toml: unknown key 'lr'"
+    monkeypatch.setattr(spec_mod, "load_spec", lambda p: (_ for _ in ()).throw(
+        ModuleNotFoundError("No module named 'peft'", name="peft")))
+    assert error_of(capsys, "experiment", "a.toml") == (
+        "peft is not installed: pip install -e '.[llm]' and pip install --no-deps -r "
+        "requirements-data.txt")
+    monkeypatch.undo()
+    monkeypatch.setattr(spec_mod, "load_spec", lambda p: SimpleNamespaceSweep(p))
+    monkeypatch.setattr(runner, "finished_runs", lambda path: set())
+
+    def refuse(s, **kw):
+        raise ValueError("workers must be an integer >= 1, got 0")
+
+    monkeypatch.setattr(runner, "run_experiment", refuse)
+    assert run(capsys, "experiment", "a.toml") == (  # the sweep's line, then the error
+        2, "an empty sweep; 0 finished, 0 to run -> a.toml.csv\n",
+        "hybridconv: error: --workers must be an integer >= 1, got 0\n")
+
+
+class SimpleNamespaceSweep:
+    """A sweep with no runs."""
+
+    def __init__(self, path: str):
+        self.name, self.results, self.runs = path, path + ".csv", []
+
+    def describe(self) -> str:
+        return "an empty sweep"
+
+
+def _fake_build(monkeypatch, seen: dict, error: BaseException | None = None):
+    import hybridconv.figures.build as build
+
+    def fake(names, **kw):
+        seen.update(kw, names=names)
+        if error is not None:
+            raise error
+        return {"rates": {"compute_seconds": 1.5, "replot_seconds": 0.25, "replaced": False}}
+
+    monkeypatch.setattr(build, "build", fake)
+
+
+def test_figures_quick_writes_under_its_own_folder_and_says_how_it_was_made(monkeypatch,
+                                                                            capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    seen = {}
+    _fake_build(monkeypatch, seen)
+    code, text, _ = run(capsys, "figures", "--quick", "--workers", "2")
+    assert code == 0 and seen["command"] == "hybridconv figures --quick --workers 2"
+    assert text == ("rates: paper_figures/quick/rates.png in 1.5 s\n"
+                    "manifest: paper_figures/quick/MANIFEST.json\n")
+
+
+@pytest.mark.parametrize("error,line", [
+    (PermissionError(13, "Permission denied"), "cannot write under paper_figures: Permission "
+     "denied"),
+    (ModuleNotFoundError("No module named 'transformers'", name="transformers"),
+     "transformers is not installed: pip install -e '.[llm]'"),
+])
+def test_figures_errors_are_one_line(error, line, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    _fake_build(monkeypatch, {}, error)
+    assert error_of(capsys, "figures") == line
+
+
+def test_each_verbs_help_shows_its_option_groups(capsys):
+    def help_of(*argv):
+        with pytest.raises(SystemExit) as e:
+            main([*argv, "--help"])
+        assert e.value.code == 0
+        return capsys.readouterr().out
+
+    out = help_of("simulate")
+    assert "\nproblem:\n" in out and "\nalgorithm (SimConfig):\n" in out
+    assert "\noutput:\n" in out and "--eta-x" in out and "--out FILE.csv" in out
+    out = help_of("theory")
+    flat = " ".join(out.split())
+    for text in ("--latex print the theorem as LaTeX", "--json print the theorem as JSON",
+                 "--derivation print the whole derivation as Markdown with LaTeX",
+                 "bound evaluate the bound at given values",
+                 "steps step sizes that minimize the bound",
+                 "complexity leading-order epochs to reach E||grad F||^2 <= eps^2"):
+        assert text in flat, text
+    out = help_of("theory", "steps")
+    assert out.startswith("usage: hybridconv theory steps ")
+    assert "\nstep sizes that minimize the bound\n" in out and "--weights" in out
+    pytest.importorskip("torch")
+    from hybridconv.finetune.models import MODELS
+
+    out = help_of("finetune")
+    assert "\nrun (FinetuneConfig):\n" in out and "\noutput:\n" in out
+    assert f"{', '.join(MODELS)}, random:SHAPE (random weights of the shape of" in " ".join(
+        out.split())

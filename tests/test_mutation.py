@@ -76,6 +76,37 @@ def test_sampled_names_are_mutmuts_names():
     assert h.sample(names, 12, 0) == h.sample(h.mutant_names("hybridconv/sim/samplers.py"), 12, 0)
 
 
+def test_a_cache_of_one_module_keeps_the_other_modules_rows(tmp_path):
+    """Writing the CSV from a cache that tested cli.py only keeps what the CSV said of the
+    other modules, and replaces cli.py's rows."""
+    h = _harness()
+    path = tmp_path / "m.csv"
+    h.write_csv([{"module": "a.py", "mutant": "a.x_f__mutmut_1", "status": "killed"},
+                 {"module": "cli.py", "mutant": "cli.x_g__mutmut_1", "status": "survived"}], path)
+    fresh = [{"module": "a.py", "mutant": "a.x_f__mutmut_1", "status": "not checked"},
+             {"module": "cli.py", "mutant": "cli.x_g__mutmut_1", "status": "killed"},
+             {"module": "cli.py", "mutant": "cli.x_g__mutmut_2", "status": "not checked"}]
+    rows = h.merged(fresh, path)
+    assert sorted(map(tuple, (r.values() for r in rows))) == [
+        ("a.py", "a.x_f__mutmut_1", "killed"), ("cli.py", "cli.x_g__mutmut_1", "killed"),
+        ("cli.py", "cli.x_g__mutmut_2", "not checked")]
+    assert h.merged(fresh, tmp_path / "none.csv") == fresh
+
+
+def test_each_samples_table_counts_its_own_mutants():
+    """Two samples tested in one cache: each seed's table counts its mutants alone, with the
+    exact interval."""
+    h = _harness()
+    rows = [{"module": "cli.py", "mutant": f"m{k}", "status": "killed" if k % 4 else "survived"}
+            for k in range(8)] + [{"module": "cli.py", "mutant": "m8", "status": "not checked"}]
+    first = h.in_sample(rows, {"m0", "m1", "m2", "m3"})
+    assert [r["mutant"] for r in first] == ["m0", "m1", "m2", "m3"]
+    lo, hi = h.interval(3, 4)
+    assert h.table(first, sampled=True).splitlines()[2] == (
+        f"| cli.py | 4 | 3 | 1 | 0 | 75.0% | {lo:.1%} to {hi:.1%} (n = 4) |")
+    assert h.table(first).splitlines()[2].endswith("| 75.0% | - |")  # every mutant: no interval
+
+
 @pytest.mark.slow
 def test_the_samplers_tests_kill_their_mutants(tmp_path):
     pytest.importorskip("mutmut")
