@@ -496,9 +496,9 @@ def _experiment(args: argparse.Namespace) -> int:
     _address_needs_cluster(args, cfg.backend)
     try:
         if cfg.report:
-            check_output(cfg.report, typed.get("report", "--report"))
+            check_output(cfg.report, _label(args, "report"))
         if cfg.figure:
-            check_output(cfg.figure, typed.get("figure", "--figure"))
+            check_output(cfg.figure, _label(args, "figure"))
     except ValueError as e:
         raise CLIError(str(e)) from None
     try:
@@ -803,11 +803,11 @@ def _simulate(args: argparse.Namespace) -> int:
     if io.out is None:
         raise CLIError("--out FILE.csv is required (or --json-constants)")
     try:
-        out = check_output(io.out, typed.get("out", "--out"), kind="file")
+        out = check_output(io.out, _label(args, "out"), kind="file")
     except ValueError as e:
         raise CLIError(str(e)) from None
     if out.exists() and not io.force:
-        raise CLIError(f"{typed.get('out', '--out')} {out} exists; pass --force to overwrite "
+        raise CLIError(f"{_label(args, 'out')} {out} exists; pass --force to overwrite "
                        "it")
     _check_sizes(args, pc, trials=config.trials, epochs=config.epochs, q=config.q,
                  what="this simulation")

@@ -126,12 +126,13 @@ def run_module(module: str, *, max_children: int, root: Path = ROOT,
     """``mutmut run`` on one module's mutants (``names``: only these, e.g. a :func:`sample`;
     ``survivors_only``: those that survived the cached run, after tests were added); returns
     mutmut's exit status."""
-    names = list(names) if names else [f"{dotted(module)}.*"]
-    if survivors_only:
+    if survivors_only:  # of the cache's survivors, those among ``names`` (if given)
         names = [r["mutant"] for r in results(root) if r["module"] == module
-                 and r["status"] in ("survived", "no tests", "suspicious")]
+                 and r["status"] in ("survived", "no tests", "suspicious")
+                 and (not names or r["mutant"] in names)]
         if not names:
             return 0
+    names = list(names) if names else [f"{dotted(module)}.*"]
     cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *names]
     print("$ " + " ".join(cmd), flush=True)
     # mutmut forks a child per mutant from a process that has run the tests: an OpenMP team
@@ -227,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--csv", default=str(ROOT / "docs" / "mutation-testing.csv"),
                     help="where to write the per-mutant statuses")
     ap.add_argument("--survivors", action="store_true", help="retest only the survivors of "
-                    "the cached run (mutmut keeps a survivor's verdict until asked)")
+                    "the cached run (mutmut keeps a survivor's verdict until asked; with "
+                    "--sample, the sample's survivors)")
     ap.add_argument("--sample", type=int, metavar="N", help="test a seeded uniform random "
                     "sample of N mutants of each module (kill rate with a Clopper-Pearson 95%% "
                     "interval)")
@@ -251,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         os.nice(10) if os.nice(0) < 10 else None
         for module in chosen:
             names = None
-            if args.sample is not None and not args.survivors:
+            if args.sample is not None:  # with --survivors: the sample's survivors
                 names = sample(mutant_names(module, root), args.sample, args.seed)
                 print(f"{module}: {len(names)} mutants sampled (seed {args.seed})", flush=True)
             code = run_module(module, max_children=args.max_children, root=root,

@@ -384,6 +384,14 @@ def test_falsify_prints_the_recheck_and_the_worst_instance(monkeypatch, capsys, 
     assert code == 0 and (tmp_path / "h.csv").read_text() == "ratio\n1.5\n0.5\n"
 
 
+def test_a_verdict_that_holds_by_the_run_is_not_called_trivial(monkeypatch, capsys):
+    _fake_falsify(monkeypatch, {}, verdict="holds")
+    code, out, _ = run(capsys, "check", "--falsify", "--budget", "10", "--no-progress")
+    assert code == 0 and out.splitlines()[0] == (
+        "verdict: holds at confidence 0.99 (256 trials, 10 epochs, the re-check of the worst "
+        "instance)")
+
+
 @pytest.mark.parametrize("error,line", [
     (PermissionError(13, "Permission denied"), "cannot write {h}: Permission denied"),
     ("exists", "{h} appeared meanwhile; not replaced"),
