@@ -100,7 +100,8 @@ def test_ctrl_c_is_exit_130_and_one_line_after_the_open_progress_bar(monkeypatch
     assert cap.err.startswith("\rwork:") and cap.err.endswith("\n\rhybridconv: interrupted\n")
 
 
-@pytest.mark.parametrize("tty,prefix", [(True, "\r\x1b[K"), (False, "\r"), (None, "\r")])
+@pytest.mark.parametrize("tty,prefix", [(True, "\r\x1b[K"), (False, "\r"), (None, "\r")],
+                         ids=["terminal", "file", "closed"])
 def test_the_interrupted_line_clears_the_terminal_line_only_on_a_terminal(tty, prefix,
                                                                           monkeypatch, capsys):
     """On a terminal the line is cleared first (a bar's remains would show after the text);
@@ -304,8 +305,13 @@ REFUSALS = [
 ]
 
 
-@pytest.mark.parametrize("argv,line", REFUSALS, ids=lambda v: " ".join(v)[:60]
-                         if isinstance(v, list) else None)
+def _ids(table: list) -> list[str]:
+    """Plain test ids (verb and row number): mutmut passes ids back to pytest, which cannot
+    always find one made of the row's text."""
+    return [f"{argv[0].lstrip('-')}-{k}" for k, (argv, _) in enumerate(table)]
+
+
+@pytest.mark.parametrize("argv,line", REFUSALS, ids=_ids(REFUSALS))
 def test_each_refusal_is_its_one_line(argv, line, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "f").write_text("a file")
@@ -395,7 +401,7 @@ def test_a_verdict_that_holds_by_the_run_is_not_called_trivial(monkeypatch, caps
 @pytest.mark.parametrize("error,line", [
     (PermissionError(13, "Permission denied"), "cannot write {h}: Permission denied"),
     ("exists", "{h} appeared meanwhile; not replaced"),
-])
+], ids=["permission", "exists"])
 def test_a_history_that_cannot_be_written_after_the_search_is_one_line(error, line,
                                                                         monkeypatch, capsys,
                                                                         tmp_path):
@@ -680,7 +686,7 @@ def test_check_mutations_hands_its_options_to_the_report_and_lists_the_files(mon
     (ValueError("budget must be >= 30 for --report"), "--budget must be >= 30 for --report"),
     (OverflowError("math range error"), "the values given overflow float64 in this "
      "computation (OverflowError: math range error); use values of more moderate size"),
-])
+], ids=["permission", "option", "overflow"])
 def test_check_report_errors_are_one_line(error, line, monkeypatch, capsys, tmp_path):
     from hybridconv.validate import tightness
 
@@ -733,7 +739,7 @@ def test_simulate_says_what_it_wrote(capsys, tmp_path):
 @pytest.mark.parametrize("error,line", [
     (PermissionError(13, "Permission denied"), "cannot write {o}: Permission denied"),
     ("exists", "{o} appeared meanwhile; not replaced"),
-])
+], ids=["permission", "exists"])
 def test_simulate_cannot_write_after_the_run_is_one_line(error, line, monkeypatch, capsys,
                                                          tmp_path):
     from hybridconv._io import OutputExists
@@ -861,7 +867,7 @@ def test_resume_takes_the_saved_settings_and_refuses_contradictions(fake_finetun
      "again with --force"),
     ("[1, 2]", "re:{c} .*a JSON object of settings.*restore it, or start the run again with "
      "--force"),
-])
+], ids=["unknown-setting", "not-an-object"])
 def test_resume_names_a_malformed_config(text, line, fake_finetune, capsys, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
@@ -900,8 +906,7 @@ FINETUNE_REFUSALS = [
 ]
 
 
-@pytest.mark.parametrize("argv,line", FINETUNE_REFUSALS, ids=lambda v: " ".join(v)[:50]
-                         if isinstance(v, list) else "")
+@pytest.mark.parametrize("argv,line", FINETUNE_REFUSALS, ids=_ids(FINETUNE_REFUSALS))
 def test_each_finetune_refusal_is_its_one_line(argv, line, fake_finetune, capsys, tmp_path,
                                                 monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -1019,7 +1024,7 @@ def test_figures_quick_writes_under_its_own_folder_and_says_how_it_was_made(monk
      "denied"),
     (ModuleNotFoundError("No module named 'transformers'", name="transformers"),
      "transformers is not installed: pip install -e '.[llm]'"),
-])
+], ids=["permission", "missing-package"])
 def test_figures_errors_are_one_line(error, line, monkeypatch, capsys, tmp_path):
     monkeypatch.chdir(tmp_path)
     _fake_build(monkeypatch, {}, error)
