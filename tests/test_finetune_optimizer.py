@@ -414,6 +414,27 @@ def test_pieces_shared_by_the_moves_change_nothing(monkeypatch, kind, q, dtype, 
         assert torch.equal(a, b)
 
 
+def test_a_source_that_returns_its_own_pieces_is_copied(monkeypatch):
+    """A parallel DirectionSource whose ``piece`` returns a new tensor instead of filling
+    ``out`` gives the same weights as one that fills it (the shared pieces hold its values)."""
+    from hybridconv.finetune import directions, optimizer
+
+    monkeypatch.setattr(directions, "CHUNK", 16)
+    monkeypatch.setattr(optimizer, "CHUNK", 16)
+
+    class Fresh(TorchDirections):
+        def piece(self, seed, k, i, c, out):
+            return super().piece(seed, k, i, c, torch.empty_like(out))
+
+    nets = []
+    for source in (TorchDirections(), Fresh()):
+        net = Net()
+        _train(net, _opt(net, directions=source, threads=2), 2)
+        nets.append(net)
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_forward_difference_with_shared_gradient_moves_the_block():
     """Review finding: with q = 1 and the fused restore, forward + shared once took f0 at the
     perturbed point (pg = 0). The clean pass now comes first and gives the FO gradient."""

@@ -643,7 +643,9 @@ def _for_each(zo: Sequence[torch.Tensor], master: Sequence[torch.Tensor | None],
                 reused += b - a
             else:
                 s[1] = None  # (a fill that raises leaves no stale key)
-                directions.piece(seed, k, i, ci, u)
+                v = directions.piece(seed, k, i, ci, u)
+                if v.data_ptr() != u.data_ptr():  # a source that returned its own tensor
+                    u.copy_(v.reshape(-1))
                 if c != 1.0:
                     u.mul_(c)
                 s[1] = key
