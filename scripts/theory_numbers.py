@@ -10,6 +10,10 @@ smoothing bias (issue 16's "Done when"): rerun with ``python scripts/theory_numb
    d_y = 4, sigma_x = 1), simulated from the minimizer (64 trials, the second half of the run
    averaged) beside the closed form, against the bound as T -> infinity
    (``hybridconv.validate.floors``).
+4. The mutation pool's edge instances (``hybridconv.validate.mutate.instance_pool``, seed 0,
+   the pool of ``hybridconv check --mutations``): where each term carries the bound, and the
+   best a survivor's mutant is approached (``python scripts/theory_numbers.py --pool`` runs
+   this part alone, about a minute).
 """
 
 from __future__ import annotations
@@ -78,7 +82,52 @@ def floor_rows() -> None:
               f"{m / r.bound:.3f}")
 
 
+def pool_rows() -> None:
+    from hybridconv.theory.bound import compile_numeric
+    from hybridconv.validate.mutate import instance_pool, mutations
+
+    b = hybrid_bound()
+    pool = instance_pool(b, seed=0)
+    ok = (pool["ratio"] < 1 - 1e-9) & (pool["w_ratio"] < 1 - 1e-9)
+    print(f"mutation pool: {len(pool)} instances; real bound: largest empirical/bound "
+          f"{pool['ratio'].max():.4g} (min), {pool['w_ratio'].max():.4g} (weighted); "
+          f"{int((~ok).sum())} met with equality (one epoch, isotropic quadratic)")
+    args = [sym(k) for k in b.symbols]
+    num = compile_numeric(args, b.numerator)
+    sx = compile_numeric(args, b.terms["main:sigma_x^2"])
+    for _, r in pool[pool["floor_start"]].iterrows():
+        a = [r["values"][k] for k in b.symbols]
+        print(f"  ZO floor start ({r['epochs']} epochs): weighted empirical/bound "
+              f"{r['w_ratio']:.3f}, sigma_x^2 term {float(sx(*a)) / float(num(*a)):.3f} of B")
+    for _, r in pool[pool["epochs"] == 2].iterrows():
+        print(f"  two epochs of ZO noise ({r['family']}): weighted empirical/bound "
+              f"{r['w_ratio']:.3f}")
+    fo = pool[(pool["p_sigma_x"] == 0) & (pool["p_sigma_y"] == 5.0)]
+    for _, r in fo.iterrows():
+        print(f"  FO reshuffling floor ({r['family']}): weighted empirical/bound "
+              f"{r['w_ratio']:.4f}")
+    mutants = {m.name: m for m in mutations(b)}
+    for name, family in (("drop Theta from gamma", "hetero"), ("halve sigma_y^2", None),
+                         ("halve nu_0^2", None), ("halve beta^2", None)):
+        best = 0.0
+        for _, r in pool.iterrows():
+            if family and r["family"] != family:
+                continue
+            for measure, lo, ratio in (("min", "ci_lower", "ratio"),
+                                       ("weighted", "w_ci_lower", "w_ratio")):
+                value = mutants[name].bound.evaluate(check=False, measure=measure,
+                                                     **r["values"])
+                if r[ratio] < 1 - 1e-9 and value > 0:
+                    best = max(best, r[lo] / value)
+        where = f" on the {family} instances" if family else ""
+        print(f"  `{name}`: largest lower confidence bound / mutant{where} {best:.3f}")
+
+
 if __name__ == "__main__":
-    beta_rows()
-    cap_rows()
-    floor_rows()
+    import sys
+
+    if "--pool" not in sys.argv:
+        beta_rows()
+        cap_rows()
+        floor_rows()
+    pool_rows()

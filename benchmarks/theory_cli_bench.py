@@ -1,6 +1,6 @@
 """Time `hybridconv theory bound` side by side for several source trees (before / after).
 
-    python scripts/theory_bound_timing.py [ROOT ...]   # default: this tree; e.g. /work/main .
+    python benchmarks/theory_cli_bench.py [ROOT ...]   # default: this tree; e.g. /work/main .
 
 For each root, in one run (so that machine load hits every row alike):
 
