@@ -471,11 +471,14 @@ def _finetune(args: argparse.Namespace) -> int:
     else:
         reason = f" ({res['error']})" if res["status"] == "diverged" and res.get("error") \
             else ""
+        # a resumed run's training time counts every sitting; this call's time only its own
+        spent = (f"training {res['wall_s']:.1f} s over all sittings ({total:.1f} s in this "
+                 "call" if io.resume else
+                 f"training {res['wall_s']:.1f} s ({total:.1f} s in all")
         print(f"{res['status']}{reason}: accuracy {res['accuracy']:.4f} after {res['epochs']} "
               f"epochs, {res['steps']} steps, {res['forward_passes']} forward passes, "
-              f"training {res['wall_s']:.1f} s ({total:.1f} s in all, with loading, "
-              f"evaluation and diagnostics), peak {res['peak_mem_bytes'] / 2**20:.0f} MiB "
-              f"-> {Path(out) / 'results.json'}")
+              f"{spent}, with loading, evaluation and diagnostics), peak "
+              f"{res['peak_mem_bytes'] / 2**20:.0f} MiB -> {Path(out) / 'results.json'}")
     return 0 if res["status"] == "completed" else 1
 
 

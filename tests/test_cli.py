@@ -474,3 +474,20 @@ def test_check_hands_its_step_options_to_the_simulation(monkeypatch, capsys):
     c = seen["config"]
     assert code == 0 and (c.q, c.mu, c.eta_x, c.epochs, c.trials, c.seed) == (
         3, 2e-3, 1e-4, 2, 4, 5)
+
+
+def test_a_resumed_finetune_says_its_training_time_spans_every_sitting(fake_finetune, capsys,
+                                                                       tmp_path):
+    import dataclasses
+
+    from hybridconv.finetune.trainer import FinetuneConfig
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(FinetuneConfig())))
+    code, text, _ = run(capsys, "finetune", "--out", str(out), "--resume", "--no-progress")
+    assert code == 0 and fake_finetune[-1]["resume"] is True
+    assert re.fullmatch(r"completed: accuracy 0\.8125 after 2 epochs, 6 steps, 18 forward "
+                        r"passes, training 1\.2 s over all sittings \(\d+\.\d s in this call, "
+                        r"with loading, evaluation and diagnostics\), peak 300 MiB -> "
+                        + re.escape(str(out)) + r"/results\.json\n", text), text

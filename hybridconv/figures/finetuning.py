@@ -60,7 +60,7 @@ def quick_sweep(spec: dict, workers: int) -> dict[str, list]:
 
     with tempfile.TemporaryDirectory(prefix="hybridconv-fig-") as tmp:
         parsed = parse_spec(spec, root=Path(tmp))
-        run_experiment(parsed, workers=workers)
+        run_experiment(parsed, workers=workers, progress=False)  # the figures bar shows progress
         return load_results([parsed]).to_dict("list")
 
 
