@@ -14,6 +14,11 @@ smoothing bias (issue 16's "Done when"): rerun with ``python scripts/theory_numb
    the pool of ``hybridconv check --mutations``): where each term carries the bound, and the
    best a survivor's mutant is approached (``python scripts/theory_numbers.py --pool`` runs
    this part alone, about a minute).
+5. LoRA's tightness against its certified region (``--lora`` runs this part alone): the
+   deterministic-like regime's worst instance of the tightness report (before the region
+   was searched) at region_scale 2 (the default) down to 1 (the smallest region holding the
+   start and the planted solution), with the search's step fractions and on the caps, and
+   over longer runs.
 """
 
 from __future__ import annotations
@@ -123,11 +128,41 @@ def pool_rows() -> None:
         print(f"  `{name}`: largest lower confidence bound / mutant{where} {best:.3f}")
 
 
+def lora_rows() -> None:
+    from hybridconv.problems import make_problem
+    from hybridconv.sim.runner import SimConfig
+    from hybridconv.validate.check import check
+    from hybridconv.validate.falsify import family_bound
+
+    b = family_bound("lora")
+    n, m, p, r, noise, mu, q, fracs = 30, 2, 1, 1, 0.0003777, 4.221e-06, 13, (0.3166, 0.06615)
+    print("LoRA, deterministic-like worst instance (n = 30, m = 2, p = 1, r = 1), weighted "
+          "empirical / bound against the certified region:")
+    for scale, T, (fx, fy) in ((2.0, 20, fracs), (2.0, 20, (1.0, 1.0)), (1.5, 20, (1.0, 1.0)),
+                               (1.2, 20, (1.0, 1.0)), (1.0, 20, fracs), (1.0, 20, (1.0, 1.0)),
+                               (2.0, 100, (1.0, 1.0)), (1.0, 100, (1.0, 1.0)),
+                               (1.0, 400, (1.0, 1.0))):
+        prob = make_problem("lora", n, m * p, r * (m + p), seed=0, m=m, p=p, r=r, noise=noise,
+                            region_scale=scale)
+        c = prob.constants()
+        ex, ey = b.admissible_steps(fx, fy, **c, mu=mu, q=q, n=n, T=T)
+        cfg = SimConfig(eta_x=ex, eta_y=ey, mu=mu, q=q, difference="forward", epochs=T,
+                        trials=32, seed=1)
+        v = check(b, prob, cfg, measure="weighted")
+        print(f"  region_scale {scale:g}, T = {T}, steps ({fx:g}, {fy:g}) of the caps: "
+              f"L_y {c['L_y']:.3g}, L_xy {c['L_xy']:.3g}, sigma_x^2 {c['sigma_x']**2:.3g}: "
+              f"ratio {v.ratio:.3f}")
+
+
 if __name__ == "__main__":
     import sys
 
+    if "--lora" in sys.argv:
+        lora_rows()
+        sys.exit()
     if "--pool" not in sys.argv:
         beta_rows()
         cap_rows()
         floor_rows()
     pool_rows()
+    lora_rows()
