@@ -93,7 +93,8 @@ def _stored_source(args: list[sp.Symbol], expr: object,
     where ``srepr`` took 0.7 s). Cold or warm, the function is executed from that source in
     lambdify's namespace for ``modules`` (plus the few names the source imports, recorded
     with it), so both compile the same code and give the same numbers. A store that cannot be
-    read, written or executed is skipped (lambdify is run again).
+    read, written or executed is skipped (lambdify is run again). The store is executed as
+    code: it is the user's own cache folder, trusted like the package itself.
     """
     import hashlib
     import importlib

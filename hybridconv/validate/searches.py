@@ -10,7 +10,8 @@ The ``noise floor`` regime starts every run at a stationary point (the exact min
 the family has one, else a full-gradient L-BFGS stationary point) and uses a longer run; it is
 searched on a Latin hypercube (a fast objective, then ``check`` on the best candidates). The
 other regimes' worst instance is then polished: its step fractions moved to the top of their
-range, re-checked, the largest ratio kept (:func:`_polish_steps`).
+range (LoRA: also its smallest region), re-checked, the largest ratio kept
+(:func:`_polish_steps`).
 """
 
 from __future__ import annotations
@@ -229,7 +230,9 @@ def search_regime(family: str, regime: str, *, budget: int, seed: int, trials: i
 def _polish_steps(found: Found, family: str, bound: Bound, space: dict, *, seed: int,
                   epochs: int, recheck_trials: int, confidence: float) -> Found:
     """The worst instance with its step fractions moved to the top of their range (one or
-    both), re-checked like the search's worst (fresh seed, ``recheck_trials``); the largest
+    both) and, for LoRA, also with the smallest certified region (``region_scale`` at the
+    bottom of its range: smaller constants; a run that leaves the region is refused),
+    re-checked like the search's worst (fresh seed, ``recheck_trials``); the largest
     re-checked ratio is kept.
 
     Delta-decided instances are tightest with the steps on their caps, a corner a
@@ -237,11 +240,21 @@ def _polish_steps(found: Found, family: str, bound: Bound, space: dict, *, seed:
     the search, 0.732 with both steps on the caps, the same problem)."""
     params = {k: v for k, v in found.worst.items() if k in space}
     top_x, top_y = space["frac_x"][1], space["frac_y"][1]
+    fracs = [(top_x, top_y), (top_x, params["frac_y"]), (params["frac_x"], top_y),
+             (params["frac_x"], params["frac_y"])]
+    regions = [params.get("region_scale")]
+    if "region_scale" in space:  # LoRA: also the smallest certified region
+        regions.append(space["region_scale"][0])
     best, tried = found, 0
-    for fx, fy in ((top_x, top_y), (top_x, params["frac_y"]), (params["frac_x"], top_y)):
-        if (fx, fy) == (params["frac_x"], params["frac_y"]):
-            continue
-        p = {**params, "frac_x": fx, "frac_y": fy}
+    candidates = []
+    for region in dict.fromkeys(regions):
+        for fx, fy in fracs:
+            p = {**params, "frac_x": fx, "frac_y": fy}
+            if region is not None:
+                p["region_scale"] = region
+            if p != params and p not in candidates:
+                candidates.append(p)
+    for p in candidates:
         tried += 1
         try:
             problem, config, x0, y0 = build_instance(family, p, bound, epochs=epochs,
