@@ -27,7 +27,9 @@ hybrid-shared   plain torch SGD step of the LoRA model + q no-grad LoRA forwards
 also regenerates its direction: the table's ``move`` rows time one move of the whole ZO block
 (x + a u -> x + b u, u regenerated from its seed, as ``HybridZOFO`` does it), and a central
 q = 1 step makes three (to x + mu u, to x - mu u, back to x with the update folded in), a cost
-the floor leaves out.
+the floor leaves out. The hybrid's moves share the piece each worker still holds from the
+previous move (``PieceCache``); ``hybrid-regenerate`` is the hybrid with that sharing off
+(every move regenerates every piece), to show what it saves.
 
 Memory: each (method, shape) in a fresh subprocess with glibc's mmap threshold fixed, peak
 measured over the timed steps only: on CPU the process's peak RSS (``VmHWM``, reset through
@@ -52,11 +54,13 @@ import subprocess
 import sys
 import time
 
-METHODS = ("fo", "fo-lora", "zo", "zo-lora", "hybrid", "hybrid-shared", "hybrid-rademacher")
+METHODS = ("fo", "fo-lora", "zo", "zo-lora", "hybrid", "hybrid-regenerate", "hybrid-shared",
+           "hybrid-rademacher")
 REFERENCES = ("forward", "forward-lora", "sgd", "sgd-lora", "move", "move-rademacher")
 FLOORS = {  # method -> (plain torch step or None, number of no-grad forwards, forward kind)
     "fo": ("sgd", 0, None), "fo-lora": ("sgd-lora", 0, None), "zo": (None, 2, "forward"),
     "zo-lora": (None, 2, "forward-lora"), "hybrid": ("sgd-lora", 2, "forward-lora"),
+    "hybrid-regenerate": ("sgd-lora", 2, "forward-lora"),
     "hybrid-shared": ("sgd-lora", 1, "forward-lora"),
     "hybrid-rademacher": ("sgd-lora", 2, "forward-lora"),
 }
@@ -92,6 +96,7 @@ def _config(spec: dict, method: str):
     from hybridconv.finetune.trainer import FinetuneConfig
 
     base = {"forward": "zo", "hybrid-shared": "hybrid", "hybrid-rademacher": "hybrid",
+            "hybrid-regenerate": "hybrid",
             "forward-lora": "zo-lora", "sgd": "fo", "sgd-lora": "fo-lora", "move": "zo",
             "move-rademacher": "zo"}.get(method, method)
     return FinetuneConfig(model=spec["model"], method=base, device=spec["device"],
@@ -150,6 +155,8 @@ def _stepper(spec: dict, method: str, torch, task):
             state["at"] = new
     else:
         opt = build_optimizer(cfg, loaded)
+        if method == "hybrid-regenerate":
+            opt._pieces = None  # every move regenerates every piece
 
         def step():
             opt.step(lambda: loaded.loss(batch))
@@ -175,13 +182,14 @@ def time_worker(spec: dict) -> dict:
         if opt is not None and m.startswith("move"):
             info["zo_params"] = sum(p.numel() for p in opt.zo_params())
     times: dict[str, list[float]] = {m: [] for m in steppers}
+    clock = time.process_time if spec.get("clock") == "cpu" else time.perf_counter
     for r in range(spec["warmup"] + spec["steps"]):
         for m, (step, _) in steppers.items():
-            t = time.perf_counter()
+            t = clock()
             step()
             _sync(torch, spec["device"])
             if r >= spec["warmup"]:
-                times[m].append(time.perf_counter() - t)
+                times[m].append(clock() - t)
     rows = []
     for m, (_, opt) in steppers.items():
         fwd = None
@@ -190,6 +198,10 @@ def time_worker(spec: dict) -> dict:
         rows.append({"method": m, "batch": spec["batch"], "seq": spec["seq"],
                      "s_per_step": min(times[m]),
                      "s_per_step_median": statistics.median(times[m]), "fwd_per_step": fwd})
+    opt = steppers.get("hybrid", (None, None))[1]
+    if opt is not None and opt._pieces is not None:  # numbers a step did not regenerate
+        info["shared_per_step"] = opt._pieces.reused / (spec["warmup"] + spec["steps"])
+        info["hybrid_zo_params"] = sum(p.numel() for p in opt.zo_params())
     return {"rows": rows, "threads": torch.get_num_threads(), **info}
 
 
@@ -240,6 +252,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--no-memory", action="store_true", help="time only")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="time steps by the wall clock (default) or by the process's CPU time "
+                         "(all its threads: the work done, which other processes on a loaded "
+                         "machine do not inflate; it does not show parallel speed-up)")
     ap.add_argument("--save", metavar="FILE", help="also write the report to FILE")
     ap.add_argument("--force", action="store_true", help="overwrite --save if it exists")
     ap.add_argument("--time-worker", help=argparse.SUPPRESS)
@@ -267,7 +283,8 @@ def main() -> None:
         None}
     refs = [r for r in REFERENCES if r in needed or r.startswith("move")]
     common = dict(model=args.model, device=args.device, dtype=args.dtype,
-                  steps=args.steps, warmup=args.warmup, threads=args.threads)
+                  steps=args.steps, warmup=args.warmup, threads=args.threads,
+                  clock=args.clock)
     timed, mem, meta = [], [], {}
     for shape in args.shapes:
         b, s = (int(v) for v in shape.split("x"))
@@ -313,6 +330,7 @@ def _report(df, args, torch, pd, meta, load0, load1) -> None:
           f"{args.dtype}) on {dev}; {platform.machine()}, {os.cpu_count()} CPUs, torch "
           f"{torch.__version__}, {meta.get('threads')} threads; fastest of {args.steps} "
           f"interleaved rounds after {args.warmup} warm-up"
+          + ("; CPU time of the process, not wall time" if args.clock == "cpu" else "")
           + (f"; memory: {df['mem_source'].dropna().iloc[0]}" if has_mem else "")
           + f"; load average {load0[0]:.2f} before, {load1[0]:.2f} after (1 min)")
     for (b, s), g in df.groupby(["batch", "seq"], sort=False):
@@ -348,6 +366,14 @@ def _report(df, args, torch, pd, meta, load0, load1) -> None:
                       f"of the hybrid's floor; a central q = 1 step makes 3: "
                       f"{100 * 3 * mv / fl:.0f}% (with Rademacher bits: "
                       f"{100 * 3 * g.loc['move-rademacher', 's_per_step'] / fl:.0f}%)")
+            if "shared_per_step" in meta:
+                n, D = meta["shared_per_step"], 3 * meta["hybrid_zo_params"]
+                print(f"pieces shared by the hybrid's moves: {n / 1e6:.2f}M of the {D / 1e6:.1f}M "
+                      f"numbers three moves would regenerate ({100 * n / D:.1f}%)")
+            if "hybrid-regenerate" in g.index:
+                regen = g.loc["hybrid-regenerate", "s_per_step"] / g.loc["hybrid", "s_per_step"]
+                print("hybrid without piece sharing (every move regenerates u) / hybrid "
+                      f"{regen:.3f}")
             if "fo-lora" in g.index and "sgd-lora" in g.index:
                 print(f"fo-lora (HybridZOFO) / plain torch SGD step of the LoRA model "
                       f"{g.loc['fo-lora', 's_per_step'] / g.loc['sgd-lora', 's_per_step']:.2f}")

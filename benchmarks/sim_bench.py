@@ -10,12 +10,15 @@ the engine's work) and the batched mat-vec of the component gradient (a (d_x + d
 matrix times a block of states, BLAS on one thread), timed on one thread and on ``--threads``
 threads side by side. The engine (``simulate``) is timed on one thread and on ``--threads``
 threads, interleaved with the roofline (best of ``--repeat``), so that every ratio compares
-numbers taken under the same load. Also: the engine against the per-trial loop (the engine's
+numbers taken under the same load; on one thread also in CPU time (``time.thread_time`` of
+the roofline's thread, ``time.process_time`` of the engine's run), which a loaded machine's
+other processes do not inflate. Also: the engine against the per-trial loop (the engine's
 step function with a batch of one) and the textbook loop (two function values per estimate),
 the torch primitives beside numpy's (why the engine stays numpy), that the records are bit for
 bit the same for 1, 2 and 3 threads, and peak traced memory for a short and a 4x longer run.
 
     python benchmarks/sim_bench.py [--trials 1000] [--epochs 3] [--threads 2] [--repeat 3]
+    python benchmarks/sim_bench.py --breakdown   # where one block-step's CPU time goes
 """
 
 from __future__ import annotations
@@ -43,18 +46,23 @@ def config(trials: int, epochs: int, directions: str = "gaussian") -> SimConfig:
                      epochs=epochs, trials=trials, seed=0, directions=directions)
 
 
-def engine(problem, trials: int, epochs: int, directions: str, threads: int) -> float:
-    t0 = time.perf_counter()
+def engine(problem, trials: int, epochs: int, directions: str, threads: int
+           ) -> tuple[float, float]:
+    """Wall time and CPU time (of the process: every thread) of one run."""
+    t0, c0 = time.perf_counter(), time.process_time()
     simulate(problem, config(trials, epochs, directions), threads=threads)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
-def roofline(problem, steps: int, directions: str, threads: int) -> float:
-    """Wall time of ``steps`` trajectory-steps of draws + mat-vec on ``threads`` threads."""
+def roofline(problem, steps: int, directions: str, threads: int) -> tuple[float, float]:
+    """Wall time and CPU time (summed over the threads) of ``steps`` trajectory-steps of draws
+    + mat-vec on ``threads`` threads."""
     H = problem.H
     per_thread = steps // (TRIAL_BLOCK * threads)
+    cpu: list[float] = []
 
     def work(seed: int) -> None:
+        c0 = time.thread_time()
         rng = np.random.default_rng(seed)
         z = rng.standard_normal((TRIAL_BLOCK, D_X + D_Y))
         out = np.empty_like(z)
@@ -65,16 +73,19 @@ def roofline(problem, steps: int, directions: str, threads: int) -> float:
             else:
                 rng.standard_normal(out=u)
             np.dot(z, H, out=out)
+        cpu.append(time.thread_time() - c0)
 
     with threadpool_limits(limits=1, user_api="blas"):
         work(99)  # warm-up
+        cpu.clear()
         pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
         t0 = time.perf_counter()
         for th in pool:
             th.start()
         for th in pool:
             th.join()
-        return (time.perf_counter() - t0) * steps / (per_thread * TRIAL_BLOCK * threads)
+        scale = steps / (per_thread * TRIAL_BLOCK * threads)
+        return (time.perf_counter() - t0) * scale, sum(cpu) * scale
 
 
 def torch_roofline(problem, steps: int) -> float | None:
@@ -99,6 +110,56 @@ def torch_roofline(problem, steps: int) -> float | None:
         return (time.perf_counter() - t0) * steps / (reps * TRIAL_BLOCK)
     finally:
         torch.set_num_threads(old)
+
+
+def breakdown(problem, repeat: int, steps: int = 2000) -> list[tuple[str, float]]:
+    """CPU time (one thread, microseconds per block-step of ``TRIAL_BLOCK`` trials) of each
+    array operation of a Gaussian hybrid step on the quadratic, as the engine does it
+    (``hybrid_step``, ``QuadraticProblem.grads`` and ``zo_differences``), timed one by one;
+    then the engine's whole step (``hybrid_step`` plus the runner's divergence sum), so that the
+    difference is what the interpreter adds."""
+    B, dx = TRIAL_BLOCK, D_X
+    rng = np.random.default_rng(0)
+    H, b = problem.H, problem.b
+    x, y = rng.standard_normal((B, dx)), rng.standard_normal((B, D_Y))
+    idx = rng.integers(0, N, B)
+    u = np.empty((B, 1, dx))
+    g = np.concatenate([x, y], axis=1) @ H
+    gx, gy = g[:, :dx], g[:, dx:]
+    delta = np.ones((B, 1))
+    est = np.empty((B, dx))
+    ops = [
+        ("draws: standard_normal (roofline)", lambda: rng.standard_normal(out=u)),
+        ("mat-vec: stacked state @ H (roofline)", lambda: g @ H),
+        ("stack x and y (np.concatenate)", lambda: np.concatenate([x, y], axis=1)),
+        ("gather and add b_i (g += b[idx])", lambda: np.add(g, b[idx], out=g)),
+        ("differences <g_x, u> (einsum)", lambda: np.einsum("bd,bqd->bq", gx, u)),
+        ("scale u by -eta delta (per-row broadcast)",
+         lambda: np.multiply(est, delta * -1e-4, out=est)),
+        ("add x", lambda: np.add(est, x, out=est)),
+        ("y - eta g_y", lambda: y - 1e-3 * gy),
+        ("divergence check (two sums)", lambda: float(est.sum()) + float(y.sum())),
+    ]
+    drng = np.random.default_rng(1)
+    state = {"x": x, "y": y}
+
+    def whole() -> None:
+        nx, ny = hybrid_step(problem, state["x"], state["y"], idx, eta_x=1e-4, eta_y=1e-3,
+                             oracles=("zo", "fo"), mu=1e-4, q=1, directions="gaussian",
+                             difference="central", rng=drng)
+        float(nx.sum()) + float(ny.sum())
+
+    ops.append(("the engine's step (hybrid_step + divergence sum)", whole))
+    best = {}
+    with threadpool_limits(limits=1, user_api="blas"):
+        for _ in range(repeat):  # interleaved, so that a change of load hits all alike
+            for name, fn in ops:
+                t0 = time.thread_time()
+                for _ in range(steps):
+                    fn()
+                best[name] = min(best.get(name, float("inf")),
+                                 (time.thread_time() - t0) / steps * 1e6)
+    return list(best.items())
 
 
 def per_trial_loop(problem, trials: int, epochs: int) -> float:
@@ -168,12 +229,26 @@ def main() -> None:
     parser.add_argument("--baseline-trials", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2, help="threads of the parallel rows")
     parser.add_argument("--repeat", type=int, default=3, help="best of this many timings")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="only the CPU time of each array operation of one block-step")
     args = parser.parse_args()
     if min(args.trials, args.epochs, args.baseline_trials, args.threads, args.repeat) < 1:
         parser.error("--trials, --epochs, --baseline-trials, --threads and --repeat must be "
                      ">= 1")
     load0 = os.getloadavg()
     problem = QuadraticProblem(N, D_X, D_Y, seed=0)
+    if args.breakdown:
+        rows = breakdown(problem, args.repeat)
+        print(f"CPU time of one thread per block-step ({TRIAL_BLOCK} trials; quadratic d_x={D_X}"
+              f" d_y={D_Y}, Gaussian hybrid, central, q=1), best of {args.repeat}; load "
+              f"average {load0[0]:.2f} (1 min)")
+        for name, us in rows:
+            print(f"{name:<60} {us:8.1f} us")
+        parts = sum(us for name, us in rows[:-1])
+        print(f"{'sum of the operations':<60} {parts:8.1f} us")
+        roof = rows[0][1] + rows[1][1]
+        print(f"{'roofline (draws + mat-vec) / engine step':<60} {100 * roof / rows[-1][1]:7.0f}%")
+        return
     steps = args.trials * N * args.epochs
     P = args.threads
     engine(problem, min(args.trials, 2 * TRIAL_BLOCK), 1, "gaussian", P)  # warm-up
@@ -182,10 +257,10 @@ def main() -> None:
         for kind in KINDS:
             for t in (1, P):
                 for what, fn in (("roof", roofline), ("engine", None)):
-                    sec = (roofline(problem, steps, kind, t) if fn else
-                           engine(problem, args.trials, args.epochs, kind, t))
-                    key = (what, kind, t)
-                    best[key] = min(best.get(key, float("inf")), sec)
+                    sec, cpu = (roofline(problem, steps, kind, t) if fn else
+                                engine(problem, args.trials, args.epochs, kind, t))
+                    for key, v in (((what, kind, t), sec), ((f"{what}-cpu", kind, t), cpu)):
+                        best[key] = min(best.get(key, float("inf")), v)
         sec = torch_roofline(problem, steps)
         if sec is not None:
             best[("torch", "gaussian", 1)] = min(best.get(("torch", "gaussian", 1),
@@ -216,6 +291,10 @@ def main() -> None:
             rows.append((f"engine   ({tag}): trajectory-steps/s", f"{eng:,.0f}", ""))
             rows.append((f"engine / roofline ({tag})", f"{100 * eng / roof:.0f}%",
                          ">= 80%" if t == P and kind == "gaussian" else ""))
+            if t == 1:
+                cpu = rate[("engine-cpu", kind, 1)] / rate[("roof-cpu", kind, 1)]
+                rows.append((f"engine / roofline in CPU time ({tag}; other processes do not "
+                             "inflate it)", f"{100 * cpu:.0f}%", ""))
         rows.append((f"engine {P} threads / 1 thread ({kind})",
                      f"{rate[('engine', kind, P)] / rate[('engine', kind, 1)]:.2f}x", ""))
     g1, gP = rate[("engine", "gaussian", 1)], rate[("engine", "gaussian", P)]

@@ -12,7 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["write_text_atomic", "atomic_path", "jsonable", "dumps_json", "check_output",
-           "OutputExists", "write_text_exclusive", "read_json_object"]
+           "OutputExists", "write_text_exclusive", "read_json_object", "cache_dir"]
+
+
+def cache_dir() -> Path:
+    """``$HYBRIDCONV_CACHE`` or ``~/.cache/hybridconv`` (downloads, extracted data, the
+    theory's compiled expressions)."""
+    return Path(os.environ.get("HYBRIDCONV_CACHE", Path.home() / ".cache" / "hybridconv"))
 
 
 def jsonable(value: object) -> object:

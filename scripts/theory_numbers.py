@@ -10,6 +10,15 @@ smoothing bias (issue 16's "Done when"): rerun with ``python scripts/theory_numb
    d_y = 4, sigma_x = 1), simulated from the minimizer (64 trials, the second half of the run
    averaged) beside the closed form, against the bound as T -> infinity
    (``hybridconv.validate.floors``).
+4. The mutation pool's edge instances (``hybridconv.validate.mutate.instance_pool``, seed 0,
+   the pool of ``hybridconv check --mutations``): where each term carries the bound, and the
+   best a survivor's mutant is approached (``python scripts/theory_numbers.py --pool`` runs
+   this part alone, about a minute).
+5. LoRA's tightness against its certified region (``--lora`` runs this part alone): the
+   deterministic-like regime's worst instance of the tightness report (before the region
+   was searched) at region_scale 2 (the default) down to 1 (the smallest region holding the
+   start and the planted solution), with the search's step fractions and on the caps, and
+   over longer runs.
 """
 
 from __future__ import annotations
@@ -78,7 +87,82 @@ def floor_rows() -> None:
               f"{m / r.bound:.3f}")
 
 
+def pool_rows() -> None:
+    from hybridconv.theory.bound import compile_numeric
+    from hybridconv.validate.mutate import instance_pool, mutations
+
+    b = hybrid_bound()
+    pool = instance_pool(b, seed=0)
+    ok = (pool["ratio"] < 1 - 1e-9) & (pool["w_ratio"] < 1 - 1e-9)
+    print(f"mutation pool: {len(pool)} instances; real bound: largest empirical/bound "
+          f"{pool['ratio'].max():.4g} (min), {pool['w_ratio'].max():.4g} (weighted); "
+          f"{int((~ok).sum())} met with equality (one epoch, isotropic quadratic)")
+    args = [sym(k) for k in b.symbols]
+    num = compile_numeric(args, b.numerator)
+    sx = compile_numeric(args, b.terms["main:sigma_x^2"])
+    for _, r in pool[pool["floor_start"]].iterrows():
+        a = [r["values"][k] for k in b.symbols]
+        print(f"  ZO floor start ({r['epochs']} epochs): weighted empirical/bound "
+              f"{r['w_ratio']:.3f}, sigma_x^2 term {float(sx(*a)) / float(num(*a)):.3f} of B")
+    for _, r in pool[pool["epochs"] == 2].iterrows():
+        print(f"  two epochs of ZO noise ({r['family']}): weighted empirical/bound "
+              f"{r['w_ratio']:.3f}")
+    fo = pool[(pool["p_sigma_x"] == 0) & (pool["p_sigma_y"] == 5.0)]
+    for _, r in fo.iterrows():
+        print(f"  FO reshuffling floor ({r['family']}): weighted empirical/bound "
+              f"{r['w_ratio']:.4f}")
+    mutants = {m.name: m for m in mutations(b)}
+    for name, family in (("drop Theta from gamma", "hetero"), ("halve sigma_y^2", None),
+                         ("halve nu_0^2", None), ("halve beta^2", None)):
+        best = 0.0
+        for _, r in pool.iterrows():
+            if family and r["family"] != family:
+                continue
+            for measure, lo, ratio in (("min", "ci_lower", "ratio"),
+                                       ("weighted", "w_ci_lower", "w_ratio")):
+                value = mutants[name].bound.evaluate(check=False, measure=measure,
+                                                     **r["values"])
+                if r[ratio] < 1 - 1e-9 and value > 0:
+                    best = max(best, r[lo] / value)
+        where = f" on the {family} instances" if family else ""
+        print(f"  `{name}`: largest lower confidence bound / mutant{where} {best:.3f}")
+
+
+def lora_rows() -> None:
+    from hybridconv.problems import make_problem
+    from hybridconv.sim.runner import SimConfig
+    from hybridconv.validate.check import check
+    from hybridconv.validate.falsify import family_bound
+
+    b = family_bound("lora")
+    n, m, p, r, noise, mu, q, fracs = 30, 2, 1, 1, 0.0003777, 4.221e-06, 13, (0.3166, 0.06615)
+    print("LoRA, deterministic-like worst instance (n = 30, m = 2, p = 1, r = 1), weighted "
+          "empirical / bound against the certified region:")
+    for scale, T, (fx, fy) in ((2.0, 20, fracs), (2.0, 20, (1.0, 1.0)), (1.5, 20, (1.0, 1.0)),
+                               (1.2, 20, (1.0, 1.0)), (1.0, 20, fracs), (1.0, 20, (1.0, 1.0)),
+                               (2.0, 100, (1.0, 1.0)), (1.0, 100, (1.0, 1.0)),
+                               (1.0, 400, (1.0, 1.0))):
+        prob = make_problem("lora", n, m * p, r * (m + p), seed=0, m=m, p=p, r=r, noise=noise,
+                            region_scale=scale)
+        c = prob.constants()
+        ex, ey = b.admissible_steps(fx, fy, **c, mu=mu, q=q, n=n, T=T)
+        cfg = SimConfig(eta_x=ex, eta_y=ey, mu=mu, q=q, difference="forward", epochs=T,
+                        trials=32, seed=1)
+        v = check(b, prob, cfg, measure="weighted")
+        print(f"  region_scale {scale:g}, T = {T}, steps ({fx:g}, {fy:g}) of the caps: "
+              f"L_y {c['L_y']:.3g}, L_xy {c['L_xy']:.3g}, sigma_x^2 {c['sigma_x']**2:.3g}: "
+              f"ratio {v.ratio:.3f}")
+
+
 if __name__ == "__main__":
-    beta_rows()
-    cap_rows()
-    floor_rows()
+    import sys
+
+    if "--lora" in sys.argv:
+        lora_rows()
+        sys.exit()
+    if "--pool" not in sys.argv:
+        beta_rows()
+        cap_rows()
+        floor_rows()
+    pool_rows()
+    lora_rows()

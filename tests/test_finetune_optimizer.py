@@ -376,6 +376,65 @@ def test_a_forked_child_steps_with_its_own_thread_pool(monkeypatch):
     assert not hung and proc.exitcode == 0
 
 
+@pytest.mark.parametrize("kind,q,dtype,threads", [
+    ("gaussian", 1, torch.float32, 2), ("sphere", 2, torch.float32, 3),
+    ("rademacher", 1, torch.float32, 1), ("gaussian", 2, torch.bfloat16, 2)])
+def test_pieces_shared_by_the_moves_change_nothing(monkeypatch, kind, q, dtype, threads):
+    """A step's moves reuse the piece each worker still holds (PieceCache): the weights, the
+    log and a replay are bit for bit those of regenerating every piece, and fewer pieces are
+    generated. Small pieces, so that the small net has several per tensor."""
+    from hybridconv.finetune import directions, optimizer
+
+    monkeypatch.setattr(directions, "CHUNK", 16)
+    monkeypatch.setattr(optimizer, "CHUNK", 16)
+    calls = []
+    piece = TorchDirections.piece
+
+    def counted(self, *args):
+        calls.append(1)
+        return piece(self, *args)
+
+    monkeypatch.setattr(TorchDirections, "piece", counted)
+    runs = []
+    for cached in (False, True):
+        net = Net(dtype=dtype)
+        initial = copy.deepcopy(net)
+        opt = _opt(net, q=q, directions=kind, threads=threads)
+        if not cached:
+            opt._pieces = None
+        calls.clear()
+        _train(net, opt, 3)
+        runs.append((net, opt, len(calls), initial))
+    (plain, o0, n0, _), (shared, o1, n1, initial) = runs
+    for a, b in zip(plain.parameters(), shared.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert o0.log.to_dict() == o1.log.to_dict()
+    assert o1._pieces.reused > 0 and n1 < n0
+    for a, b in zip(replay(initial, o1.log), _zo(shared), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_source_that_returns_its_own_pieces_is_copied(monkeypatch):
+    """A parallel DirectionSource whose ``piece`` returns a new tensor instead of filling
+    ``out`` gives the same weights as one that fills it (the shared pieces hold its values)."""
+    from hybridconv.finetune import directions, optimizer
+
+    monkeypatch.setattr(directions, "CHUNK", 16)
+    monkeypatch.setattr(optimizer, "CHUNK", 16)
+
+    class Fresh(TorchDirections):
+        def piece(self, seed, k, i, c, out):
+            return super().piece(seed, k, i, c, torch.empty_like(out))
+
+    nets = []
+    for source in (TorchDirections(), Fresh()):
+        net = Net()
+        _train(net, _opt(net, directions=source, threads=2), 2)
+        nets.append(net)
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_forward_difference_with_shared_gradient_moves_the_block():
     """Review finding: with q = 1 and the fused restore, forward + shared once took f0 at the
     perturbed point (pg = 0). The clean pass now comes first and gives the FO gradient."""

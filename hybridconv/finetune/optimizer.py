@@ -221,6 +221,7 @@ class HybridZOFO(torch.optim.Optimizer):
         if threads is not None:
             threads = spec.validate("threads", threads)
         self.threads = threads or default_threads(zo)
+        self._pieces = PieceCache()  # pieces shared by a step's moves (not state: a cache)
         if any(not p.is_contiguous() for p in zo):
             raise ValueError("ZO parameters must be contiguous tensors")
         for g in self.param_groups:
@@ -293,7 +294,7 @@ class HybridZOFO(torch.optim.Optimizer):
         """Move the ZO block from x + old u_k to x + new u_k (recorded for failed steps)."""
         self._moves.append((k, new, old))
         _set_offset(self.zo_params(), self._master, self.directions, seed, k, new, old,
-                    self.threads)
+                    self.threads, self._pieces)
 
     # --- the step -------------------------------------------------------------------------
     def _call(self, closure: Callable[[], torch.Tensor], grad: bool) -> torch.Tensor:
@@ -414,7 +415,7 @@ class HybridZOFO(torch.optim.Optimizer):
         if zo:
             lrs = self._zo_lrs()
             _zo_update(zo, self._master, self.directions, seed, pgs, lrs, cur,
-                       self.threads)
+                       self.threads, self._pieces)
             self.log.entries.append({"step": self.steps, "seed": seed,
                                      "projected_grads": pgs, "loss": loss,
                                      "lr_x": sorted(set(lrs)) if len(set(lrs)) == 1 else lrs})
@@ -564,16 +565,46 @@ def _scratch(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tens
     return buf[:numel]
 
 
+class PieceCache:
+    """The pieces a step's moves can share: one piece-sized buffer per worker slot (bin of
+    :func:`_partition`) and dtype, and which piece of which direction it holds.
+
+    A central step moves the ZO block three times along the same u_k (to x + mu u_k, to
+    x - mu u_k, back to x with the update folded in), each move regenerating every piece. With
+    a cache, each worker ends a move with its largest piece still in its buffer and begins
+    the next move with it, skipping its regeneration; the values are the same (the piece is a
+    function of its seed alone), so the results are bit for bit those without the cache
+    (tested), and the memory is what the workers' scratch buffers already took. Owned by one
+    optimizer (or one :func:`replay`), used by one step at a time.
+    """
+
+    def __init__(self) -> None:
+        self._slots: dict[tuple[int, torch.dtype, torch.device], list[Any]] = {}
+        self.reused = 0
+        """Elements whose generation a move skipped (cumulative; for tests and benchmarks)."""
+
+    def slot(self, j: int, numel: int, dtype: torch.dtype, device: torch.device) -> list[Any]:
+        """``[buffer, key]`` of worker slot ``j`` (buffer at least ``numel`` long)."""
+        s = self._slots.get((j, dtype, device))
+        if s is None or s[0].numel() < numel:
+            s = self._slots[(j, dtype, device)] = [
+                torch.empty(numel, dtype=dtype, device=device), None]
+        return s
+
+
 def _for_each(zo: Sequence[torch.Tensor], master: Sequence[torch.Tensor | None],
               directions: DirectionSource, seed: int, k: int,
               fn: Callable[[int, torch.Tensor, torch.Tensor | None, torch.Tensor], None],
-              threads: int) -> None:
+              threads: int, cache: PieceCache | None = None) -> None:
     """Call ``fn(i, p, master, u)`` on flat slices: every piece of every ZO tensor with its
-    piece u of direction k.
+    piece u of direction k (``fn`` must not modify u).
 
-    Memory: each of the ``w`` pool threads holds one piece-sized scratch buffer, and ``w`` is
-    capped so that ``w * min(CHUNK, largest)`` stays within the largest tensor: the
-    perturbation never needs more extra memory than the largest single parameter tensor."""
+    Memory: each of the ``w`` workers holds one piece-sized scratch buffer (a pool thread's
+    own, or with ``cache`` the cache's slot of its bin), and ``w`` is capped so that
+    ``w * min(CHUNK, largest)`` stays within the largest tensor: the perturbation never needs
+    more extra memory than the largest single parameter tensor. With ``cache``, a worker first
+    uses the piece its slot still holds from the previous move (when it is one of this move's)
+    and fills its other pieces smallest first, so that its largest stays for the next move."""
     dtype = torch.float32 if any(m is not None for m in master) else None
     if not directions.parallel:
         parts = directions.generate(seed, k, zo, dtype)
@@ -594,20 +625,54 @@ def _for_each(zo: Sequence[torch.Tensor], master: Sequence[torch.Tensor | None],
             fn(i, p.view(-1)[a:b], None if m is None else m.view(-1)[a:b],
                u.mul_(c) if c != 1.0 else u)
 
-    if w <= 1 or len(units) == 1:
-        work(units)
+    def work_cached(j: int, us: list[tuple[int, int, int, int]]) -> int:
+        reused = 0
+        slots = {}
+        for i, _, a, b in us:  # this bin's slot per dtype, long enough for its pieces
+            key = (dtype or zo[i].dtype, zo[i].device)
+            slots[key] = max(slots.get(key, 0), b - a)
+        slots = {key: cache.slot(j, n, *key) for key, n in slots.items()}
+        tag = (id(directions), seed, k, c)
+        held = {s[1] for s in slots.values()}
+        us = sorted(us, key=lambda t: ((*tag, *t) not in held, t[3] - t[2]))
+        for i, ci, a, b in us:
+            p, m = zo[i], master[i]
+            s = slots[(dtype or p.dtype, p.device)]
+            u, key = s[0][:b - a], (*tag, i, ci, a, b)
+            if s[1] == key:
+                reused += b - a
+            else:
+                s[1] = None  # (a fill that raises leaves no stale key)
+                v = directions.piece(seed, k, i, ci, u)
+                if v.data_ptr() != u.data_ptr():  # a source that returned its own tensor
+                    u.copy_(v.reshape(-1))
+                if c != 1.0:
+                    u.mul_(c)
+                s[1] = key
+            fn(i, p.view(-1)[a:b], None if m is None else m.view(-1)[a:b], u)
+        return reused
+
+    bins = [units] if w <= 1 or len(units) == 1 else _partition(units, w)
+    if len(bins) == 1:
+        if cache is None:
+            work(bins[0])
+        else:
+            cache.reused += work_cached(0, bins[0])
         return
     pool = _POOLS.get(w)
     if pool is None:
         pool = _POOLS[w] = ThreadPoolExecutor(w, thread_name_prefix="hybridzo")
-    for f in [pool.submit(work, b) for b in _partition(units, w)]:
-        f.result()
+    futures = [pool.submit(work_cached, j, b) if cache is not None else pool.submit(work, b)
+               for j, b in enumerate(bins)]
+    done = [f.result() for f in futures]
+    if cache is not None:
+        cache.reused += sum(done)
 
 
 @torch.no_grad()
 def _set_offset(zo: Sequence[torch.Tensor], master: Sequence[torch.Tensor | None],
                 directions: DirectionSource, seed: int, k: int, new: float,
-                old: float, threads: int = 1) -> None:
+                old: float, threads: int = 1, cache: PieceCache | None = None) -> None:
     """Move the ZO block from x + old u_k to x + new u_k."""
     if new == 0.0 and all(m is not None for m in master):
         _restore_exact(zo, master)  # exact; no direction needed
@@ -621,7 +686,7 @@ def _set_offset(zo: Sequence[torch.Tensor], master: Sequence[torch.Tensor | None
         else:
             p.copy_(torch.add(m, u, alpha=new))
 
-    _for_each(zo, master, directions, seed, k, fn, threads)
+    _for_each(zo, master, directions, seed, k, fn, threads, cache)
 
 
 @torch.no_grad()
@@ -634,7 +699,8 @@ def _restore_exact(zo: Sequence[torch.Tensor], master: Sequence[torch.Tensor | N
 @torch.no_grad()
 def _zo_update(zo: Sequence[torch.Tensor], master: Sequence[torch.Tensor | None],
                directions: DirectionSource, seed: int, pgs: Sequence[float],
-               lrs: Sequence[float], offset: float = 0.0, threads: int = 1) -> None:
+               lrs: Sequence[float], offset: float = 0.0, threads: int = 1,
+               cache: PieceCache | None = None) -> None:
     """x <- x - lr (1/q) sum_k pg_k u_k, one direction at a time (u regenerated).
 
     ``offset``: the block still sits at x + offset u_{q-1} (the last direction's restore was
@@ -647,7 +713,7 @@ def _zo_update(zo: Sequence[torch.Tensor], master: Sequence[torch.Tensor | None]
             t = p if m is None else m
             t.add_(u if u.dtype == t.dtype else u.to(t.dtype), alpha=-lrs[i] * pg / q - back)
 
-        _for_each(zo, master, directions, seed, k, fn, threads)
+        _for_each(zo, master, directions, seed, k, fn, threads, cache)
     _restore_exact(zo, master)
 
 
@@ -679,24 +745,25 @@ def replay(initial: torch.nn.Module | Sequence[torch.Tensor], log: ZOLog | dict[
               for p, m in zip(zo, log.master, strict=True)]
     mu = log.mu
     fuse = not any(log.master)
+    cache = PieceCache()
     for e in log.entries:
         if e.get("failed"):  # a step that raised: repeat its moves, nothing else
             for k, new, old in e["moves"]:
-                _set_offset(zo, master, directions, e["seed"], k, new, old)
+                _set_offset(zo, master, directions, e["seed"], k, new, old, cache=cache)
             continue
         seed, pgs = e["seed"], e["projected_grads"]
         lrs = e["lr_x"] * len(zo) if len(e["lr_x"]) == 1 else e["lr_x"]
         offset = 0.0
         for k in range(len(pgs)):
             last = fuse and k == len(pgs) - 1
-            _set_offset(zo, master, directions, seed, k, mu, 0.0)
+            _set_offset(zo, master, directions, seed, k, mu, 0.0, cache=cache)
             cur = mu
             if log.difference == "central":
-                _set_offset(zo, master, directions, seed, k, -mu, mu)
+                _set_offset(zo, master, directions, seed, k, -mu, mu, cache=cache)
                 cur = -mu
             if last:
                 offset = cur
             else:
-                _set_offset(zo, master, directions, seed, k, 0.0, cur)
-        _zo_update(zo, master, directions, seed, pgs, lrs, offset)
+                _set_offset(zo, master, directions, seed, k, 0.0, cur, cache=cache)
+        _zo_update(zo, master, directions, seed, pgs, lrs, offset, cache=cache)
     return zo

@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import spec
-from .._io import write_text_atomic
+from .._io import cache_dir, write_text_atomic
 
 __all__ = ["TASKS", "Example", "Task", "load_task", "available", "package_file", "cache_dir",
            "fetch_winogrande", "parse_winogrande"]
@@ -105,11 +105,6 @@ def package_file(package: str, relative: str) -> Path:
     if not path.exists():
         raise ValueError(f"{path} is missing from package {package!r}")
     return path
-
-
-def cache_dir() -> Path:
-    """``$HYBRIDCONV_CACHE`` or ``~/.cache/hybridconv``."""
-    return Path(os.environ.get("HYBRIDCONV_CACHE", Path.home() / ".cache" / "hybridconv"))
 
 
 def _hold_out_test(exs: list[Example], size: int = 1000) -> tuple[list[Example], list[Example]]:

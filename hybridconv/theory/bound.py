@@ -12,6 +12,7 @@ sympy alone; this module imports numpy lazily for its vectorized evaluators.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -57,7 +58,8 @@ def compile_numeric(args: tuple[sp.Symbol, ...] | list[sp.Symbol], expr: object,
 
     The table symbols have LaTeX names (``\\eta_x``), which make lambdify rename them with a
     ``subs`` over the whole expression (slow on expressions with unevaluated Min and Max);
-    here they are renamed once with an unevaluating replacement.
+    here they are renamed once with an unevaluating replacement. The generated source (with
+    common subexpressions eliminated) is kept between processes (:func:`_stored_source`).
     """
     plain = [sp.Symbol(f"a{i}", real=True) for i in range(len(args))]
     mapping = dict(zip(args, plain, strict=True))
@@ -65,7 +67,76 @@ def compile_numeric(args: tuple[sp.Symbol, ...] | list[sp.Symbol], expr: object,
         renamed = tuple(_replace(sp.sympify(e), mapping) for e in expr)
     else:
         renamed = _replace(sp.sympify(expr), mapping)
-    return sp.lambdify(plain, renamed, modules=modules, dummify=False, cse=True)
+    return _stored_source(plain, renamed, modules)
+
+
+_SOURCE_FORMAT = 1
+"""Version of the stored-source layout (part of the key)."""
+
+
+@functools.cache
+def _namespace(modules: str) -> dict[str, object]:
+    """lambdify's global namespace for ``modules`` (the one every generated function gets)."""
+    return sp.lambdify([], sp.Integer(0), modules=modules).__globals__
+
+
+def _stored_source(args: list[sp.Symbol], expr: object,
+                   modules: str) -> Callable[..., object]:
+    """``sympy.lambdify(args, expr, modules, cse=True)``, its generated source kept on disk.
+
+    Eliminating common subexpressions and printing the code are most of the time of a
+    ``hybridconv theory bound`` call (about 1.5 s of it; the derivation takes about 0.5 s),
+    and they give the same source every time. The source is stored as JSON under
+    ``cache_dir()/lambdify/`` keyed by the SHA-256 of sympy's version, ``modules`` and the
+    pickled arguments and expression (the whole expression, not a name: a changed theorem is
+    a different key, so the store cannot go stale; pickling takes well under a millisecond
+    where ``srepr`` took 0.7 s). Cold or warm, the function is executed from that source in
+    lambdify's namespace for ``modules`` (plus the few names the source imports, recorded
+    with it), so both compile the same code and give the same numbers. A store that cannot be
+    read, written or executed is skipped (lambdify is run again). The store is executed as
+    code: it is the user's own cache folder, trusted like the package itself.
+    """
+    import hashlib
+    import importlib
+    import inspect
+    import json
+    import pickle
+
+    from .._io import cache_dir, write_text_atomic
+
+    base = _namespace(modules)
+
+    def build(record: dict) -> Callable[..., object]:
+        namespace = dict(base)
+        for name, (module, attr) in record["imports"].items():
+            namespace[name] = getattr(importlib.import_module(module), attr)
+        local: dict[str, object] = {}
+        exec(compile(record["source"], "<hybridconv-compiled>", "exec"), namespace, local)
+        return local["_lambdifygenerated"]
+
+    key = hashlib.sha256(f"{_SOURCE_FORMAT}\n{sp.__version__}\n{modules}\n".encode())
+    key.update(pickle.dumps((tuple(args), expr), protocol=4))
+    path = cache_dir() / "lambdify" / f"{key.hexdigest()}.json"
+    try:
+        return build(json.loads(path.read_text()))
+    except Exception:  # absent, unreadable or not executable here: generate it again
+        pass
+    f = sp.lambdify(args, expr, modules=modules, dummify=False, cse=True)
+    imports = {}
+    for name in f.__code__.co_names:
+        if name not in base and name in f.__globals__:
+            obj = f.__globals__[name]
+            imports[name] = (obj.__module__, obj.__name__)
+    record = {"source": inspect.getsource(f), "imports": imports}
+    try:
+        fn = build(record)
+    except Exception:  # the source does not run outside lambdify: use lambdify's function
+        return f
+    try:
+        write_text_atomic(path, json.dumps(record))
+    except OSError:
+        pass
+    return fn
 
 
 def _special_cases() -> dict[str, dict[str, sp.Expr]]:
@@ -362,11 +433,11 @@ class Bound:
         v = self._values(values)
         args = [np.float64(v[s]) for s in self._args]  # overflow gives inf, not an exception
         bad = []
-        for text, f in zip(self._cond_texts, self._cond_fns, strict=True):
+        for i, f in enumerate(self._cond_fns):
             with np.errstate(all="ignore"):
                 lhs, rhs = (float(x) for x in f(*args))
-            if not lhs <= rhs + 1e-12 * abs(rhs):
-                bad.append(f"{text} (got {lhs:.6g} > {rhs:.6g})")
+            if not lhs <= rhs + 1e-12 * abs(rhs):  # printed only when broken (0.25 s for all)
+                bad.append(f"{self._cond_texts[i]} (got {lhs:.6g} > {rhs:.6g})")
         return bad
 
     @cached_property
@@ -1033,7 +1104,26 @@ def hybrid_bound(*, assumption: str = "h1", directions: str = "gaussian",
         directions: ``"gaussian"``, ``"sphere"`` or ``"rademacher"``.
         difference: ``"central"`` or ``"forward"``.
         version: ``"sharp"`` (default) or ``"v1"`` (the first theorem, H1 and H1-gen only).
+
+    The bound is derived and compiled once per process and options (later calls return the
+    same immutable object); the compiled functions' source is also kept on disk between
+    processes (:func:`compile_numeric`).
     """
+    options = (assumption, directions, difference, version)
+    if all(isinstance(o, str) for o in options):
+        return _hybrid_bound(*options)
+    return _derive_bound(*options)  # refuses the options with a ValueError naming them
+
+
+@functools.cache
+def _hybrid_bound(assumption: str, directions: str, difference: str, version: str) -> Bound:
+    """One derivation and one set of compiled functions per process and options: a Bound is
+    immutable (its compiled functions are cached properties), so every caller shares it."""
+    return _derive_bound(assumption, directions, difference, version)
+
+
+def _derive_bound(assumption: object, directions: object, difference: object,
+                  version: object) -> Bound:
     from .assumptions import ZOEstimator
 
     est = ZOEstimator(directions, difference)

@@ -49,7 +49,7 @@ FAMILY_SPACES: dict[str, dict[str, tuple[float, float, str]]] = {
                   "ridge": (0.05, 1.0, "log"), "G_margin": (1.05, 3.0, "log")},
     "lora": {**{k: v for k, v in _COMMON.items() if k not in ("d_x", "d_y")},
              "m": (1, 6, "logint"), "p": (1, 6, "logint"), "r": (1, 3, "logint"),
-             "noise": (1e-3, 1.0, "log")},
+             "noise": (1e-3, 1.0, "log"), "region_scale": (1.0, 4.0, "log")},
     "hetero": {**_COMMON, **_QUAD, "hetero_rel": (1e-2, 3.0, "log")},
     "lowrank": {**_COMMON, **{k: v for k, v in _QUAD.items() if k != "m_x"},
                 "d_x": (8, 128, "logint"), "rank": (1, 8, "logint"),
@@ -58,7 +58,9 @@ FAMILY_SPACES: dict[str, dict[str, tuple[float, float, str]]] = {
 """Per family, the searched parameters with their ranges. ``forward`` > 1/2 selects forward
 differences (the bound's constants are the same for both differences). ``hetero_rel`` is the
 component Hessians' spread relative to sqrt(m_x m_y); ``G_margin`` is the gensmooth gradient
-level G over its value at the start."""
+level G over its value at the start; ``region_scale`` is the LoRA region's radii over the
+largest norm among the start and the planted solution (a tighter region certifies smaller
+constants; a run that leaves it is refused)."""
 
 FAMILY_BOUNDS: dict[str, tuple[str, str]] = {
     "quadratic": ("h1", "gaussian"), "nonconvex": ("h1", "gaussian"),
@@ -148,7 +150,8 @@ def build_instance(family: str, p: dict[str, float], bound: Bound, *, epochs: in
     if family == "lora":
         m, pp, r = int(p["m"]), int(p["p"]), int(p["r"])
         problem = make_problem("lora", n, m * pp, r * (m + pp), seed=problem_seed, m=m, p=pp,
-                               r=r, noise=p["noise"])
+                               r=r, noise=p["noise"],
+                               region_scale=p.get("region_scale", 2.0))
     else:
         L_y = p["L_y"]
         m_y = p["m_y_rel"] * L_y
