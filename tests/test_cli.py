@@ -301,6 +301,7 @@ def test_check_prints_the_verdict_and_the_falsifier_its_worst(capsys, monkeypatc
                         "8", "--epochs", "3", "--confidence", "0.9", "--json")
     d = json.loads(text)
     assert (d["trials"], d["epochs"], d["confidence"], d["family"]) == (8, 3, 0.9, "quadratic")
+    assert d["eta_x"] > 0 and d["eta_y"] > 0  # the step sizes checked (admissible ones here)
     assert lines[1] == (f"empirical {d['empirical']:.6g} (one-sided CI [{d['ci_lower']:.6g}, "
                         f"{d['ci_upper']:.6g}]) vs bound {d['bound']:.6g}: ratio "
                         f"{d['ratio']:.4g}")

@@ -290,6 +290,8 @@ REFUSALS = [
     *[(["experiment", "a.toml", "--dry-run", *extra], f"{extra[0]} has no effect with "
        "--dry-run (it runs nothing)")
       for extra in (["--workers", "2"], ["--backend", "dask"], ["--address", "tcp://h:1"])],
+    (["experiment", "a.toml", "--address", "tcp://h:1"], "--address has no effect with the "
+     "local backend; add --backend dask or --backend ray"),
     (["experiment", "a.toml", "--report", "{f}/r.md"], "--report {f}/r.md: {f} is a file, not "
      "a directory"),
     (["experiment", "a.toml", "--report", "r.md", "--figure", "{f}/f.png"],
@@ -593,6 +595,42 @@ def test_complexity_side_by_side_with_the_papers_claim(capsys, monkeypatch):
         "expectation no delta"]
 
 
+def test_steps_text_names_every_active_condition_and_refuses_a_non_finite_rate(capsys,
+                                                                            monkeypatch):
+    """``theory steps`` prints the conditions active at the optimum, all of them; a rate that
+    overflows is one line naming the largest value given. (A stand-in theorem: two active
+    conditions need a search over the values.)"""
+    import dataclasses
+    from types import SimpleNamespace
+
+    import hybridconv.theory.bound as bound_mod
+    from hybridconv.theory.bound import StepSizes
+
+    steps = [StepSizes(1e-3, 2.5e-2, 0.5, 2e-3, 1.25, 25.0, 2.5, ("C1", "C3"),
+                       "min_t E||grad F||^2")]
+    seen = []
+
+    def optimal(weights, **values):
+        seen.append((weights, values))
+        return steps[0]
+
+    stand_in = SimpleNamespace(optimal_step_sizes=optimal)
+    monkeypatch.setattr(bound_mod, "hybrid_bound", lambda **kw: stand_in)
+    code, out, _ = run(capsys, "theory", "steps", "--set", "n=16", "--set", "L_x=1e300")
+    assert code == 0 and seen == [((1.0, 1.0), {"n": 16.0, "L_x": 1e300})]
+    assert out.splitlines() == [
+        "measure: min_t E||grad F||^2",
+        "two rates:  eta_x = 0.001, eta_y = 0.025 (eta_y/eta_x = 25), bound = 0.5",
+        "one rate:   eta = 0.002, bound = 1.25",
+        "gain of two rates: 2.5x; active conditions: C1, C3"]
+    fine = steps[0]
+    for what in ("eta_x", "eta_y", "eta", "bound_two_rates", "bound_single_rate"):
+        steps[0] = dataclasses.replace(fine, **{what: float("inf")})
+        assert error_of(capsys, "theory", "steps", "--set", "n=16", "--set", "L_x=1e300") == (
+            f"--set values: {what} is not finite at these values (float64 overflows); the "
+            "largest is L_x=1e+300")
+
+
 def test_steps_compare_builds_the_stated_problem_and_prints_the_comparison(monkeypatch,
                                                                           capsys):
     """``theory steps --compare``: the measured problem's size, mu and q come from --set
@@ -711,9 +749,11 @@ def test_check_report_lists_the_files_it_wrote(monkeypatch, capsys, tmp_path):
         "rows": 2, "max_ratio": 0.5,
         "files": [str(docs / "tightness.md"), str(docs / "tightness.csv")]}
     docs.mkdir()
-    (docs / "tightness.csv").write_text("old")
-    assert error_of(capsys, "check", "--report", "--out-dir", str(tmp_path)) == (
-        f"{docs / 'tightness.csv'} exists; pass --force to overwrite it")
+    for name in ("tightness.md", "tightness.csv"):  # each of the two is kept
+        (docs / name).write_text("old")
+        assert error_of(capsys, "check", "--report", "--out-dir", str(tmp_path)) == (
+            f"{docs / name} exists; pass --force to overwrite it")
+        (docs / name).unlink()
 
 
 def test_simulate_says_what_it_wrote(capsys, tmp_path):
@@ -758,10 +798,16 @@ def test_simulate_cannot_write_after_the_run_is_one_line(error, line, monkeypatc
 def test_simulate_names_the_option_of_a_config_error_as_typed(monkeypatch, capsys, tmp_path):
     import hybridconv.sim.runner as runner
 
+    bars = []
+
     def refuse(problem, config, progress=True):
+        bars.append(progress)
         raise ValueError("eta_x must be below 2 / L_x = 0.5 for this problem, got 0.7")
 
     monkeypatch.setattr(runner, "simulate", refuse)
+    error_of(capsys, "simulate", "--out", str(tmp_path / "s.csv"), "--no-progress")
+    error_of(capsys, "simulate", "--out", str(tmp_path / "s.csv"))
+    assert bars == [False, True]  # the bar unless --no-progress
     assert error_of(capsys, "simulate", "--lr-x", "0.7", "--out", str(tmp_path / "s.csv")) == (
         "--lr-x must be below 2 / L_x = 0.5 for this problem, got 0.7")
 
