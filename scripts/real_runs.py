@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -25,6 +26,99 @@ from hybridconv._io import write_text_atomic  # noqa: E402
 
 def _g(x: float, digits: int = 3) -> str:
     return "n/a" if not (isinstance(x, float | int) and math.isfinite(x)) else f"{x:.{digits}g}"
+
+
+RUNS = ROOT / "docs" / "data" / "real-runs"
+"""The small files (config, results, diagnostics, steps; not the checkpoint) of the two runs at
+the default setting, as ``hybridconv finetune`` wrote them (the commands are in the section)."""
+GOT = re.compile(r"^(C[0-9][xy]?):.*\(got ([^ ]+) > ([^ )]+)\)$")
+
+
+def _factors(violated: list[str]) -> dict[str, float]:
+    """How far each failed condition C1-C3 is from holding: got / allowed, from check-run's
+    lines (``C2: ... (got 97.1 > 0.5)``)."""
+    out = {}
+    for line in violated:
+        m = GOT.match(line)
+        if m and m.group(1) in ("C1", "C2", "C3") and float(m.group(3)) > 0:
+            out[m.group(1)] = float(m.group(2)) / float(m.group(3))
+    return out
+
+
+def default_setting_section() -> list[str]:
+    """The default setting (512 examples per class, 64 steps an epoch, 2 epochs): the run that
+    learns at the default rates, and the same run at the largest rates the theorem admits with
+    the constants the first one measured. Empty if their folders are not in docs/data."""
+    from hybridconv.validate.realrun import check_run
+
+    runs = {name: RUNS / name for name in ("learns", "admissible")}
+    if not all((d / "diagnostics.json").exists() for d in runs.values()):
+        return []
+    checks = {name: check_run(d) for name, d in runs.items()}
+    res = {name: json.loads((d / "results.json").read_text()) for name, d in runs.items()}
+    learns = checks["learns"]
+    start = res["admissible"]["curve"][0]
+    test = res["learns"]["task"]["test_per_class"]
+    majority = max(test) / sum(test)
+    lines = [
+        "",
+        "## The default setting: a run that learns, and a run the theorem speaks about",
+        "",
+        "Both runs: MiniLM on mr, hybrid, 512 examples per class, batch 16 (n = 64 steps an "
+        "epoch), 2 epochs, seed 0, diagnostics on 32 training examples with 8 probes. The first "
+        "uses the default (dev-tuned) rates; the second the largest rates the theorem admits "
+        "(H1) at the constants the first measured after its first epoch. Their small files are "
+        "in docs/data/real-runs/ (`hybridconv check-run docs/data/real-runs/learns` reprints "
+        "its check):",
+        "",
+        "```console",
+        "$ hybridconv finetune --model minilm --task mr --method hybrid --seed 0 "
+        "--diagnostics-every 1 --out runs/mr-diag-learns",
+        f"$ hybridconv finetune --model minilm --task mr --method hybrid --seed 0 "
+        f"--eta-x {res['admissible']['resolved']['lr_x']:g} "
+        f"--eta-y {res['admissible']['resolved']['lr_y']:g} --diagnostics-every 2 "
+        "--out runs/mr-diag-admissible",
+        "```",
+        "",
+        f"| run | eta_x | eta_y | test accuracy (majority {majority:.3f}) | test loss | "
+        "conditions (H1) | bound / measured, H1 | ER | adapter, H1 | adapter, ER |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, rc in checks.items():
+        r = res[name]
+        f = _factors(rc.violated)
+        cond = "all hold" if not rc.violated else "; ".join(
+            f"{k} fails by {x:.3g}x" for k, x in sorted(f.items())) or \
+            f"{len(rc.violated)} fail"
+        ratios = [rc.ratios.get(k, math.nan) for k in
+                  ("h1", "effective-rank", "h1 adapter", "effective-rank adapter")]
+        lines.append(f"| {name} | {r['resolved']['lr_x']:.3g} | {r['resolved']['lr_y']:.3g} | "
+                     f"{r['accuracy']:.3f} | {r['test_loss']:.4f} | {cond} | "
+                     + " | ".join(_g(x) for x in ratios) + " |")
+    fl = _factors(learns.violated)
+    lines += [
+        "",
+        f"The run that learns (test accuracy {res['learns']['accuracy']:.3f} against a "
+        f"majority of {majority:.3f}) measured L_x = {_g(learns.values['L_x'])}, L_y = "
+        f"{_g(learns.values['L_y'])}, L_xy = {_g(learns.values['L_xy'])} after its first "
+        f"epoch. At its rates the step-size conditions fail: "
+        + ", ".join(f"{k} by {x:.3g}x" for k, x in sorted(fl.items()))
+        + f"; the largest admissible rates are eta_x = {_g(learns.admissible['eta_x'])} and "
+        f"eta_y = {_g(learns.admissible['eta_y'])}. The run at those rates ends at test "
+        f"accuracy {res['admissible']['accuracy']:.3f} and test loss "
+        f"{res['admissible']['test_loss']:.4f} (from {start['test_loss']:.4f} at the start), "
+        "and there the bound holds its claim: bound / measured in the table.",
+        "",
+        "Why no bound of this form can speak about the run that learns: C2, eta_y n (L_y + "
+        "L_xy) <= 1/2, is the random-reshuffling step cap (MKR's 1/(2 L n) when d_x = 0), and "
+        "every term of the bound is divided by a descent coefficient that it keeps positive. "
+        "With n = 64 steps an epoch and the curvature these runs meet, the cap is "
+        f"{fl.get('C2', math.nan):.3g} times below the rate that learns in 2 epochs. So at the "
+        "rates where the bound holds, the run does not learn in its budget, and at the rates "
+        "where it learns, no bound with this step cap claims anything: the gap is the cap "
+        "(per epoch, n steps at the worst-case curvature), not the bound's terms.",
+    ]
+    return lines
 
 
 def main() -> None:
@@ -185,6 +279,7 @@ def main() -> None:
         "ratios weakly; a p-value above 0.05 means no significant difference.",
         "",
     ]
+    lines += default_setting_section()
     write_text_atomic(ROOT / "docs" / "real-runs.md", "\n".join(lines))
     print("wrote docs/real-runs.md")
 

@@ -160,9 +160,9 @@ def test_cli_fine_tunes_minilm_on_mr_with_the_hybrid_offline(tmp_path, capsys):
 @pytest.mark.parametrize("method", ["hybrid", pytest.param("fo-lora", marks=pytest.mark.slow)])
 def test_resume_is_bit_identical(tmp_path, method):
     cfg = dict(TINY, method=method, fo_optimizer="adam", lr_y=1e-3)
-    straight = finetune(FinetuneConfig(epochs=3, **cfg), tmp_path / "a", progress=False)
+    straight = finetune(FinetuneConfig(epochs=2, **cfg), tmp_path / "a", progress=False)
     finetune(FinetuneConfig(epochs=1, **cfg), tmp_path / "b", progress=False)
-    resumed = finetune(FinetuneConfig(epochs=3, **cfg), tmp_path / "b", resume=True,
+    resumed = finetune(FinetuneConfig(epochs=2, **cfg), tmp_path / "b", resume=True,
                        progress=False)
     assert (tmp_path / "a" / "steps.csv").read_text() == (tmp_path / "b" / "steps.csv"
                                                            ).read_text()
