@@ -201,8 +201,12 @@ def merged(rows: list[dict[str, str]], path: Path) -> list[dict[str, str]]:
     if path.exists():
         with path.open(newline="") as f:
             kept = [r for r in csv.DictReader(f) if r["module"] not in tested]
-    untested = {r["module"] for r in kept}
-    return [r for r in rows if r["module"] not in untested] + kept
+    by_module: dict[str, list[dict[str, str]]] = {}
+    for r in rows:
+        by_module.setdefault(r["module"], []).append(r)
+    for module in {r["module"] for r in kept}:  # the CSV's rows for it, in its place
+        by_module[module] = [r for r in kept if r["module"] == module]
+    return [r for rs in by_module.values() for r in rs]
 
 
 def in_sample(rows: list[dict[str, str]], names: set[str]) -> list[dict[str, str]]:
