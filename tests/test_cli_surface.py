@@ -1020,7 +1020,7 @@ def test_experiment_errors_name_the_spec_file_once(fake_sweeps, monkeypatch, cap
         "peft is not installed: pip install -e '.[llm]' and pip install --no-deps -r "
         "requirements-data.txt")
     monkeypatch.undo()
-    monkeypatch.setattr(spec_mod, "load_spec", lambda p: SimpleNamespaceSweep(p))
+    monkeypatch.setattr(spec_mod, "load_spec", lambda p: _EmptySweep(p))
     monkeypatch.setattr(runner, "finished_runs", lambda path: set())
 
     def refuse(s, **kw):
@@ -1032,7 +1032,7 @@ def test_experiment_errors_name_the_spec_file_once(fake_sweeps, monkeypatch, cap
         "hybridconv: error: --workers must be an integer >= 1, got 0\n")
 
 
-class SimpleNamespaceSweep:
+class _EmptySweep:
     """A sweep with no runs."""
 
     def __init__(self, path: str):
