@@ -205,13 +205,14 @@ DIRECTIONS = Choice(
                              "bias_lemma": "stein_smoothing_bias"},
                 "sphere": {**_FIXED_NORM, "bias": "sqrt(d)",
                            "bias_lemma": "ball_smoothing_bias"},
-                "rademacher": {**_FIXED_NORM, "bias": "d/2",
+                "rademacher": {**_FIXED_NORM, "bias": "(1 + 2/sqrt(3))*sqrt(d)",
                                "bias_lemma": "rademacher_smoothing_bias"}})
 """Each distribution's moments (``a`` a unit vector, ``d`` the dimension): E<a,u>^2 ||u||^2,
 E||u||^6 and E||u||^3 or an upper bound of it (the Gaussian's: [NS17] Lemma 1,
 E||u||^p <= (d + p)^{p/2}), and ``bias``, the factor c_b of the smoothing bias
 ||E g - grad f|| <= c_b L mu (Stein's identity for Gaussian directions, ball smoothing for the
-sphere: sqrt(d); a direct Taylor bound for Rademacher: d / 2) and ``bias_lemma``, the lemma of
+sphere: sqrt(d); Efron-Stein on the hypercube for Rademacher: (1 + 2/sqrt(3)) sqrt(d)) and
+``bias_lemma``, the lemma of
 :mod:`hybridconv.theory.lemmas` that proves it;
 ``hybridconv.theory.assumptions.ZOEstimator`` builds the estimator's constants from them.
 Adding a distribution: docs/vocabulary.md."""
