@@ -96,27 +96,44 @@ def default_setting_section() -> list[str]:
                      f"{r['accuracy']:.3f} | {r['test_loss']:.4f} | {cond} | "
                      + " | ".join(_g(x) for x in ratios) + " |")
     fl = _factors(learns.violated)
+    adm = checks["admissible"]
+    pts = adm.points.sort_values("epoch")
     lines += [
         "",
-        f"The run that learns (test accuracy {res['learns']['accuracy']:.3f} against a "
-        f"majority of {majority:.3f}) measured L_x = {_g(learns.values['L_x'])}, L_y = "
+        f"The run that learns (test accuracy {res['learns']['accuracy']:.3f}, test loss "
+        f"{res['learns']['test_loss']:.4f} after 2 epochs; it was stopped during its last "
+        "diagnostics point, so its results.json says interrupted and its points are epochs 0 "
+        f"and 1) measured L_x = {_g(learns.values['L_x'])}, L_y = "
         f"{_g(learns.values['L_y'])}, L_xy = {_g(learns.values['L_xy'])} after its first "
-        f"epoch. At its rates the step-size conditions fail: "
+        "epoch. At its rates the step-size conditions fail: "
         + ", ".join(f"{k} by {x:.3g}x" for k, x in sorted(fl.items()))
-        + f"; the largest admissible rates are eta_x = {_g(learns.admissible['eta_x'])} and "
-        f"eta_y = {_g(learns.admissible['eta_y'])}. The run at those rates ends at test "
-        f"accuracy {res['admissible']['accuracy']:.3f} and test loss "
-        f"{res['admissible']['test_loss']:.4f} (from {start['test_loss']:.4f} at the start), "
-        "and there the bound holds its claim: bound / measured in the table.",
+        + f"; the largest rates they admit are eta_x = {_g(learns.admissible['eta_x'])} and "
+        f"eta_y = {_g(learns.admissible['eta_y'])}.",
         "",
-        "Why no bound of this form can speak about the run that learns: C2, eta_y n (L_y + "
-        "L_xy) <= 1/2, is the random-reshuffling step cap (MKR's 1/(2 L n) when d_x = 0), and "
-        "every term of the bound is divided by a descent coefficient that it keeps positive. "
-        "With n = 64 steps an epoch and the curvature these runs meet, the cap is "
-        f"{fl.get('C2', math.nan):.3g} times below the rate that learns in 2 epochs. So at the "
-        "rates where the bound holds, the run does not learn in its budget, and at the rates "
-        "where it learns, no bound with this step cap claims anything: the gap is the cap "
-        "(per epoch, n steps at the worst-case curvature), not the bound's terms.",
+        f"The run at those rates reaches test accuracy {res['admissible']['accuracy']:.3f} "
+        f"(from {start['accuracy']:.3f} untrained, against a majority of {majority:.3f}): "
+        "accuracy depends only on the sign of the logit difference, which small steps can "
+        "already set (our reading; not measured). Its loss barely moves (test loss "
+        f"{start['test_loss']:.4f} -> {res['admissible']['test_loss']:.4f}, against "
+        f"{res['learns']['test_loss']:.4f} at the rates that learn). There every condition "
+        "holds and the bound is within "
+        f"{max(v for v in adm.ratios.values() if v is not None and math.isfinite(v)):.3g}x of "
+        "what it bounds under H1, under the effective rank (r = "
+        f"{_g(adm.effective_rank)}) and in the adapter measure, the Delta term "
+        f"{adm.shares.get(adm.dominant, math.nan):.1%} of it. The diagnostics ran at epochs "
+        f"{', '.join(str(int(e)) for e in pts['epoch'])}; ||grad F||^2 went "
+        + " -> ".join(f"{x:.4g}" for x in pts["grad_sq"])
+        + ", so the minimum over the unmeasured epoch cannot be much below the measured one "
+        "(the rates are tiny).",
+        "",
+        "So the bound is non-vacuous on a real run only where the run hardly moves. Why no "
+        "bound of this form can speak about the run that learns: C2, eta_y n (L_y + L_xy) <= "
+        "1/2, is the random-reshuffling step cap (MKR's 1/(2 L n) when d_x = 0), and every "
+        "term of the bound is divided by a descent coefficient that the cap keeps positive. "
+        f"With n = 64 steps an epoch and the curvature these runs meet, the cap is "
+        f"{fl.get('C2', math.nan):.3g} times below the rate that learns in 2 epochs; a "
+        "per-epoch worst-case cap over all n steps, not the size of the bound's terms, is what "
+        "separates the theorem from practice.",
     ]
     return lines
 
