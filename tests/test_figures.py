@@ -380,3 +380,46 @@ def test_finetuning_figure_without_results_says_what_to_run(monkeypatch, tmp_pat
     monkeypatch.setattr(mod, "SPECS", ())
     with pytest.raises(ValueError, match="hybridconv experiment"):
         mod.compute(quick=False)
+
+
+def test_a_side_figure_is_computed_beside_the_others_with_the_same_data(tmp_path, monkeypatch):
+    """With workers >= 2 the figures of ``SIDE`` are computed in a spawned side process while
+    the others compute (here the dimension figure stands in for the fine-tuning one): the same
+    data as in-process, its own times in the manifest (workers 1), no process left behind."""
+    import psutil
+
+    import hybridconv.figures.build as B
+
+    monkeypatch.setattr(B, "SIDE", ("dimension",))
+    out = tmp_path / "figs"
+    built = build(["dimension", "complexity"], quick=True, workers=2, out=out, progress=False)
+    assert set(built) == {"dimension", "complexity"}
+    assert built["dimension"]["workers"] == 1 and built["complexity"]["workers"] == 2
+    assert built["dimension"]["compute_seconds"] > 0
+    assert built["dimension"]["cpu_seconds"] is None or built["dimension"]["cpu_seconds"] > 0
+    here = figure_module("dimension").compute(quick=True)
+    assert (out / "data" / "dimension.csv").read_text() == here.to_csv(
+        index=False, float_format="%.10g")
+    left = [c for c in psutil.Process().children(recursive=True)
+            if "spawn_main" in " ".join(c.cmdline())]  # the side (loky's workers are reused)
+    assert not left
+
+
+def test_an_interrupted_build_ends_its_side_process(tmp_path, monkeypatch):
+    """Ctrl-C while the other figures compute: KeyboardInterrupt reaches the caller (the CLI
+    turns it into exit status 130), the side process is terminated, no file is written."""
+    import psutil
+
+    import hybridconv.figures.build as B
+
+    def interrupted(**_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(B, "SIDE", ("dimension",))
+    monkeypatch.setattr(figure_module("complexity"), "compute", interrupted)
+    out = tmp_path / "figs"
+    with pytest.raises(KeyboardInterrupt):
+        build(["complexity", "dimension"], quick=True, workers=2, out=out, progress=False)
+    assert not [c for c in psutil.Process().children(recursive=True)
+                if "spawn_main" in " ".join(c.cmdline())]
+    assert not out.exists() or not any(out.rglob("*.csv"))

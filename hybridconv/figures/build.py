@@ -60,10 +60,11 @@ def git_revision() -> str:
         return "unknown"
 
 
-def cpu_seconds() -> float | None:
+def cpu_seconds(exclude: int | None = None) -> float | None:
     """CPU time (user + system) of this process and of every process it started, alive or
     reaped (psutil; ``None`` without it): a figure's work, which unlike its wall time does
-    not grow when other jobs share the machine."""
+    not grow when other jobs share the machine. ``exclude``: a live child whose tree is left
+    out (the side process of :func:`build`, which reports its own time)."""
     try:
         import psutil
     except ImportError:
@@ -71,13 +72,104 @@ def cpu_seconds() -> float | None:
     me = psutil.Process()
     t = me.cpu_times()
     total = t.user + t.system + t.children_user + t.children_system
+    skip: set[int] = set()
+    if exclude is not None:
+        try:
+            side = psutil.Process(exclude)
+            skip = {exclude, *(c.pid for c in side.children(recursive=True))}
+        except psutil.Error:
+            pass
     for child in me.children(recursive=True):
+        if child.pid in skip:
+            continue
         try:
             c = child.cpu_times()
         except psutil.Error:  # it ended meanwhile: its time is in a parent's children_*
             continue
         total += c.user + c.system + c.children_user + c.children_system
     return total
+
+
+SIDE = ("finetuning",)
+"""Figures whose data :func:`build` computes in a side process while it computes the others,
+when it builds more than one figure with ``workers >= 2``: the fine-tuning figure's runs
+(sequential, one thread each) leave a core idle between runs, and the simulator figures fill
+it. Their data do not depend on it (seeded runs, one thread each either way)."""
+
+
+def _side_compute(name: str, quick: bool, cache_dir: str, read: bool, backend: str,
+                  address: str | None, conn) -> None:
+    """In a spawned process: one figure's data, computed with one worker, sent back with its
+    ledger of cached runs, its wall time and its CPU time (this process and its children)."""
+    import resource
+
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    t0 = time.perf_counter()
+    try:
+        with defaults(backend=backend, address=address), \
+                runcache.use(Path(cache_dir), read=read) as ledger:
+            df = figure_module(name).compute(quick=quick, workers=1, progress=False)
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+        conn.send(("ok", df, dict(ledger), time.perf_counter() - t0, cpu))
+    except BaseException as e:  # noqa: BLE001 - the parent re-raises it by type
+        conn.send(("error", type(e).__name__, str(e), None, None))
+    finally:
+        conn.close()
+
+
+class _Side:
+    """The side process of :func:`build` (spawned: no thread state is inherited); ended with
+    the build, whatever happens (Ctrl-C terminates it, so no orphan keeps computing)."""
+
+    def __init__(self, name: str, quick: bool, cache_dir: Path, read: bool, backend: str,
+                 address: str | None) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.name = name
+        self._conn, child = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=_side_compute, daemon=True,
+                                args=(name, quick, str(cache_dir), read, backend, address,
+                                      child))
+        self.proc.start()
+        child.close()
+        self.cpu_offset = 0.0
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc.is_alive() else None
+
+    def result(self) -> tuple[pd.DataFrame, dict, float, float]:
+        """Wait for the data; a failure in the side process is raised here as ValueError,
+        or as what it was when the side was interrupted."""
+        try:
+            status, *rest = self._conn.recv()
+        except EOFError:
+            self.proc.join()
+            raise RuntimeError(f"the {self.name} figure's side process ended without its "
+                               f"data (exit status {self.proc.exitcode})") from None
+        self.proc.join()
+        if status == "error":
+            kind, message = rest[0], rest[1]
+            if kind == "KeyboardInterrupt":
+                raise KeyboardInterrupt
+            raise (ValueError if kind == "ValueError" else RuntimeError)(message)
+        df, ledger, seconds, cpu = rest
+        self.cpu_offset = cpu  # reaped: its time is now in this process's children_*
+        return df, ledger, seconds, cpu
+
+    def close(self) -> None:
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(5)
+        self._conn.close()
 
 
 def read_manifest(path: Path) -> dict:
@@ -132,8 +224,6 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
     ``ValueError`` for an unknown name, a bad worker count or backend, or ``replot`` without a
     cached CSV (checked before any work).
     """
-    from .style import save, style
-
     names = list(FIGURES) if not names else list(names)
     for n in names:
         figure_module(n)
@@ -158,6 +248,38 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
     command = command or "hybridconv figures" + (" --quick" if quick else "")
     revision = git_revision()
     built: dict[str, dict] = {}
+    side = None
+    if not replot and workers >= 2 and len(names) > 1:
+        first = next((n for n in names if n in SIDE), None)
+        if first is not None:
+            side = _Side(first, quick, out / "cache", cache, backend, address)
+    try:
+        _build_each(names, mod_args=dict(quick=quick, replot=replot, workers=workers, out=out,
+                                         progress=progress, command=command, backend=backend,
+                                         address=address, cache=cache),
+                    data=data, manifest=manifest, manifest_path=manifest_path,
+                    cached=cached if replot else {}, revision=revision, built=built, side=side)
+    finally:
+        if side is not None:
+            side.close()
+    return built
+
+
+def _build_each(names: list[str], *, mod_args: dict, data: Path, manifest: dict,
+                manifest_path: Path, cached: dict, revision: str, built: dict,
+                side: _Side | None) -> None:
+    """The loop of :func:`build`: each figure computed (or its side-process data collected),
+    plotted, written, and recorded in the manifest, in order."""
+    from .style import save, style
+
+    quick, replot, workers, out = (mod_args[k] for k in ("quick", "replot", "workers", "out"))
+    progress, command, backend = mod_args["progress"], mod_args["command"], mod_args["backend"]
+    address, cache = mod_args["address"], mod_args["cache"]
+
+    def cpu() -> float | None:
+        c = cpu_seconds(exclude=None if side is None else side.pid)
+        return None if c is None else c - (0.0 if side is None else side.cpu_offset)
+
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -167,16 +289,21 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
         if bar is not None:
             bar.set_postfix_str(name)
         mod = figure_module(name)
-        t0, c0 = time.perf_counter(), cpu_seconds()
+        t0, c0 = time.perf_counter(), cpu()
         csv = data / f"{name}.csv"
         runs = None
+        side_times = None
         if replot:
             df = cached[name]
             previous = manifest["figures"].get(name, {})
         else:
-            with defaults(backend=backend, address=address), \
-                    runcache.use(out / "cache", read=cache) as ledger:
-                df = mod.compute(quick=quick, workers=workers, progress=progress)
+            if side is not None and name == side.name:
+                df, ledger, *side_times = side.result()
+                t0, c0 = time.perf_counter(), cpu()  # its own times come with its data
+            else:
+                with defaults(backend=backend, address=address), \
+                        runcache.use(out / "cache", read=cache) as ledger:
+                    df = mod.compute(quick=quick, workers=workers, progress=progress)
             previous = {}
             if ledger["reused"] or ledger["computed"]:
                 runs = {"reused": len(ledger["reused"]), "computed": len(ledger["computed"]),
@@ -200,8 +327,11 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
         else:
             digest = previous.get("sha256")
         seconds = time.perf_counter() - t0
-        c1 = cpu_seconds()
-        cpu = round(c1 - c0, 1) if c0 is not None and c1 is not None else None
+        c1 = cpu()
+        used = round(c1 - c0, 1) if c0 is not None and c1 is not None else None
+        if side_times is not None:  # computed beside the others: its own wall and CPU time
+            seconds += side_times[0]
+            used = round(side_times[1] + (used or 0.0), 1)
         entry = {
             "title": mod.TITLE,
             "command": f"{command} --only {name}" if not replot else previous.get(
@@ -211,9 +341,10 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
             jsonable(mod.settings(quick)),
             "git_revision": previous.get("git_revision", revision) if replot else revision,
             "compute_seconds": previous.get("compute_seconds") if replot else round(seconds, 2),
-            "cpu_seconds": previous.get("cpu_seconds") if replot else cpu,
+            "cpu_seconds": previous.get("cpu_seconds") if replot else used,
             "replot_seconds": round(seconds, 2) if replot else None,
-            "workers": workers if not replot else previous.get("workers"),
+            "workers": (1 if side_times is not None else workers) if not replot
+            else previous.get("workers"),
             "backend": backend if not replot else previous.get("backend", "local"),
             "files": [str(p) for p in files] + [str(csv)],
             "rows": int(len(df)),
@@ -234,4 +365,3 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
             bar.update(1)
     if bar is not None:
         bar.close()
-    return built
