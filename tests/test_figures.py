@@ -386,7 +386,7 @@ def test_a_side_figure_is_computed_beside_the_others_with_the_same_data(tmp_path
     """With workers >= 2 the figures of ``SIDE`` are computed in a spawned side process while
     the others compute (here the dimension figure stands in for the fine-tuning one): the same
     data as in-process, its own times in the manifest (workers 1), no process left behind."""
-    import psutil
+    psutil = pytest.importorskip("psutil")
 
     import hybridconv.figures.build as B
 
@@ -408,7 +408,7 @@ def test_a_side_figure_is_computed_beside_the_others_with_the_same_data(tmp_path
 def test_an_interrupted_build_ends_its_side_process(tmp_path, monkeypatch):
     """Ctrl-C while the other figures compute: KeyboardInterrupt reaches the caller (the CLI
     turns it into exit status 130), the side process is terminated, no file is written."""
-    import psutil
+    psutil = pytest.importorskip("psutil")
 
     import hybridconv.figures.build as B
 
