@@ -926,3 +926,69 @@ def test_replay_keeps_per_tensor_rates():
     assert opt.log.entries[0]["lr_x"] == [1e-1, 1e-3]
     for a, b in zip(replay(_zo(initial), opt.log.to_dict()), _zo(net), strict=True):
         assert torch.equal(a, b)
+
+
+def test_gauss_seidel_failing_closure_restores_both_blocks():
+    """Gauss-Seidel takes the FO step before the ZO passes: a closure that fails in a perturbed
+    pass leaves the ZO block where it was and the FO block (weights and optimizer state) as
+    before the step."""
+    net = Net()
+    opt = _opt(net, schedule="gauss-seidel", fo_optimizer="adam", lr_y=1e-2)
+    X, Y = _data(0)
+    opt.step(_closure(net, X, Y))  # one good step, so the FO block has Adam state
+    before = [p.detach().clone() for p in net.parameters()]
+    state = {p: copy.deepcopy(s) for p, s in opt.state.items()}
+    calls = []
+
+    def closure():
+        calls.append(1)
+        if len(calls) == 3:  # the clean pass and the FO step went through; a perturbed one fails
+            raise RuntimeError("boom")
+        return _closure(net, X, Y)()
+
+    with pytest.raises(RuntimeError, match="boom"):
+        opt.step(closure)
+    for a, b in zip(before, net.parameters(), strict=True):
+        torch.testing.assert_close(a, b.detach(), rtol=0, atol=1e-6)
+    for p, s in state.items():
+        for key, value in s.items():
+            if torch.is_tensor(value):
+                assert torch.equal(value, opt.state[p][key]), key
+
+
+def test_the_step_log_names_its_fields():
+    """The step log that replay reads: one entry per step with its number, seed, projected
+    gradients, loss and ZO rate."""
+    net = Net()
+    opt = _opt(net)
+    _train(net, opt, 2)
+    assert [set(e) for e in opt.log.entries] == [
+        {"step", "seed", "projected_grads", "loss", "lr_x"}] * 2
+    assert [e["step"] for e in opt.log.entries] == [0, 1]  # the step count before it
+
+
+def test_the_shared_count_is_what_was_not_regenerated(monkeypatch):
+    """``PieceCache.reused`` counts exactly the numbers a step did not regenerate: the numbers
+    drawn without sharing minus those drawn with it."""
+    from hybridconv.finetune import directions, optimizer
+
+    monkeypatch.setattr(directions, "CHUNK", 16)
+    monkeypatch.setattr(optimizer, "CHUNK", 16)
+    drawn = []
+    piece = TorchDirections.piece
+
+    def counted(self, seed, k, i, c, out):
+        drawn.append(out.numel())
+        return piece(self, seed, k, i, c, out)
+
+    monkeypatch.setattr(TorchDirections, "piece", counted)
+    totals = []
+    for cached in (False, True):
+        net = Net()
+        opt = _opt(net, threads=2)
+        if not cached:
+            opt._pieces = None
+        drawn.clear()
+        _train(net, opt, 3)
+        totals.append(sum(drawn))
+    assert opt._pieces.reused > 0 and totals[0] - totals[1] == opt._pieces.reused
