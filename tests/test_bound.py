@@ -349,3 +349,14 @@ def test_with_expression_keeps_the_conditions_and_maps_plain_symbols():
 def test_with_expression_bad_input(expr, weighted, message):
     with pytest.raises(ValueError, match=message):
         hybrid_bound().with_expression(expr, weighted_expr=weighted)
+
+
+@pytest.mark.parametrize("which", ["fraction_x", "fraction_y"])
+def test_a_fraction_whose_step_underflows_is_named(bound, values, which):
+    """1e-320 of a cap is a subnormal that the search for the largest admissible scale halves
+    to 0: the error names the fraction, not the step size it never took."""
+    fixed = {k: v for k, v in values.items() if k not in ("eta_x", "eta_y")}
+    fractions = {"fraction_x": 1.0, "fraction_y": 1.0, which: 1e-320}
+    with pytest.raises(ValueError, match=rf"^{which} 1e-320 makes the step size underflow"):
+        bound.admissible_steps(fractions["fraction_x"], fractions["fraction_y"],
+                               **{**fixed, "T": 1.0, "n": 1.0, "Theta_x": 0.0, "Theta_y": 0.0})

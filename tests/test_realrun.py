@@ -177,7 +177,8 @@ def test_check_run_on_a_real_run_of_a_tiny_model(tmp_path):
     assert main(["finetune", "--model", str(tmp_path / "lm"), "--method", "hybrid",
                  "--epochs", "2", "--batch-size", "4", "--k-shot", "4", "--test-size", "8",
                  "--max-length", "16", "--diagnostics-every", "1", "--diagnostics-examples",
-                 "8", "--diagnostics-probes", "4", "--out", str(out), "--no-progress"]) == 0
+                 "8", "--diagnostics-probes", "4", "--eta-x", "1e-10", "--eta-y", "1e-4",
+                 "--out", str(out), "--no-progress"]) == 0  # rates inside the conditions
     diag = json.loads((out / "diagnostics.json").read_text())
     assert [p["epoch"] for p in diag["points"]] == [0, 1, 2]
     rc = check_run(out)

@@ -623,11 +623,21 @@ class Bound:
                     cap = min(cap, val)
             caps.append(cap if math.isfinite(cap) else 1.0)
         ex, ey = caps[0] * fraction_x, caps[1] * fraction_y
+
+        def underflow(scale: float) -> None:  # a tiny fraction of a small cap reaches 0
+            for name, f, eta in (("fraction_x", fraction_x, ex), ("fraction_y", fraction_y, ey)):
+                if not eta * scale > 0:
+                    raise ValueError(f"{name} {f!r} makes the step size underflow to 0 (the "
+                                     "fraction times the largest admissible step); use a "
+                                     "larger fraction")
+
+        underflow(1.0)
         if not self.violated(**v, eta_x=ex, eta_y=ey):
             return ex, ey
         hi = 1.0  # scale both down to the largest s (to 1e-12 relative) that holds (C4, C5)
         for _ in range(200):
             lo = hi / 2
+            underflow(lo)
             if not self.violated(**v, eta_x=ex * lo, eta_y=ey * lo):
                 for _ in range(40):
                     mid = (lo + hi) / 2
