@@ -343,3 +343,26 @@ def test_divergence_inside_the_conditions_is_a_violation(instance):
     ex, ey = BOUND.admissible_steps(1.0, 1.0, **liar.constants(), mu=1e-4, q=1, n=p.n, T=40)
     v = check(BOUND, liar, SimConfig(eta_x=ex, eta_y=ey, mu=1e-4, epochs=40, trials=4))
     assert v.outside == [] and v.diverged > 0 and v.verdict == "violated"
+
+
+def test_the_adapter_measure_is_the_fo_blocks_average(instance):
+    """measure="adapter": (1/T) sum_{t<T} E||grad_y F(z_t)||^2 against the adapter bound, the
+    mean over trials and epochs of the records' grad_y_sq, with a one-sided t interval over the
+    trials' own averages."""
+    from scipy import stats
+
+    from hybridconv.sim import simulate
+
+    p, cfg = instance
+    cfg = dataclasses.replace(cfg, epochs=6, trials=16)
+    values = {**p.constants(), **cfg.hyperparameters(p.n)}
+    df = simulate(p, cfg)
+    run = df[df["epoch"] < cfg.epochs]
+    per_trial = run.groupby("trial")["grad_y_sq"].mean()
+    v = check(BOUND, p, cfg, measure="adapter")
+    assert v.measure == "adapter" and v.epoch == -1 and v.verdict == "holds"
+    assert v.empirical == pytest.approx(per_trial.mean(), rel=1e-12)
+    half = stats.t.ppf(v.confidence, cfg.trials - 1) * per_trial.std(ddof=1) / np.sqrt(cfg.trials)
+    assert v.ci_upper == pytest.approx(per_trial.mean() + half, rel=1e-9)
+    assert v.bound == pytest.approx(BOUND.evaluate(check=False, measure="adapter", **values),
+                                    rel=1e-12)
