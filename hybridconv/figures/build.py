@@ -101,14 +101,10 @@ def _side_compute(name: str, quick: bool, cache_dir: str, read: bool, backend: s
                   address: str | None, conn) -> None:
     """In a spawned process: one figure's data, computed with one worker, sent back with its
     ledger of cached runs, its wall time and its CPU time (this process and its children)."""
+    import os
     import resource
 
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"  # before torch loads
     t0 = time.perf_counter()
     try:
         with defaults(backend=backend, address=address), \
@@ -285,7 +281,10 @@ def _build_each(names: list[str], *, mod_args: dict, data: Path, manifest: dict,
         from tqdm.auto import tqdm
 
         bar = tqdm(names, desc="figures", unit="figure")
-    for name in names:
+    # the side process's figure is collected last, so the others do not wait for it
+    order = [n for n in names if side is None or n != side.name] + (
+        [side.name] if side is not None else [])
+    for name in order:
         if bar is not None:
             bar.set_postfix_str(name)
         mod = figure_module(name)
