@@ -12,7 +12,7 @@ import sympy as sp
 
 from hybridconv.cli import main
 from hybridconv.problems import make_problem
-from hybridconv.sim import SimConfig
+from hybridconv.sim import SimConfig, simulate
 from hybridconv.theory import hybrid_bound
 from hybridconv.validate import check, falsify
 
@@ -153,8 +153,6 @@ def test_the_intervals_are_the_stated_ones(instance, instances):
     instances), min over epochs; alpha / instances for the weighted measure."""
     from scipy import stats
 
-    from hybridconv.sim import simulate
-
     p, cfg = instance
     cfg = dataclasses.replace(cfg, epochs=6, trials=16)
     values = {**p.constants(), **cfg.hyperparameters(p.n)}
@@ -196,8 +194,6 @@ def test_a_given_start_is_the_runs_and_the_bounds(instance):
     cfg = dataclasses.replace(cfg, epochs=3, trials=4)
     x0, y0 = np.full(p.d_x, 0.3), np.full(p.d_y, -0.7)
     v = check(BOUND, p, cfg, x0=x0, y0=y0, allow_outside=True)
-    from hybridconv.sim import simulate
-
     df = simulate(p, cfg, x0=x0, y0=y0)
     means = df[df["epoch"] < 3].groupby("epoch")["grad_sq"].mean()
     assert v.empirical == pytest.approx(means.min(), rel=1e-12)
@@ -291,7 +287,7 @@ def test_a_run_inside_the_gradient_bound_passes():
 
 def test_the_trivial_flag_is_epoch_0_against_the_bound(instance):
     """trivial: ||grad F(z_0)||^2 (epoch 0's mean) <= the bound, for the min measure only."""
-    from hybridconv.sim import simulate
+
 
     p, cfg = instance
     cfg = dataclasses.replace(cfg, epochs=6, trials=8)
@@ -351,8 +347,6 @@ def test_the_adapter_measure_is_the_fo_blocks_average(instance):
     trials' own averages."""
     from scipy import stats
 
-    from hybridconv.sim import simulate
-
     p, cfg = instance
     cfg = dataclasses.replace(cfg, epochs=6, trials=16)
     values = {**p.constants(), **cfg.hyperparameters(p.n)}
@@ -366,3 +360,18 @@ def test_the_adapter_measure_is_the_fo_blocks_average(instance):
     assert v.ci_upper == pytest.approx(per_trial.mean() + half, rel=1e-9)
     assert v.bound == pytest.approx(BOUND.evaluate(check=False, measure="adapter", **values),
                                     rel=1e-12)
+
+
+def test_a_run_a_little_above_the_gradient_bound_is_refused():
+    """G exactly at the start's max_i ||grad f_i|| (G_margin 1): the tracked balls reach about
+    1.07 G (sphere directions, seed 0), above G but far below 2 G, and the check refuses the
+    run; any excess counts, not only a large one."""
+    bg = hybrid_bound(assumption="h1-gen", directions="sphere")
+    p = make_problem("gensmooth", 4, 3, 2, seed=0, G_margin=1.0)
+    ex, ey = bg.admissible_steps(1.0, 1.0, **p.constants(), mu=1e-3, q=1, n=4, T=3)
+    cfg = SimConfig(eta_x=ex, eta_y=ey, epochs=3, trials=4, seed=0, directions="sphere")
+    G = p.constants()["G"]
+    seen = simulate(p, cfg)["max_grad_norm"].max()
+    assert G < seen < 1.5 * G
+    with pytest.raises(ValueError, match=r"^max_i \|\|grad f_i\|\| reached "):
+        check(bg, p, cfg)
