@@ -992,3 +992,20 @@ def test_the_shared_count_is_what_was_not_regenerated(monkeypatch):
         _train(net, opt, 3)
         totals.append(sum(drawn))
     assert opt._pieces.reused > 0 and totals[0] - totals[1] == opt._pieces.reused
+
+
+def test_a_one_process_group_is_not_data_parallel(tmp_path):
+    """In a one-process (gloo) group there is nothing to average: ``distributed`` defaults to
+    off, and an explicit True is refused with what it needs."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0,
+                            world_size=1)
+    try:
+        assert _opt(Net()).distributed is False
+        assert _opt(Net(), distributed=False).distributed is False
+        with pytest.raises(ValueError, match=r"^distributed=True needs an initialized "
+                           r"torch\.distributed process group of more than one rank"):
+            _opt(Net(), distributed=True)
+    finally:
+        dist.destroy_process_group()
