@@ -250,27 +250,25 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
         if first is not None:
             side = _Side(first, quick, out / "cache", cache, backend, address)
     try:
-        _build_each(names, mod_args=dict(quick=quick, replot=replot, workers=workers, out=out,
-                                         progress=progress, command=command, backend=backend,
-                                         address=address, cache=cache),
-                    data=data, manifest=manifest, manifest_path=manifest_path,
-                    cached=cached if replot else {}, revision=revision, built=built, side=side)
+        _build_each(names, quick=quick, replot=replot, workers=workers, out=out,
+                    progress=progress, command=command, backend=backend, address=address,
+                    cache=cache, manifest=manifest, cached=cached if replot else {},
+                    revision=revision, built=built, side=side)
     finally:
         if side is not None:
             side.close()
     return built
 
 
-def _build_each(names: list[str], *, mod_args: dict, data: Path, manifest: dict,
-                manifest_path: Path, cached: dict, revision: str, built: dict,
+def _build_each(names: list[str], *, quick: bool, replot: bool, workers: int, out: Path,
+                progress: bool, command: str, backend: str, address: str | None, cache: bool,
+                manifest: dict, cached: dict, revision: str, built: dict,
                 side: _Side | None) -> None:
-    """The loop of :func:`build`: each figure computed (or its side-process data collected),
-    plotted, written, and recorded in the manifest, in order."""
+    """The loop of :func:`build` (its arguments, and what it prepared): each figure computed
+    (or its side-process data collected), plotted, written, and recorded in the manifest."""
     from .style import save, style
 
-    quick, replot, workers, out = (mod_args[k] for k in ("quick", "replot", "workers", "out"))
-    progress, command, backend = mod_args["progress"], mod_args["command"], mod_args["backend"]
-    address, cache = mod_args["address"], mod_args["cache"]
+    data, manifest_path = out / "data", out / "MANIFEST.json"
 
     def cpu() -> float | None:
         c = cpu_seconds(exclude=None if side is None else side.pid)
