@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from hybridconv.problems import FAMILIES, Problem, make_problem
 from hybridconv.problems.gensmooth import GenSmoothProblem
-from hybridconv.problems.lora import LoRAProblem
+from hybridconv.problems.lora import LoRAProblem, variance_sup
 from hybridconv.problems.nonconvex import NonconvexProblem, d2phi
 from hybridconv.problems.quadratic import QuadraticProblem
 from hybridconv.theory.symbols import validate_values
@@ -387,6 +387,56 @@ def test_lora_shapes_region_and_exact_L_x():
     assert (q.m, q.p, q.r) == (3, 4, 2)
     assert (LoRAProblem(4, 12, 14, m=4, p=3).r) == 2
     assert (LoRAProblem(4, 7, 8).m, LoRAProblem(4, 7, 8).p) == (1, 7)
+
+
+def _variance_ascent(p: LoRAProblem, radius: float, starts: int = 10,
+                     iters: int = 300) -> float:
+    """The largest x-block gradient variance projected gradient ascent finds on the sphere
+    ||M||_F = radius (a convex quadratic's max over a ball lies on the sphere)."""
+    rng = np.random.default_rng(7)
+    P = np.einsum("ip,iq->ipq", p.a, p.a)
+    P -= P.mean(axis=0)
+
+    def deviations(M):
+        e = p.a @ M.T - p.c
+        g = np.einsum("im,ip->imp", e, p.a)
+        return g - g.mean(axis=0)
+
+    best = 0.0
+    for _ in range(starts):
+        M = rng.standard_normal((p.m, p.p))
+        M *= radius / np.linalg.norm(M)
+        for _ in range(iters):
+            M = M + 10.0 * np.einsum("imp,ipq->mq", deviations(M), P) / p.n
+            M *= radius / np.linalg.norm(M)
+        best = max(best, float((deviations(M) ** 2).sum(axis=(1, 2)).mean()))
+    return best
+
+
+@pytest.mark.parametrize(("shape", "seed"), [((20, 24, 20), 0), ((9, 6, 5), 3)])
+def test_lora_variance_sup_is_certified_and_tight(shape, seed):
+    # Lagrangian duality certifies sup_{||M|| <= R} V_x; projected ascent is a lower bound on
+    # the same sup, so the two must sandwich it: a dropped c0, lambda R^2 or w-term falls
+    # below the ascent, a loose search overshoots by more than the tolerance. (Ascent with a
+    # long step, nearly a power iteration, reaches the sup to about 1e-8 on these instances.)
+    p = LoRAProblem(*shape, seed=seed)
+    radius = p.R_W + p.R_A * p.R_B
+    certified = variance_sup(p.a, p.c, radius)
+    found = _variance_ascent(p, radius)
+    assert found <= certified * (1 + 1e-9)
+    assert certified <= found * (1 + 1e-6)
+    s = np.linalg.norm(p.a, axis=1)
+    moment = float(np.mean(p.residual_bounds() ** 2 * s**2))
+    c = p.constants()
+    assert c["sigma_x"] ** 2 == pytest.approx(min(moment, certified), rel=1e-12)
+    assert c["sigma_x"] ** 2 < moment            # the variance sup is the sharper one here
+    assert c["sigma_y"] ** 2 == pytest.approx((p.R_A**2 + p.R_B**2) * c["sigma_x"] ** 2)
+
+
+def test_lora_variance_sup_without_spread_is_zero():
+    a = np.tile([[1.0, 2.0]], (4, 1))
+    c = np.tile([[0.5]], (4, 1))
+    assert variance_sup(a, c, 10.0) == 0.0       # identical components: no variance anywhere
 
 
 def test_lora_region_grows_the_constants():

@@ -31,12 +31,29 @@ Certified constants on R (s_i = ||a_i||):
 - ``L_xy = max_i s_i^2 sqrt(R_A^2 + R_B^2)``. The mixed form is <dW a_i, (dB A + B dA) a_i> (e_i is
   affine in W and has no W-(A, B) product), bounded by
   s_i ||dW||_F * s_i (R_A ||dB||_F + R_B ||dA||_F) <= s_i^2 sqrt(R_A^2 + R_B^2) ||dx|| ||dy||.
-- H3 with ``Theta_b = 0``: the variance is at most the second moment,
-  (1/n) sum_i ||g_i - g_bar||^2 <= (1/n) sum_i ||g_i||^2, and on R
-  ||grad_W f_i|| = ||e_i|| s_i <= E_i s_i, ||grad_A f_i||^2 + ||grad_B f_i||^2
-  = ||B^T e_i||^2 s_i^2 + ||e_i||^2 ||A a_i||^2 <= E_i^2 s_i^2 (R_A^2 + R_B^2). Hence
-  ``sigma_x^2 = (1/n) sum_i E_i^2 s_i^2`` and ``sigma_y^2 = (R_A^2 + R_B^2) sigma_x^2``. Loose (a
-  sup of a second moment, not of a variance), but valid for every z in R.
+- H3 with ``Theta_b = 0``: ``sigma_x^2`` is the smaller of two certified bounds on
+  sup_R V_x, V_x = (1/n) sum_i ||g_i - g_bar||^2 the x-block gradient variance:
+
+  1. the second moment, V_x <= (1/n) sum_i ||grad_W f_i||^2 <= (1/n) sum_i E_i^2 s_i^2 on R
+     (||grad_W f_i|| = ||e_i|| s_i); loose by about p, the Cauchy-Schwarz step ||M a_i|| <=
+     ||M||_F s_i, and because it bounds a second moment, not a variance;
+  2. the variance's sup over the ball ||M||_F <= R_M := R_W + R_A R_B, which contains every
+     M = W + B A of R (:func:`variance_sup`). The deviations are affine in M,
+     g_i - g_bar = M P_i - Q_i with P_i = a_i a_i^T - S, S = (1/n) sum_j a_j a_j^T and
+     Q_i = c_i a_i^T - (1/n) sum_j c_j a_j^T, so V_x(M) = sum_k (m_k^T K m_k - 2 b_k^T m_k) + c0
+     over the rows m_k of M, with K = (1/n) sum_i P_i^2, b_k the rows of (1/n) sum_i Q_i P_i and
+     c0 = (1/n) sum_i ||Q_i||^2: a convex quadratic, maximized on a ball (a trust-region
+     subproblem). Lagrangian duality certifies it without solving it exactly: for every
+     lambda > lambda_max(K) and ||M||_F <= R_M,
+         V_x(M) <= V_x(M) + lambda (R_M^2 - ||M||_F^2) <= lambda R_M^2 + c0
+                   + sum_j ||B u_j||^2 / (lambda - h_j),
+     (K = sum_j h_j u_j u_j^T, B the matrix of rows b_k), a bound minimized over lambda; the
+     gap to the true sup is zero at the optimal lambda (the S-lemma: the subproblem has no
+     duality gap), so only the search tolerance is lost.
+
+  For the adapter, grad_A f_i - mean = B^T (g_i - g_bar) and grad_B f_i - mean =
+  (g_i - g_bar) A^T (g_i = grad_W f_i = e_i a_i^T), so V_y <= (||B||_2^2 + ||A||_2^2) V_x and
+  ``sigma_y^2 = (R_A^2 + R_B^2) sigma_x^2``. Both hold at every z in R.
 - ``f_star() = 0``: every f_i is a half squared norm (certified lower bound, ``f_star_exact =
   False``; attained only if the data are realizable).
 
@@ -55,10 +72,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.optimize import minimize_scalar
 
 from .base import Problem, check_int, check_real
 
-__all__ = ["LoRAProblem", "lora_shape", "lora_factors"]
+__all__ = ["LoRAProblem", "lora_shape", "lora_factors", "variance_sup"]
 
 
 def lora_factors(d_x: int) -> tuple[int, int]:
@@ -105,6 +123,60 @@ def lora_shape(d_x: int, d_y: int, *, m: int | None = None, p: int | None = None
         raise ValueError(f"d_y must equal r (m + p) = {r * (m + p)}, got d_y={d_y!r} with "
                          f"r={r!r}, m={m!r}, p={p!r}")
     return m, p, r
+
+
+def variance_sup(a: np.ndarray, c: np.ndarray, radius: float) -> float:
+    """A certified upper bound on sup_{||M||_F <= radius} (1/n) sum_i ||g_i - g_bar||_F^2.
+
+    Here g_i = (M a_i - c_i) a_i^T (the W-gradient of the LoRA family's f_i) and g_bar their
+    mean; ``a`` has shape (n, p), ``c`` shape (n, m). The variance is the convex quadratic
+    sum_k (m_k^T K m_k - 2 b_k^T m_k) + c0 of the rows m_k of M (module docstring, H3), and by
+    Lagrangian duality, for every lambda > h_max = lambda_max(K),
+
+        sup_{||M|| <= R} V(M) <= U(lambda) = lambda R^2 + c0 + sum_j w_j / (lambda - h_j),
+
+    with K = sum_j h_j u_j u_j^T and w_j = ||B u_j||^2 (B: the rows b_k). U is convex on
+    (h_max, inf) and its minimum equals the sup (no duality gap for one ball constraint:
+    Boyd & Vandenberghe, Convex Optimization, 2004, appendix B.1), so minimizing U over lambda
+    in [h_max, h_max + sqrt(sum_j w_j) / R] (the right end is where U' >= 0) gives the sup up to
+    the search's tolerance; whatever lambda the search returns, U(lambda) stays an upper bound.
+
+    Example (one component: no spread, V = 0 everywhere):
+        >>> float(variance_sup(np.ones((1, 2)), np.ones((1, 1)), 3.0))
+        0.0
+    """
+    a = np.asarray(a, dtype=float)
+    c = np.asarray(c, dtype=float)
+    n = a.shape[0]
+    P = np.einsum("ip,iq->ipq", a, a)
+    P -= P.mean(axis=0)
+    Q = np.einsum("im,ip->imp", c, a)
+    Q -= Q.mean(axis=0)
+    K = np.einsum("ipq,iqr->pr", P, P) / n
+    Bm = np.einsum("imp,ipq->mq", Q, P) / n
+    c0 = float(np.einsum("imp,imp->", Q, Q) / n)
+    h, U = np.linalg.eigh((K + K.T) / 2)
+    w = ((Bm @ U) ** 2).sum(axis=0)
+    h_max = float(h[-1])
+    R2 = float(radius) ** 2
+
+    def upper(lam: float) -> float:
+        gap = lam - h
+        if np.any((gap <= 0) & (w > 0)):
+            return np.inf
+        safe = np.where(w > 0, gap, 1.0)
+        return lam * R2 + c0 + float(np.sum(np.where(w > 0, w / safe, 0.0)))
+
+    right = h_max + np.sqrt(float(w.sum())) / max(float(radius), 1e-300) + 1e-300
+    best = upper(right)
+    if right > h_max:
+        res = minimize_scalar(upper, bounds=(h_max, right), method="bounded",
+                              options={"xatol": 1e-12 * max(1.0, abs(right))})
+        if np.isfinite(res.fun):
+            best = min(best, upper(float(res.x)))
+    if w[h >= h_max].sum() == 0:          # the hard case: lambda = h_max itself is allowed
+        best = min(best, upper(h_max))
+    return max(best, 0.0)
 
 
 class LoRAProblem(Problem):
@@ -239,7 +311,9 @@ class LoRAProblem(Problem):
         s = np.linalg.norm(self.a, axis=1)
         E = self.residual_bounds()
         rab2 = self.R_A**2 + self.R_B**2
-        sigma_x = float(np.sqrt(np.mean(E**2 * s**2)))
+        moment = float(np.mean(E**2 * s**2))
+        sigma_x = float(np.sqrt(min(moment, variance_sup(self.a, self.c,
+                                                         self.R_W + self.R_A * self.R_B))))
         return {
             "L_x": float(np.max(s**2)),
             "L_y": float(np.max(s**2 * rab2 + s * E)),
