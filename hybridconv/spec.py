@@ -44,6 +44,7 @@ from typing import Any
 
 __all__ = [
     "Choice",
+    "shown",
     "Quantity",
     "CHOICES",
     "QUANTITIES",
@@ -122,7 +123,7 @@ class Choice:
                     warnings.warn(f"{label} {value!r} is deprecated; use {new!r}",
                                   DeprecationWarning, stacklevel=3)
                 return new
-        raise ValueError(f"{label} must be {self.allowed()}, got {value!r}")
+        raise ValueError(f"{label} must be {self.allowed()}, got {shown(value)}")
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ class Quantity:
     def check(self, value: object, *, label: str | None = None) -> float | int:
         """The value, as ``int`` for integer quantities and ``float`` otherwise."""
         label = label or self.name
-        bad = ValueError(f"{label} must be {self.allowed()}, got {value!r}")
+        bad = ValueError(f"{label} must be {self.allowed()}, got {shown(value)}")
         if isinstance(value, bool) or isinstance(value, str):
             raise bad
         try:
@@ -189,6 +190,25 @@ class Quantity:
             except (TypeError, ValueError, OverflowError):
                 raise bad from None
         return x
+
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` for an error message, at most ``limit`` characters: a huge integer is
+    shown by its leading digits and its length, anything else cut with an ellipsis.
+
+    >>> shown(10**300)
+    'an integer of 301 digits (1000000000...)'
+    >>> shown(0.5)
+    '0.5'
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    if isinstance(value, int) and not isinstance(value, bool):
+        digits = text.lstrip("-")
+        return f"an integer of {len(digits)} digits ({text[:10 + (text[0] == '-')]}...)"
+    return text[: limit - 3] + "..."
 
 
 # --- choice lists ----------------------------------------------------------------------------
@@ -409,7 +429,8 @@ _OPTION_ROWS: tuple[Quantity, ...] = (
     Quantity("trials", "independent trials K run side by side", lower=1, integer=True,
              default=100),
     Quantity("epochs", "number of epochs (the theory's T)", lower=1, integer=True, default=10),
-    Quantity("epoch", "an epoch index (0 = the first)", lower=0, integer=True, default=0),
+    Quantity("epoch", "an epoch index (0 = the first; at most 10^7: the sampler replays its "
+             "stream up to it)", lower=0, integer=True, upper=10**7, default=0),
     Quantity("seed", "random seed (every random draw derives from it)", lower=0, integer=True,
              upper=2**63 - 1, default=0),
     Quantity("workers", "processes for independent jobs (results do not depend on it)",

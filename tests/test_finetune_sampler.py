@@ -46,6 +46,44 @@ def test_resume_mid_epoch_continues_the_same_order(kind, n, seed, epoch, cut):
     assert head + list(r) + list(r) == expected
 
 
+@settings(max_examples=30, deadline=None)
+@given(kind=st.sampled_from(["rr", "wr"]), n=st.integers(1, 20), seed=st.integers(0, 1000),
+       epochs=st.lists(st.integers(0, 12), min_size=1, max_size=8))
+def test_random_access_in_any_order_equals_a_fresh_replay(kind, n, seed, epochs):
+    # the sampler keeps its stream between calls; forwards, backwards or repeated, every
+    # order must be the one a fresh sampler replays from the stream's start
+    s = ReshufflingSampler(n, sampling=kind, seed=seed)
+    for e in epochs:
+        got = s.order(e)
+        assert got.tolist() == ReshufflingSampler(n, sampling=kind, seed=seed).order(e).tolist()
+        got[:] = -1  # a caller writing into an order must not corrupt the next one
+    assert s.order(epochs[-1]).min() >= 0
+
+
+def test_a_run_costs_one_draw_per_epoch(monkeypatch):
+    s = ReshufflingSampler(7, seed=3)
+    draws = []
+    real = ReshufflingSampler._draw
+    monkeypatch.setattr(ReshufflingSampler, "_draw",
+                        lambda self, rng, base: draws.append(1) or real(self, rng, base))
+    for _ in range(50):
+        list(s)
+    assert len(draws) == 50                      # not 1 + 2 + ... + 50
+    s.set_epoch(10)
+    list(s)
+    assert len(draws) == 50 + 11                 # backwards: one replay from the start
+
+
+def test_epoch_index_is_capped_with_a_short_message():
+    s = ReshufflingSampler(5, seed=0)
+    s.set_epoch(10**7)
+    with pytest.raises(ValueError, match=r"^epoch must be an integer >= 0 and <= 1e\+07, got "
+                                         r"an integer of 301 digits \(1000000000\.\.\.\)$"):
+        s.set_epoch(10**300)
+    with pytest.raises(ValueError, match="epoch"):
+        s.order(10**7 + 1)
+
+
 def test_rr_changes_every_epoch_and_so_does_not():
     rr, so = ReshufflingSampler(50, sampling="rr"), ReshufflingSampler(50, sampling="so")
     assert list(rr) != list(rr)

@@ -8,7 +8,10 @@ trial block 0's generator of the sampler stream
 fine-tuning run and ``hybridconv.sim.simulate(trials=1)`` with the same seed visit the data in
 the same order.
 Epoch e's order is found by replaying the stream from its start (O(e n) draws, negligible next
-to an epoch of training); ``set_epoch`` therefore gives random access.
+to an epoch of training); ``set_epoch`` therefore gives random access. The sampler keeps the
+stream where its last order left it, so epochs taken in increasing order (a training run)
+cost one draw each, not e + 1: a run of E epochs costs O(E n), not O(E^2 n). The epoch index
+is capped (``spec`` quantity ``epoch``, at most 10^7) so that a replay is bounded in time.
 
 With a ``DataLoader(batch_size=B)`` on top, every epoch is a random partition of the examples
 into batches of B (the last one shorter unless ``drop_last``): each f_i of the theory is then a
@@ -69,6 +72,10 @@ class ReshufflingSampler(Sampler[int]):
         self.seed = spec.validate("seed", seed)
         self.epoch = 0
         self._pos = 0  # indices of the current epoch already yielded
+        # the stream's position: generator about to draw epoch _next, and the last order drawn
+        self._rng: np.random.Generator | None = None
+        self._next = 0
+        self._last: tuple[int, np.ndarray] | None = None
 
     @property
     def kind(self) -> str:
@@ -86,15 +93,20 @@ class ReshufflingSampler(Sampler[int]):
         """The full order of ``epoch`` (shape (n,)); it replays the stream from epoch 0, so it
         costs ``epoch + 1`` draws."""
         epoch = spec.validate("epoch", epoch)
-        rng = block_rng(self.seed, SAMPLER_STREAM, 0)
         base = np.arange(self.n)[None, :]
         if self.sampling == "ig":
             return base[0]
         if self.sampling == "so":
-            return rng.permuted(base, axis=1)[0]
-        for _ in range(epoch):  # advance the stream as the simulator does
-            self._draw(rng, base)
-        return self._draw(rng, base)[0]
+            return block_rng(self.seed, SAMPLER_STREAM, 0).permuted(base, axis=1)[0]
+        if self._last is not None and self._last[0] == epoch:
+            return self._last[1].copy()
+        if self._rng is None or epoch < self._next:  # replay from the stream's start
+            self._rng, self._next = block_rng(self.seed, SAMPLER_STREAM, 0), 0
+        for _ in range(epoch - self._next):  # advance the stream as the simulator does
+            self._draw(self._rng, base)
+        out = self._draw(self._rng, base)[0]
+        self._next, self._last = epoch + 1, (epoch, out)
+        return out.copy()
 
     def _draw(self, rng: np.random.Generator, base: np.ndarray) -> np.ndarray:
         if self.sampling == "rr":
