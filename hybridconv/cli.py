@@ -855,10 +855,15 @@ def _plain(text: str) -> str:
 
 
 def _sstr(expr: object) -> str:
-    """An expression in plain text, floats with at most 6 significant digits."""
+    """An expression in plain text, floats with at most 6 significant digits; an exact rational
+    with more than 12 digits (``--set L_x=1e300`` substitutes 10^300 exactly) is shown as a
+    6-digit float, small ones (729/224) stay exact."""
     import sympy as sp
 
     expr = sp.sympify(expr)
+    big = {r: sp.Float(r, 6) for r in expr.atoms(sp.Rational)
+           if max(abs(r.p), r.q) >= 10**12}
+    expr = expr.xreplace(big)
     expr = expr.xreplace({f: sp.Float(f, 6) for f in expr.atoms(sp.Float)})
     return _plain(sp.sstr(expr, full_prec=False))
 

@@ -118,6 +118,14 @@ def test_complexity(capsys):
                                 f"step size: eta = {d['eta']}", d["regime"]]
 
 
+def test_complexity_shows_huge_set_values_as_floats(capsys):
+    # --set substitutes exact rationals (1e300 becomes 10^300): shown as 6-digit floats, while
+    # the derivation's small rationals stay exact
+    code, out, _ = run(capsys, "theory", "complexity", "--set", "L_x=1e300")
+    assert code == 0 and max(len(line) for line in out.splitlines()) < 200
+    assert "(L_xy + 1.0e+300)" in out and "729*" in out and "6.25e-302" in out
+
+
 def test_console_script_runs():
     """The installed entry point: what the README's first command calls."""
     res = subprocess.run([sys.executable, "-m", "hybridconv.cli", "theory", "bound", "--set",
