@@ -54,6 +54,7 @@ __all__ = [
     "DIFFERENCES",
     "SAMPLINGS",
     "SIM_METHODS",
+    "POOLS",
     "METHODS",
     "PEFT_KINDS",
     "BASELINES",
@@ -334,13 +335,18 @@ COUPLINGS = Choice(
     "coupling", ("zero", "weak", "strong"), "zero",
     "cross-block coupling regimes the hypothesis strategies draw: L_xy = 0, L_xy in "
     "[1e-3, 1e-1] sqrt(m_x m_y), L_xy in [0.9, 0.99] sqrt(m_x m_y)")
+POOLS = Choice("pool", ("auto", "threads", "processes"), "auto",
+               "how a simulation runs its blocks of trials side by side: threads (numpy "
+               "releases the GIL in its arrays, not in the Python between them), processes "
+               "(joblib's reusable loky pool: no GIL, a start-up of about a second once per "
+               "session), or auto: processes for runs long enough to repay that start-up")
 TASKS = Choice("task", ("mr", "boolq", "piqa", "winogrande"), "mr",
                "offline classification task (docs/finetune.md)")
 
 CHOICES: dict[str, Choice] = {c.name: c for c in (
     DIRECTIONS, DIFFERENCES, SAMPLINGS, PEFT_KINDS, SCHEDULES, HEADS, FO_OPTIMIZERS,
     FO_GRADIENTS, ASSUMPTIONS, THEOREMS, FAMILIES, MEASURES, DTYPES, AUTOCASTS, BACKENDS,
-    WEIGHTS, METRICS, TASKS, COUPLINGS)}
+    WEIGHTS, METRICS, TASKS, COUPLINGS, POOLS)}
 """Name -> :class:`Choice`. ``method`` is not here: the simulator's and the fine-tuner's
 method lists differ (:data:`SIM_METHODS`, :data:`METHODS`); pass the list explicitly."""
 

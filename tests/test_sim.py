@@ -309,8 +309,8 @@ THREAD_CASES = [
 
 @pytest.mark.parametrize(("family", "over"), THREAD_CASES)
 def test_records_do_not_depend_on_the_thread_count(family, over):
-    """Blocks of TRIAL_BLOCK trials carry their own generators: 1, 2 or 3 threads give the
-    same records bit for bit (three blocks, the last one short)."""
+    """Blocks of TRIAL_BLOCK trials carry their own generators: 1, 2 or 3 threads, or 2 or 3
+    processes, give the same records bit for bit (three blocks, the last one short)."""
     from hybridconv.sim.runner import TRIAL_BLOCK, blocks
 
     p = make_problem(family, 4, 4, 4, seed=1)
@@ -318,6 +318,7 @@ def test_records_do_not_depend_on_the_thread_count(family, over):
                        **over})
     assert len(blocks(cfg.trials)) == 3
     frames = [simulate(p, cfg, threads=t) for t in (1, 2, 3)]
+    frames += [simulate(p, cfg, threads=t, pool="processes") for t in (2, 3)]
     for f in frames[1:]:
         pd.testing.assert_frame_equal(frames[0], f, check_exact=True)
     if over.get("eta_x", 0) > 1:
@@ -349,10 +350,28 @@ class Failing(QuadraticProblem):
         return super().grads(x, y, idx)
 
 
-def test_an_error_in_a_block_reaches_the_caller():
+@pytest.mark.parametrize("pool", ["threads", "processes"])
+def test_an_error_in_a_block_reaches_the_caller(pool):
     p = Failing(4, 3, 2, seed=0)
     with pytest.raises(RuntimeError, match="boom in block 1"):
-        simulate(p, SimConfig(epochs=2, trials=130), threads=2)
+        simulate(p, SimConfig(epochs=2, trials=130), threads=2, pool=pool)
+
+
+def test_auto_pool_uses_processes_for_long_runs_only(monkeypatch):
+    from hybridconv.sim import runner
+
+    p = QuadraticProblem(64, 100, 20, seed=0)  # a unit of work: trials x epochs x n x d
+
+    def use(trials, epochs, workers=2, pool="auto"):
+        return runner._use_processes(pool, workers, p, SimConfig(trials=trials, epochs=epochs))
+
+    long = int(runner.PROCESS_WORK // (64 * 120)) + 1  # trials x epochs above the threshold
+    assert use(1000, -(-long // 1000)) and not use(1000, long // 1000 - 1)
+    assert not use(1000, 10**4, workers=1)               # one worker: no pool at all
+    assert not use(128, 10**6)                           # one block: nothing side by side
+    assert not use(1000, 10**4, pool="threads") and use(1000, 1, pool="processes")
+    with pytest.raises(ValueError, match=r"^pool must be one of auto, threads, processes, got"):
+        simulate(p, SimConfig(epochs=1, trials=2), pool="fork")
 
 
 @pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])

@@ -216,14 +216,17 @@ class _Records:
 
 def _run_block(problem: Problem, config: SimConfig, b: int, a: int, e: int,
                x0: np.ndarray, y0: np.ndarray, rates: list[tuple[float, float]],
-               rec: _Records, stop: threading.Event, tick: Callable[[], None]) -> None:
+               rec: _Records, stop: threading.Event, tick: Callable[[], None],
+               col0: int = 0) -> None:
     """Trials a..e (block ``b``) through every epoch; writes their columns of ``rec``.
 
-    The block's state, sampler and directions are its own (generators from ``b`` alone), so
-    its numbers do not depend on which thread runs it or on the other blocks."""
+    ``rec`` and the starts ``x0``, ``y0`` hold trial ``col0`` in their first column / row (0:
+    the whole run's arrays; ``a``: a worker process's arrays of this block alone). The block's
+    state, sampler and directions are its own (generators from ``b`` alone), so its numbers
+    do not depend on which thread or process runs it or on the other blocks."""
     K, T, n = e - a, config.epochs, problem.n
     oracles = block_oracles(config.method)
-    x, y = x0[a:e].copy(), y0[a:e].copy()
+    x, y = x0[a - col0:e - col0].copy(), y0[a - col0:e - col0].copy()
     sampler = Sampler(config.sampling, n=n, trials=K,
                       rng=block_rng(config.seed, SAMPLER_STREAM, b))
     drng = block_rng(config.seed, DIRECTION_STREAM, b)
@@ -234,7 +237,7 @@ def _run_block(problem: Problem, config: SimConfig, b: int, a: int, e: int,
     running_max = np.zeros(K)
     diverged_at = np.full(K, T + 1)
     left = np.zeros(K, dtype=bool)
-    cols = slice(a, e)
+    cols = slice(a - col0, e - col0)
 
     def track_gradients(xp: np.ndarray | None = None, yp: np.ndarray | None = None) -> None:
         """At the current point, or (balls) over the ball around the previous point (xp, yp)
@@ -308,6 +311,73 @@ def _run_block(problem: Problem, config: SimConfig, b: int, a: int, e: int,
     rec.diverged_at[cols] = diverged_at
 
 
+def _blocks_in_process(problem: Problem, config: SimConfig, group: list[tuple[int, int, int]],
+                       x0: np.ndarray, y0: np.ndarray, rates: list[tuple[float, float]]
+                       ) -> list[_Records]:
+    """Blocks ``(b, a, e)`` of ``group`` (contiguous; ``x0``, ``y0``: the starts of their
+    trials) one after the other in a worker process: the same :func:`_run_block`, BLAS held
+    to one thread, each block's records returned. One job per worker, not per block, so the
+    problem is sent to each worker once."""
+    first = group[0][1]
+    out = []
+    with _blas().limit(limits=1, user_api="blas"), np.errstate(all="ignore"):
+        for b, a, e in group:
+            rec = _Records(config.epochs, e - a)
+            _run_block(problem, config, b, a, e, x0[a - first:e - first],
+                       y0[a - first:e - first], rates, rec, threading.Event(), lambda: None,
+                       col0=a)
+            out.append(rec)
+    return out
+
+
+PROCESS_WORK = 2e8
+"""With ``pool="auto"``, runs of at least this many units of work (trials x epochs x n x
+(d_x + d_y): about a second of one core on the quadratic) use processes, shorter ones
+threads: a cold process pool costs about a second to start (once per session)."""
+
+
+def _use_processes(pool: str, workers: int, problem: Problem, config: SimConfig) -> bool:
+    if workers == 1 or len(blocks(config.trials)) == 1 or pool == "threads":
+        return False
+    if pool == "processes":
+        return True
+    work = float(config.trials) * config.epochs * problem.n * (problem.d_x + problem.d_y)
+    return work >= PROCESS_WORK
+
+
+def _run_in_processes(problem: Problem, config: SimConfig, parts: list[tuple[int, int]],
+                      x0: np.ndarray, y0: np.ndarray, rates: list[tuple[float, float]],
+                      rec: _Records, workers: int, tick: Callable[[], None]) -> None:
+    """The blocks in joblib's reusable loky pool of ``workers`` processes (no GIL between the
+    blocks' Python), one contiguous group of blocks per worker; a group's records are copied
+    into ``rec`` (and the progress bar moved) as it finishes. On an error or Ctrl-C the
+    pending groups are cancelled and the workers killed."""
+    from concurrent.futures import as_completed
+
+    from joblib.externals.loky import get_reusable_executor
+
+    workers = min(workers, len(parts))
+    executor = get_reusable_executor(max_workers=workers)
+    per = -(-len(parts) // workers)
+    groups = [[(b, *parts[b]) for b in range(i, min(i + per, len(parts)))]
+              for i in range(0, len(parts), per)]
+    futures = {executor.submit(_blocks_in_process, problem, config, g, x0[g[0][1]:g[-1][2]],
+                               y0[g[0][1]:g[-1][2]], rates): g for g in groups}
+    try:
+        for f in as_completed(futures):
+            for (_, a, e), part in zip(futures[f], f.result(), strict=True):
+                for name in ("F", "gx2", "gy2", "gmax", "left"):
+                    getattr(rec, name)[:, a:e] = getattr(part, name)
+                rec.diverged_at[a:e] = part.diverged_at
+                for _ in range(config.epochs):
+                    tick()
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        executor.shutdown(wait=False, kill_workers=True)
+        raise
+
+
 def _check_fits(problem: Problem, config: SimConfig) -> None:
     """Refuse, before allocating, a run whose records and state cannot fit in memory."""
     from ..sizes import check_fits, simulation_bytes
@@ -320,13 +390,16 @@ def _check_fits(problem: Problem, config: SimConfig) -> None:
 
 def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = None,
              y0: np.ndarray | None = None, progress: bool = False,
-             threads: int | None = None) -> pd.DataFrame:
+             threads: int | None = None, pool: str = spec.POOLS.default) -> pd.DataFrame:
     """Run ``config.trials`` trials of ``config.epochs`` epochs; return the records.
 
     The trials run in blocks of :data:`TRIAL_BLOCK`, each with its own generators
-    (:func:`block_rng`), on ``threads`` threads (default :func:`default_threads`); numpy
-    releases the GIL in the draws and the array arithmetic, and BLAS is held to one thread per
-    block meanwhile. The records do not depend on ``threads`` (bit for bit).
+    (:func:`block_rng`), on ``threads`` workers (default :func:`default_threads`): threads
+    (numpy releases the GIL in the draws and the array arithmetic) or, with ``pool`` =
+    ``"processes"`` or ``"auto"`` and a run of at least :data:`PROCESS_WORK`, processes of
+    joblib's reusable loky pool (no GIL at all; docs/simulator.md, "Speed"). BLAS is held to
+    one thread per block meanwhile. The records depend neither on ``threads`` nor on ``pool``
+    (bit for bit).
 
     Returns:
         a DataFrame with columns :data:`RECORD_COLUMNS` plus ``problem``, ``d_x``, ``d_y``,
@@ -341,6 +414,7 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
     K, T, n = config.trials, config.epochs, problem.n
     _check_fits(problem, config)  # before anything the size of the run is built
     threads = default_threads(K) if threads is None else spec.validate("threads", threads)
+    pool = spec.validate("pool", pool)
     x0, y0 = _start(problem, x0, y0, K)
     if "zo" in block_oracles(config.method):  # mu u must survive the rounding of x + mu u
         check_radius(config.mu, float(max(np.abs(x0).max(), np.abs(y0).max())),
@@ -367,19 +441,22 @@ def simulate(problem: Problem, config: SimConfig, *, x0: np.ndarray | None = Non
             _run_block(problem, config, b, *parts[b], x0, y0, rates, rec, stop, tick)
 
     try:
-        with _blas().limit(limits=1, user_api="blas"):
-            if threads == 1 or len(parts) == 1:
-                for b in range(len(parts)):
-                    run(b)
-            else:
-                with ThreadPoolExecutor(min(threads, len(parts)),
-                                        thread_name_prefix="hybridconv-sim") as pool:
-                    futures = [pool.submit(run, b) for b in range(len(parts))]
-                    try:
-                        for f in futures:
-                            f.result()
-                    finally:  # an error or Ctrl-C: the other blocks stop at their next step
-                        stop.set()
+        if _use_processes(pool, threads, problem, config):
+            _run_in_processes(problem, config, parts, x0, y0, rates, rec, threads, tick)
+        else:
+            with _blas().limit(limits=1, user_api="blas"):
+                if threads == 1 or len(parts) == 1:
+                    for b in range(len(parts)):
+                        run(b)
+                else:
+                    with ThreadPoolExecutor(min(threads, len(parts)),
+                                            thread_name_prefix="hybridconv-sim") as executor:
+                        futures = [executor.submit(run, b) for b in range(len(parts))]
+                        try:
+                            for f in futures:
+                                f.result()
+                        finally:  # an error or Ctrl-C: the other blocks stop at their next step
+                            stop.set()
     finally:
         if bar is not None:
             bar.close()
