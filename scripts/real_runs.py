@@ -180,11 +180,13 @@ def ratio_sweep_section() -> list[str]:
     pred_er = (_predicted_ratio(hybrid_bound(assumption="effective-rank"),
                                 {**at, "r": min(rc.effective_rank, at["d_x"])})
                if math.isfinite(rc.effective_rank) else math.nan)
+    start = float(df[df["step"] == 0]["test_loss"].mean())
+    last = last.assign(worse=last["test_loss"] > start)
     agg = (last.groupby("ratio")
            .agg(lr_x=("lr_x", "first"), loss=("test_loss", "mean"),
                 loss_sd=("test_loss", "std"), acc=("test_accuracy", "mean"),
                 acc_sd=("test_accuracy", "std"), train=("train_loss", "mean"),
-                seeds=("seed", "nunique"))
+                worse=("worse", "sum"), seeds=("seed", "nunique"))
            .sort_index(ascending=False))
     best = agg["loss"].idxmin()
     lines = [
@@ -204,14 +206,28 @@ def ratio_sweep_section() -> list[str]:
         f"**{_g(pred_h1)} under H1, {_g(pred_er)} under the effective rank** "
         f"(r = {_g(rc.effective_rank)}).",
         "",
-        "| eta_y / eta_x | eta_x | test loss | sd | test accuracy | sd | train loss | seeds |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| eta_y / eta_x | eta_x | test loss | sd | test accuracy | sd | train loss | seeds "
+        f"ending above the untrained test loss {start:.4f} | seeds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for ratio, r in agg.iterrows():
         mark = " (best)" if ratio == best else ""
         lines.append(f"| {_g(ratio)}{mark} | {r['lr_x']:g} | {r['loss']:.4f} | "
                      f"{_g(r['loss_sd'], 2)} | {r['acc']:.3f} | {_g(r['acc_sd'], 2)} | "
-                     f"{r['train']:.4f} | {int(r['seeds'])} |")
+                     f"{r['train']:.4f} | {int(r['worse'])} | {int(r['seeds'])} |")
+    stable = agg[agg["worse"] == 0].index
+    unstable = agg[agg["worse"] == agg["seeds"]].index
+    if len(stable) and len(unstable):
+        lines += ["", f"Every seed ends worse than the untrained model at ratios <= "
+                  f"{_g(unstable.max())} (eta_x >= {agg.loc[unstable.max(), 'lr_x']:g}: the ZO "
+                  f"steps are too large), none at ratios >= {_g(stable.min())}: the measured "
+                  f"stability boundary lies between {_g(unstable.max())} and {_g(stable.min())}. "
+                  f"The theorem's best ratio under H1 ({_g(pred_h1)}) is "
+                  + ("on the unstable side" if pred_h1 <= unstable.max() else
+                     "on the stable side" if pred_h1 >= stable.min() else "inside that gap")
+                  + f"; under the effective rank ({_g(pred_er)}) "
+                  + ("on the unstable side." if pred_er <= unstable.max() else
+                     "on the stable side." if pred_er >= stable.min() else "inside that gap.")]
     tests = []
     wide = last.pivot_table(index="seed", columns="ratio", values=["test_loss", "test_accuracy"])
     for ratio in agg.index:
