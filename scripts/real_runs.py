@@ -216,25 +216,29 @@ def ratio_sweep_section() -> list[str]:
                      f"{_g(r['loss_sd'], 2)} | {r['acc']:.3f} | {_g(r['acc_sd'], 2)} | "
                      f"{r['train']:.4f} | {int(r['worse'])} | {int(r['seeds'])} |")
     stable = agg[agg["worse"] == 0].index
-    unstable = agg[agg["worse"] == agg["seeds"]].index
-    if len(stable) and len(unstable):
-        lines += ["", f"Every seed ends worse than the untrained model at ratios <= "
-                  f"{_g(unstable.max())} (eta_x >= {agg.loc[unstable.max(), 'lr_x']:g}: the ZO "
-                  f"steps are too large), none at ratios >= {_g(stable.min())}: the measured "
-                  f"stability boundary lies between {_g(unstable.max())} and {_g(stable.min())}. "
-                  f"The theorem's best ratio under H1 ({_g(pred_h1)}) is "
-                  + ("on the unstable side" if pred_h1 <= unstable.max() else
-                     "on the stable side" if pred_h1 >= stable.min() else "inside that gap")
-                  + f"; under the effective rank ({_g(pred_er)}) "
-                  + ("on the unstable side." if pred_er <= unstable.max() else
-                     "on the stable side." if pred_er >= stable.min() else "inside that gap.")]
+    unstable = agg[agg["worse"] > 0].index
+    if len(stable) and len(unstable) and unstable.max() < stable.min():
+        hi, lo = stable.min(), unstable.max()
+
+        def side(r: float) -> str:
+            return ("among the ratios where seeds end worse" if r <= lo else
+                    "among the ratios where none does" if r >= hi else "inside that gap")
+
+        counts = ", ".join(f"{int(agg.loc[r, 'worse'])} of {int(agg.loc[r, 'seeds'])} at "
+                           f"{_g(r)}" for r in unstable)
+        lines += ["", f"Seeds ending worse than the untrained model: {counts}; none at ratios "
+                  f">= {_g(hi)}. The ZO steps are too large at eta_x >= "
+                  f"{agg.loc[lo, 'lr_x']:g}: the measured stability boundary lies between "
+                  f"ratios {_g(lo)} and {_g(hi)}. The theorem's best ratio under H1 "
+                  f"({_g(pred_h1)}) lies {side(pred_h1)}; under the effective rank "
+                  f"({_g(pred_er)}) {side(pred_er)}."]
     tests = []
     wide = last.pivot_table(index="seed", columns="ratio", values=["test_loss", "test_accuracy"])
     for ratio in agg.index:
         if ratio == best:
             continue
-        pair = wide.xs(ratio, axis=1, level=1).join(wide.xs(best, axis=1, level=1),
-                                                    rsuffix="_best").dropna()
+        pair = pd.merge(wide.xs(ratio, axis=1, level=1), wide.xs(best, axis=1, level=1),
+                        left_index=True, right_index=True, suffixes=("", "_best")).dropna()
         if len(pair) < 2:
             continue
         tl = stats.ttest_rel(pair["test_loss"], pair["test_loss_best"])
