@@ -274,6 +274,11 @@ def _run_block(problem: Problem, config: SimConfig, b: int, a: int, e: int,
     record(0)
     limit = BLOWUP_FACTOR * np.fmax(rec.gx2[0, cols] + rec.gy2[0, cols], 1.0)
     alive = bool((diverged_at > T).all())  # no trial diverged yet: the fast path applies
+    # Without a region or a gradient bound to track, nothing is observed between records, so
+    # while every trial is alive the per-step finiteness sum (2% of a step) is skipped: a
+    # non-finite state stays non-finite (inf - inf and 0 * inf are NaN), so the epoch's end
+    # finds it, marks the same epoch, and its records are NaN as before.
+    tracked = region or grad_bound is not None
     step = dict(oracles=oracles, mu=config.mu, q=config.q, directions=config.directions,
                 difference=config.difference, rng=drng)
     for t in range(T):
@@ -284,6 +289,9 @@ def _run_block(problem: Problem, config: SimConfig, b: int, a: int, e: int,
                 return
             xp, yp = (x.copy(), y.copy()) if balls else (None, None)
             nx, ny = hybrid_step(problem, x, y, order[:, i], eta_x=ex, eta_y=ey, **step)
+            if alive and not tracked:
+                x, y = nx, ny  # nothing tracked per step: finiteness is checked per epoch
+                continue
             total = float(nx.sum()) + float(ny.sum())
             if alive and math.isfinite(total):
                 x, y = nx, ny  # the common case: every trial alive and finite
@@ -301,6 +309,9 @@ def _run_block(problem: Problem, config: SimConfig, b: int, a: int, e: int,
             if region:
                 left |= ~problem.in_region(x, y)
             track_gradients(xp, yp)
+        if alive and not tracked:  # a non-finite state stays non-finite: its epoch is this one
+            ok = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
+            diverged_at[~ok] = t + 1
         record(t + 1)
         alive = bool((diverged_at > T).all())
         tick()
