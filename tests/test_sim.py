@@ -165,6 +165,25 @@ def test_divergence_is_marked_and_frozen():
     assert not good["diverged"].any() and good["F"].notna().all()
 
 
+class Tracked(QuadraticProblem):
+    """The same quadratic with a (trivial) region: the runner then checks finiteness after
+    every step instead of at each epoch's end."""
+
+    def in_region(self, x, y):
+        return np.ones(x.shape[0], dtype=bool)
+
+
+@pytest.mark.parametrize("eta_x", [2.0, 8.0])  # 136 and all 150 trials diverge
+def test_per_epoch_finiteness_check_marks_what_the_per_step_check_marks(eta_x):
+    args = dict(n=6, d_x=5, d_y=3, seed=2)
+    cfg = SimConfig(method="hybrid", epochs=12, trials=150, eta_x=eta_x, eta_y=0.05, seed=4)
+    plain = simulate(QuadraticProblem(**args), cfg, threads=1)
+    tracked = simulate(Tracked(**args), cfg, threads=1)
+    at = plain.groupby("trial")["diverged"].sum()
+    assert (at > 0).sum() >= 136 and at[at > 0].nunique() > 1  # at several epochs
+    pd.testing.assert_frame_equal(plain, tracked, check_exact=True)
+
+
 def test_all_diverged_stops_early_and_keeps_records(quad):
     df = simulate(quad, SimConfig(epochs=50, trials=3, eta_x=50.0, eta_y=50.0))
     assert len(df) == 3 * 51
