@@ -276,8 +276,8 @@ def _run_block(problem: Problem, config: SimConfig, b: int, a: int, e: int,
     alive = bool((diverged_at > T).all())  # no trial diverged yet: the fast path applies
     # Without a region or a gradient bound to track, nothing is observed between records, so
     # while every trial is alive the per-step finiteness sum (2% of a step) is skipped: a
-    # non-finite state stays non-finite (inf - inf and 0 * inf are NaN), so the epoch's end
-    # finds it, marks the same epoch, and its records are NaN as before.
+    # non-finite state stays non-finite (inf - inf and 0 * inf are NaN), so the record at the
+    # epoch's end finds its F non-finite and marks the same epoch; its records are NaN as before.
     tracked = region or grad_bound is not None
     step = dict(oracles=oracles, mu=config.mu, q=config.q, directions=config.directions,
                 difference=config.difference, rng=drng)
@@ -309,9 +309,6 @@ def _run_block(problem: Problem, config: SimConfig, b: int, a: int, e: int,
             if region:
                 left |= ~problem.in_region(x, y)
             track_gradients(xp, yp)
-        if alive and not tracked:  # a non-finite state stays non-finite: its epoch is this one
-            ok = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
-            diverged_at[~ok] = t + 1
         record(t + 1)
         alive = bool((diverged_at > T).all())
         tick()
