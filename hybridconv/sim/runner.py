@@ -21,10 +21,11 @@ that contains the step's segment and every ZO perturbation segment the estimator
 (radius mu sqrt(d) for sphere and Rademacher directions, infinite for Gaussian ones: then no
 finite G holds); otherwise at every iterate. Both are reported, never silently ignored.
 
-Divergence: after every step, a trial whose state is no longer finite is marked diverged at
-that epoch, and so is, at each record, a trial whose ||grad F||^2 exceeds
-:data:`hybridconv.numerics.BLOWUP_FACTOR` (1e20) times max(its value at the start, 1); its
-state is frozen (no further updates) and its later records are NaN with ``diverged = True``;
+Divergence: a trial whose state is no longer finite is marked diverged at that epoch (found
+after every step where a region or a gradient bound is tracked, else by the epoch's record:
+a non-finite state stays non-finite), and so is, at each record, a trial whose ||grad F||^2
+exceeds :data:`hybridconv.numerics.BLOWUP_FACTOR` (1e20) times max(its value at the start, 1);
+its state is frozen (no further updates) and its later records are NaN with ``diverged = True``;
 nothing is averaged over it silently. A ZO radius mu below the float64 resolution of the start
 (``hybridconv.numerics.check_radius``) is refused before the run.
 """
