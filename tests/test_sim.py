@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -316,6 +318,11 @@ def test_gradient_bound_is_tracked_at_every_iterate():
     assert np.isinf(gauss.loc[gauss["epoch"] >= 1, "max_grad_norm"]).all()
 
 
+UNDER_MUTMUT = "MUTANT_UNDER_TEST" in os.environ
+"""mutmut runs the tests in forked children, where worker pools can hang (docs/testing.md), and
+a loky worker would import the unmutated package anyway: the process-pool cases are skipped."""
+PROCESSES = pytest.mark.skipif(UNDER_MUTMUT, reason="process pools under mutmut")
+
 THREAD_CASES = [
     ("quadratic", dict(method="hybrid")),
     ("quadratic", dict(method="zo", directions="rademacher", sampling="wr", q=2)),
@@ -337,7 +344,8 @@ def test_records_do_not_depend_on_the_thread_count(family, over):
                        **over})
     assert len(blocks(cfg.trials)) == 3
     frames = [simulate(p, cfg, threads=t) for t in (1, 2, 3)]
-    frames += [simulate(p, cfg, threads=t, pool="processes") for t in (2, 3)]
+    if not UNDER_MUTMUT:
+        frames += [simulate(p, cfg, threads=t, pool="processes") for t in (2, 3)]
     for f in frames[1:]:
         pd.testing.assert_frame_equal(frames[0], f, check_exact=True)
     if over.get("eta_x", 0) > 1:
@@ -369,7 +377,7 @@ class Failing(QuadraticProblem):
         return super().grads(x, y, idx)
 
 
-@pytest.mark.parametrize("pool", ["threads", "processes"])
+@pytest.mark.parametrize("pool", ["threads", pytest.param("processes", marks=PROCESSES)])
 def test_an_error_in_a_block_reaches_the_caller(pool):
     p = Failing(4, 3, 2, seed=0)
     with pytest.raises(RuntimeError, match="boom in block 1"):
