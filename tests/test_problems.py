@@ -376,6 +376,14 @@ def test_lora_shapes_region_and_exact_L_x():
     far = p.in_region(np.stack([x0 * 0, 10 * p.R_W * np.ones_like(x0) / np.sqrt(6)]),
                       np.stack([y0 + 10 * p.R_A, y0]))
     assert not far.any()
+    # each factor's ball, just outside and just inside its radius (1e-12 slack only)
+    for part, radius in ((0, p.R_W), (1, p.R_A), (2, p.R_B)):
+        for scale, inside in ((1.001, False), (0.999, True)):
+            W, A, B = np.zeros((p.m, p.p)), np.zeros((p.r, p.p)), np.zeros((p.m, p.r))
+            block = (W, A, B)[part]
+            block.flat[0] = scale * radius
+            got = p.in_region(W.reshape(1, -1), np.concatenate([A.ravel(), B.ravel()])[None])
+            assert bool(got[0]) is inside, (part, scale)
     x, y = sample(p, np.random.default_rng(0), 50)
     assert p.in_region(x, y).all()
     # L_x = max_i ||a_i||^2 is attained: H_WW of f_i is I_m (x) a_i a_i^T
@@ -431,6 +439,16 @@ def test_lora_variance_sup_is_certified_and_tight(shape, seed):
     assert c["sigma_x"] ** 2 == pytest.approx(min(moment, certified), rel=1e-12)
     assert c["sigma_x"] ** 2 < moment            # the variance sup is the sharper one here
     assert c["sigma_y"] ** 2 == pytest.approx((p.R_A**2 + p.R_B**2) * c["sigma_x"] ** 2)
+
+
+@pytest.mark.parametrize("radius", [0.05, 0.3])
+def test_lora_variance_sup_on_a_small_ball(radius):
+    # a ball of radius < 1: the search interval [h_max, h_max + sqrt(sum w) / R] must still
+    # reach the optimal multiplier (a right end computed with R > 1 rules would cut it off)
+    p = LoRAProblem(12, 6, 5, seed=5)
+    certified = variance_sup(p.a, p.c, radius)
+    found = _variance_ascent(p, radius)
+    assert found <= certified * (1 + 1e-9) and certified <= found * (1 + 1e-6)
 
 
 def test_lora_variance_sup_without_spread_is_zero():
