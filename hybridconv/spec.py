@@ -338,8 +338,8 @@ COUPLINGS = Choice(
 POOLS = Choice("pool", ("auto", "threads", "processes"), "auto",
                "how a simulation runs its blocks of trials side by side: threads (numpy "
                "releases the GIL in its arrays, not in the Python between them), processes "
-               "(joblib's reusable loky pool: no GIL, a start-up of about a second once per "
-               "session), or auto: processes for runs long enough to repay that start-up")
+               "(joblib's reusable loky pool: no GIL, a start-up of about a second when the pool "
+               "is cold), or auto: processes for runs long enough to repay that start-up")
 TASKS = Choice("task", ("mr", "boolq", "piqa", "winogrande"), "mr",
                "offline classification task (docs/finetune.md)")
 

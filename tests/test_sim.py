@@ -384,6 +384,19 @@ def test_an_error_in_a_block_reaches_the_caller(pool):
         simulate(p, SimConfig(epochs=2, trials=130), threads=2, pool=pool)
 
 
+@pytest.mark.parametrize(("trials", "workers"), [(257, 2), (300, 2), (1000, 2), (1000, 3),
+                                                 (5, 4), (129, 8)])
+def test_process_groups_are_balanced_by_trials(trials, workers):
+    from hybridconv.sim.runner import balanced_groups, blocks
+
+    parts = blocks(trials)
+    groups = balanced_groups(parts, min(workers, len(parts)))
+    assert sorted(b for g in groups for b, _, _ in g) == list(range(len(parts)))
+    loads = [sum(e - a for _, a, e in g) for g in groups]
+    assert max(loads) - min(loads) <= max(e - a for a, e in parts)  # LPT's guarantee
+    assert max(loads) <= -(-trials // len(groups)) + max(e - a for a, e in parts) - 1
+
+
 def test_auto_pool_uses_processes_for_long_runs_only(monkeypatch):
     from hybridconv.sim import runner
 

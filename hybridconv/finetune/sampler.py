@@ -11,7 +11,9 @@ Epoch e's order is found by replaying the stream from its start (O(e n) draws, n
 to an epoch of training); ``set_epoch`` therefore gives random access. The sampler keeps the
 stream where its last order left it, so epochs taken in increasing order (a training run)
 cost one draw each, not e + 1: a run of E epochs costs O(E n), not O(E^2 n). The epoch index
-is capped (``spec`` quantity ``epoch``, at most 10^7) so that a replay is bounded in time.
+is capped (``spec`` quantity ``epoch``, at most 10^7): a replay is then finite, if long (10^7
+permutations of n). The cache is valid for the sampler's own n, sampling and seed; set them
+only through the constructor (``load_state_dict`` refuses another sampler's state).
 
 With a ``DataLoader(batch_size=B)`` on top, every epoch is a random partition of the examples
 into batches of B (the last one shorter unless ``drop_last``): each f_i of the theory is then a
@@ -90,8 +92,9 @@ class ReshufflingSampler(Sampler[int]):
         self.epoch, self._pos = spec.validate("epoch", epoch), 0
 
     def order(self, epoch: int) -> np.ndarray:
-        """The full order of ``epoch`` (shape (n,)); it replays the stream from epoch 0, so it
-        costs ``epoch + 1`` draws."""
+        """The full order of ``epoch`` (shape (n,)), as the stream from epoch 0 gives it: from
+        where the last order left the stream (one draw for the next epoch), or replayed from
+        the start (``epoch + 1`` draws) for an earlier one."""
         epoch = spec.validate("epoch", epoch)
         base = np.arange(self.n)[None, :]
         if self.sampling == "ig":

@@ -162,7 +162,7 @@ def variance_sup(a: np.ndarray, c: np.ndarray, radius: float) -> float:
 
     def upper(lam: float) -> float:
         gap = lam - h
-        if np.any((gap <= 0) & (w > 0)):
+        if np.any(gap < 0) or np.any((gap == 0) & (w > 0)):  # lambda below lambda_max(K)
             return np.inf
         safe = np.where(w > 0, gap, 1.0)
         return lam * R2 + c0 + float(np.sum(np.where(w > 0, w / safe, 0.0)))

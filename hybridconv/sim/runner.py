@@ -22,8 +22,8 @@ that contains the step's segment and every ZO perturbation segment the estimator
 finite G holds); otherwise at every iterate. Both are reported, never silently ignored.
 
 Divergence: a trial whose state is no longer finite is marked diverged at that epoch (found
-after every step where a region or a gradient bound is tracked, else by the epoch's record:
-a non-finite state stays non-finite), and so is, at each record, a trial whose ||grad F||^2
+after every step where a region or a gradient bound is tracked, else at the epoch's end: a
+non-finite state stays non-finite), and so is, at each record, a trial whose ||grad F||^2
 exceeds :data:`hybridconv.numerics.BLOWUP_FACTOR` (1e20) times max(its value at the start, 1);
 its state is frozen (no further updates) and its later records are NaN with ``diverged = True``;
 nothing is averaged over it silently. A ZO radius mu below the float64 resolution of the start
@@ -277,8 +277,9 @@ def _run_block(problem: Problem, config: SimConfig, b: int, a: int, e: int,
     alive = bool((diverged_at > T).all())  # no trial diverged yet: the fast path applies
     # Without a region or a gradient bound to track, nothing is observed between records, so
     # while every trial is alive the per-step finiteness sum (2% of a step) is skipped: a
-    # non-finite state stays non-finite (inf - inf and 0 * inf are NaN), so the record at the
-    # epoch's end finds its F non-finite and marks the same epoch; its records are NaN as before.
+    # non-finite state stays non-finite (inf - inf and 0 * inf are NaN), so a check of the
+    # states at the epoch's end (1/n of the per-step cost; the record alone would miss a
+    # problem whose F stays finite) marks the same epoch; its records are NaN as before.
     tracked = region or grad_bound is not None
     step = dict(oracles=oracles, mu=config.mu, q=config.q, directions=config.directions,
                 difference=config.difference, rng=drng)
@@ -310,6 +311,9 @@ def _run_block(problem: Problem, config: SimConfig, b: int, a: int, e: int,
             if region:
                 left |= ~problem.in_region(x, y)
             track_gradients(xp, yp)
+        if alive and not tracked:  # the per-step check skipped: one check per epoch instead
+            ok = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
+            diverged_at[~ok] = t + 1
         record(t + 1)
         alive = bool((diverged_at > T).all())
         tick()
@@ -321,20 +325,18 @@ def _run_block(problem: Problem, config: SimConfig, b: int, a: int, e: int,
 
 
 def _blocks_in_process(problem: Problem, config: SimConfig, group: list[tuple[int, int, int]],
-                       x0: np.ndarray, y0: np.ndarray, rates: list[tuple[float, float]]
-                       ) -> list[_Records]:
-    """Blocks ``(b, a, e)`` of ``group`` (contiguous; ``x0``, ``y0``: the starts of their
-    trials) one after the other in a worker process: the same :func:`_run_block`, BLAS held
-    to one thread, each block's records returned. One job per worker, not per block, so the
-    problem is sent to each worker once."""
-    first = group[0][1]
+                       starts: list[tuple[np.ndarray, np.ndarray]],
+                       rates: list[tuple[float, float]]) -> list[_Records]:
+    """Blocks ``(b, a, e)`` of ``group`` one after the other in a worker process (``starts``:
+    each block's x0, y0 rows): the same :func:`_run_block`, BLAS held to one thread, each
+    block's records returned. One job per worker, not per block, so the problem is sent to
+    each worker once."""
     out = []
     with _blas().limit(limits=1, user_api="blas"), np.errstate(all="ignore"):
-        for b, a, e in group:
+        for (b, a, e), (xs, ys) in zip(group, starts, strict=True):
             rec = _Records(config.epochs, e - a)
-            _run_block(problem, config, b, a, e, x0[a - first:e - first],
-                       y0[a - first:e - first], rates, rec, threading.Event(), lambda: None,
-                       col0=a)
+            _run_block(problem, config, b, a, e, xs, ys, rates, rec, threading.Event(),
+                       lambda: None, col0=a)
             out.append(rec)
     return out
 
@@ -342,7 +344,7 @@ def _blocks_in_process(problem: Problem, config: SimConfig, group: list[tuple[in
 PROCESS_WORK = 2e8
 """With ``pool="auto"``, runs of at least this many units of work (trials x epochs x n x
 (d_x + d_y): about a second of one core on the quadratic) use processes, shorter ones
-threads: a cold process pool costs about a second to start (once per session)."""
+threads: a cold process pool costs about a second to start (it stays warm for 5 minutes)."""
 
 
 def _use_processes(pool: str, workers: int, problem: Problem, config: SimConfig) -> bool:
@@ -354,25 +356,46 @@ def _use_processes(pool: str, workers: int, problem: Problem, config: SimConfig)
     return work >= PROCESS_WORK
 
 
+def balanced_groups(parts: list[tuple[int, int]], workers: int
+                    ) -> list[list[tuple[int, int, int]]]:
+    """``(b, a, e)`` of the blocks ``parts`` in at most ``workers`` groups balanced by trials
+    (the last block may be short): largest blocks first, each to the group with the fewest
+    trials so far (LPT scheduling; blocks of equal size split as evenly as their count does).
+
+    >>> [[b for b, _, _ in g] for g in balanced_groups(blocks(257), 2)]
+    [[0, 2], [1]]
+    """
+    groups: list[list[tuple[int, int, int]]] = [[] for _ in range(workers)]
+    load = [0] * workers
+    for b in sorted(range(len(parts)), key=lambda b: parts[b][0] - parts[b][1]):
+        k = load.index(min(load))
+        groups[k].append((b, *parts[b]))
+        load[k] += parts[b][1] - parts[b][0]
+    return [sorted(g) for g in groups if g]
+
+
 def _run_in_processes(problem: Problem, config: SimConfig, parts: list[tuple[int, int]],
                       x0: np.ndarray, y0: np.ndarray, rates: list[tuple[float, float]],
                       rec: _Records, workers: int, tick: Callable[[], None]) -> None:
     """The blocks in joblib's reusable loky pool of ``workers`` processes (no GIL between the
-    blocks' Python), one contiguous group of blocks per worker; a group's records are copied
-    into ``rec`` (and the progress bar moved) as it finishes. On an error or Ctrl-C the
-    pending groups are cancelled and the workers killed."""
+    blocks' Python), one group of blocks per worker, groups balanced by trials; a group's
+    records are copied into ``rec`` (and the progress bar moved) as it finishes. On an error
+    or Ctrl-C the pending groups are cancelled and the workers killed. The pool is the loky
+    singleton joblib's ``Parallel`` also uses: a call with other settings restarts it (a
+    cold start, 0.5-1 s), as does an idle spell of 5 minutes."""
     from concurrent.futures import as_completed
 
     from joblib.externals.loky import get_reusable_executor
 
     workers = min(workers, len(parts))
-    executor = get_reusable_executor(max_workers=workers)
-    per = -(-len(parts) // workers)
-    groups = [[(b, *parts[b]) for b in range(i, min(i + per, len(parts)))]
-              for i in range(0, len(parts), per)]
-    futures = {executor.submit(_blocks_in_process, problem, config, g, x0[g[0][1]:g[-1][2]],
-                               y0[g[0][1]:g[-1][2]], rates): g for g in groups}
+    groups = balanced_groups(parts, workers)
+    # timeout: idle workers stay for 5 minutes (loky's default is 10 s)
+    executor = get_reusable_executor(max_workers=workers, timeout=300)
+    futures: dict = {}
     try:
+        for g in groups:
+            futures[executor.submit(_blocks_in_process, problem, config, g,
+                                    [(x0[a:e], y0[a:e]) for _, a, e in g], rates)] = g
         for f in as_completed(futures):
             for (_, a, e), part in zip(futures[f], f.result(), strict=True):
                 for name in ("F", "gx2", "gy2", "gmax", "left"):
