@@ -138,18 +138,6 @@ def default_setting_section() -> list[str]:
     return lines
 
 
-def _predicted_ratio(bound, values: dict[str, float]) -> float:
-    """The theorem's best eta_y / eta_x under the natural block weights at ``values`` (as
-    ``check_run`` computes it); NaN where no admissible pair exists."""
-    from hybridconv.theory.bound import natural_weights
-
-    try:
-        return float(bound.optimal_step_sizes(weights=natural_weights(bound, **values),
-                                              **values).ratio)
-    except ValueError:
-        return math.nan
-
-
 def ratio_sweep_section() -> list[str]:
     """The longer sweep of eta_y / eta_x (experiments/ratio_minilm.toml: 80 steps, 3 seeds,
     test 1,000) beside the theorem's best ratio at the constants the default run measured,
@@ -163,7 +151,7 @@ def ratio_sweep_section() -> list[str]:
     from hybridconv.experiments.report import load_results
     from hybridconv.experiments.spec import load_spec
     from hybridconv.theory.bound import hybrid_bound
-    from hybridconv.validate.realrun import check_run
+    from hybridconv.validate.realrun import check_run, predicted_ratio
 
     spec = load_spec(ROOT / "experiments" / "ratio_minilm.toml", root=ROOT)
     df = load_results([spec])
@@ -177,8 +165,8 @@ def ratio_sweep_section() -> list[str]:
     n = math.ceil(int(last["train_examples"].iloc[0]) / int(last["batch_size"].iloc[0]))
     at = {k: v for k, v in rc.values.items() if k not in ("eta_x", "eta_y")}
     at.update(n=float(n), T=float(last["epochs"].iloc[0]), mu=float(last["mu"].iloc[0]))
-    pred_h1 = _predicted_ratio(hybrid_bound(), at)
-    pred_er = (_predicted_ratio(hybrid_bound(assumption="effective-rank"),
+    pred_h1 = predicted_ratio(hybrid_bound(), at)
+    pred_er = (predicted_ratio(hybrid_bound(assumption="effective-rank"),
                                 {**at, "r": min(rc.effective_rank, at["d_x"])})
                if math.isfinite(rc.effective_rank) else math.nan)
     start = float(df[df["step"] == 0]["test_loss"].mean())

@@ -74,9 +74,8 @@ class ReshufflingSampler(Sampler[int]):
         self.seed = spec.validate("seed", seed)
         self.epoch = 0
         self._pos = 0  # indices of the current epoch already yielded
-        # the stream's position: generator about to draw epoch _next, and the last order drawn
+        # the stream's position: the generator, about to draw the epoch after the last order
         self._rng: np.random.Generator | None = None
-        self._next = 0
         self._last: tuple[int, np.ndarray] | None = None
 
     @property
@@ -103,12 +102,13 @@ class ReshufflingSampler(Sampler[int]):
             return block_rng(self.seed, SAMPLER_STREAM, 0).permuted(base, axis=1)[0]
         if self._last is not None and self._last[0] == epoch:
             return self._last[1].copy()
-        if self._rng is None or epoch < self._next:  # replay from the stream's start
-            self._rng, self._next = block_rng(self.seed, SAMPLER_STREAM, 0), 0
-        for _ in range(epoch - self._next):  # advance the stream as the simulator does
+        after = 0 if self._last is None else self._last[0] + 1  # the epoch the stream is at
+        if self._rng is None or epoch < after:  # replay from the stream's start
+            self._rng, after = block_rng(self.seed, SAMPLER_STREAM, 0), 0
+        for _ in range(epoch - after):  # advance the stream as the simulator does
             self._draw(self._rng, base)
         out = self._draw(self._rng, base)[0]
-        self._next, self._last = epoch + 1, (epoch, out)
+        self._last = (epoch, out)
         return out.copy()
 
     def _draw(self, rng: np.random.Generator, base: np.ndarray) -> np.ndarray:

@@ -214,6 +214,12 @@ class _Records:
         self.left = np.zeros((T + 1, K), dtype=bool)
         self.diverged_at = np.full(K, T + 1)  # epoch from which a trial's records are NaN
 
+    def put(self, a: int, e: int, part: _Records) -> None:
+        """Trials a..e from ``part``, the records of those trials alone (a worker's)."""
+        for name in ("F", "gx2", "gy2", "gmax", "left"):
+            getattr(self, name)[:, a:e] = getattr(part, name)
+        self.diverged_at[a:e] = part.diverged_at
+
 
 def _run_block(problem: Problem, config: SimConfig, b: int, a: int, e: int,
                x0: np.ndarray, y0: np.ndarray, rates: list[tuple[float, float]],
@@ -398,9 +404,7 @@ def _run_in_processes(problem: Problem, config: SimConfig, parts: list[tuple[int
                                     [(x0[a:e], y0[a:e]) for _, a, e in g], rates)] = g
         for f in as_completed(futures):
             for (_, a, e), part in zip(futures[f], f.result(), strict=True):
-                for name in ("F", "gx2", "gy2", "gmax", "left"):
-                    getattr(rec, name)[:, a:e] = getattr(part, name)
-                rec.diverged_at[a:e] = part.diverged_at
+                rec.put(a, e, part)
                 for _ in range(config.epochs):
                     tick()
     except BaseException:

@@ -48,7 +48,7 @@ from .._io import jsonable, read_json_object
 from ..theory.bound import Bound, hybrid_bound, natural_weights
 from ..theory.terms import term_shares
 
-__all__ = ["RunCheck", "check_run", "load_run", "sweep_summary"]
+__all__ = ["RunCheck", "check_run", "load_run", "predicted_ratio", "sweep_summary"]
 
 
 POINT_KEYS = ("epoch", "step", "F", "grad_x_sq", "grad_y_sq", "L_x", "L_y", "L_xy",
@@ -181,7 +181,9 @@ class RunCheck:
         return jsonable(d)
 
 
-def _ratio(bound: Bound, values: dict[str, float]) -> float:
+def predicted_ratio(bound: Bound, values: dict[str, float]) -> float:
+    """The theorem's best eta_y / eta_x under the natural block weights at ``values`` (the
+    constants and n, T, mu, q; no step sizes); NaN where no admissible pair exists."""
     try:
         w = natural_weights(bound, **values)
         st = bound.optimal_step_sizes(weights=w, **values)
@@ -323,8 +325,8 @@ def check_run(run_dir: str | Path, *, bound: Bound | None = None) -> RunCheck:
         measured_adapter=float(adapter_T.mean()) if len(adapter_T) else math.nan,
         bound_adapter=_claim(bound, values, "adapter"),
         bound_adapter_er=_claim(er_bound, er_values, "adapter") if er_bound else math.nan,
-        predicted_ratio=_ratio(bound, fixed),
-        predicted_ratio_er=_ratio(er_bound, er_fixed) if er_bound else math.nan,
+        predicted_ratio=predicted_ratio(bound, fixed),
+        predicted_ratio_er=predicted_ratio(er_bound, er_fixed) if er_bound else math.nan,
         used_ratio=values["eta_y"] / values["eta_x"],
         bound_final_mu0=_claim(bound, {**values, "mu": 0.0}),
         shares_mu0=term_shares(bound, {**values, "mu": 0.0})
