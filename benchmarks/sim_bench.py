@@ -16,6 +16,9 @@ other processes do not inflate. Also: the engine against the per-trial loop (the
 step function with a batch of one) and the textbook loop (two function values per estimate),
 the torch primitives beside numpy's (why the engine stays numpy), that the records are bit for
 bit the same for 1, 2 and 3 threads, and peak traced memory for a short and a 4x longer run.
+Then the engine with ``generator="torch"`` (its directions drawn by torch's float32
+``normal_``, about 3x cheaper than numpy's ziggurat), against a roofline with those draws, the
+numpy-draw roofline and the same per-trial loop.
 
     python benchmarks/sim_bench.py [--trials 1000] [--epochs 3] [--threads 2] [--repeat 3]
     python benchmarks/sim_bench.py --breakdown   # where one block-step's CPU time goes
@@ -41,23 +44,29 @@ D_X, D_Y, N = 100, 20, 64
 KINDS = ("gaussian", "rademacher", "sphere")
 
 
-def config(trials: int, epochs: int, directions: str = "gaussian") -> SimConfig:
+def config(trials: int, epochs: int, directions: str = "gaussian",
+           generator: str = "numpy") -> SimConfig:
     return SimConfig(method="hybrid", sampling="rr", eta_x=1e-4, eta_y=1e-3, mu=1e-4,
-                     epochs=epochs, trials=trials, seed=0, directions=directions)
+                     epochs=epochs, trials=trials, seed=0, directions=directions,
+                     generator=generator)
 
 
 def engine(problem, trials: int, epochs: int, directions: str, threads: int,
-           pool: str = "threads") -> tuple[float, float]:
+           pool: str = "threads", generator: str = "numpy") -> tuple[float, float]:
     """Wall time and CPU time (of this process: every thread; a process pool's workers are
     not counted) of one run with its blocks on ``threads`` threads or processes."""
     t0, c0 = time.perf_counter(), time.process_time()
-    simulate(problem, config(trials, epochs, directions), threads=threads, pool=pool)
+    simulate(problem, config(trials, epochs, directions, generator), threads=threads,
+             pool=pool)
     return time.perf_counter() - t0, time.process_time() - c0
 
 
-def roofline(problem, steps: int, directions: str, threads: int) -> tuple[float, float]:
+def roofline(problem, steps: int, directions: str, threads: int,
+             generator: str = "numpy") -> tuple[float, float]:
     """Wall time and CPU time (summed over the threads) of ``steps`` trajectory-steps of draws
-    + mat-vec on ``threads`` threads."""
+    + mat-vec on ``threads`` threads. ``generator="torch"``: the Gaussian draws are torch's
+    float32 ``normal_`` into one buffer, cast into a float64 one (what the engine's torch
+    generator does, without its allocations)."""
     H = problem.H
     per_thread = steps // (TRIAL_BLOCK * threads)
     cpu: list[float] = []
@@ -68,6 +77,17 @@ def roofline(problem, steps: int, directions: str, threads: int) -> tuple[float,
         z = rng.standard_normal((TRIAL_BLOCK, D_X + D_Y))
         out = np.empty_like(z)
         u = np.empty((TRIAL_BLOCK, D_X))
+        if generator == "torch":
+            import torch
+
+            gen = torch.Generator().manual_seed(seed)
+            u32 = torch.empty(TRIAL_BLOCK, D_X)
+            for _ in range(per_thread):
+                u32.normal_(generator=gen)
+                np.copyto(u, u32.numpy())
+                np.dot(z, H, out=out)
+            cpu.append(time.thread_time() - c0)
+            return
         for _ in range(per_thread):
             if directions == "rademacher":
                 rng.integers(0, 256, size=(TRIAL_BLOCK, (D_X + 7) // 8), dtype=np.uint8)
@@ -207,10 +227,11 @@ def textbook_loop(problem, trials: int, epochs: int) -> float:
 
 def identical_across_threads(problem, trials: int) -> bool:
     """The records of 1, 2 and 3 threads and of 2 processes, bit for bit (every direction
-    kind)."""
-    for kind in KINDS:
-        frames = [simulate(problem, config(trials, 2, kind), threads=t) for t in (1, 2, 3)]
-        frames.append(simulate(problem, config(trials, 2, kind), threads=2, pool="processes"))
+    kind; Gaussian directions from either generator)."""
+    for kind, gen in [(k, "numpy") for k in KINDS] + [("gaussian", "torch")]:
+        cfg = config(trials, 2, kind, gen)
+        frames = [simulate(problem, cfg, threads=t) for t in (1, 2, 3)]
+        frames.append(simulate(problem, cfg, threads=2, pool="processes"))
         if not all(f.equals(frames[0]) for f in frames[1:]):
             return False
     return True
@@ -257,6 +278,10 @@ def main() -> None:
     engine(problem, min(args.trials, 2 * TRIAL_BLOCK), 1, "gaussian", P)  # warm-up
     if P > 1:  # starts the reusable process pool (once per session, not timed)
         engine(problem, min(args.trials, 2 * TRIAL_BLOCK), 1, "gaussian", P, "processes")
+    engine(problem, min(args.trials, 2 * TRIAL_BLOCK), 1, "gaussian", P,
+           "processes" if P > 1 else "threads", "torch")  # imports torch in the workers
+    torch_runs = [("roof", 1), ("engine", 1)] + ([("roof", P), ("processes", P)]
+                                                 if P > 1 else [])
     best: dict[tuple[str, str, int], float] = {}
     runs = [("roof", 1), ("engine", 1)] + ([("roof", P), ("engine", P), ("processes", P)]
                                            if P > 1 else [])
@@ -268,6 +293,13 @@ def main() -> None:
                                    "processes" if what == "processes" else "threads"))
                 for key, v in (((what, kind, t), sec), ((f"{what}-cpu", kind, t), cpu)):
                     best[key] = min(best.get(key, float("inf")), v)
+        for what, t in torch_runs:  # the torch generator (Gaussian directions)
+            sec, cpu = (roofline(problem, steps, "gaussian", t, "torch") if what == "roof" else
+                        engine(problem, args.trials, args.epochs, "gaussian", t,
+                               "processes" if what == "processes" else "threads", "torch"))
+            for key, v in (((f"torch-{what}", "gaussian", t), sec),
+                           ((f"torch-{what}-cpu", "gaussian", t), cpu)):
+                best[key] = min(best.get(key, float("inf")), v)
         sec = torch_roofline(problem, steps)
         if sec is not None:
             best[("torch", "gaussian", 1)] = min(best.get(("torch", "gaussian", 1),
@@ -322,6 +354,23 @@ def main() -> None:
         ("engine (1 thread) / per-trial loop", f"{g1 / base:.1f}x", ""),
         ("textbook per-trial loop (value-based estimate): steps/s", f"{text:,.0f}", ""),
         (f"engine ({par}) / textbook loop", f"{gP / text:.1f}x", ""),
+    ]
+    tP = rate[("torch-processes", "gaussian", P)] if P > 1 else rate[
+        ("torch-engine", "gaussian", 1)]
+    t_roof = rate[("torch-roof", "gaussian", P)]
+    rows += [
+        ("generator='torch' (float32 normal_ cast to float64; other numbers, same law):", "",
+         ""),
+        (f"  roofline with torch draws (gaussian, {P} threads): trajectory-steps/s",
+         f"{t_roof:,.0f}", ""),
+        (f"  engine   (gaussian, torch, {par}): trajectory-steps/s", f"{tP:,.0f}", ""),
+        (f"  engine / roofline with torch draws ({par})", f"{100 * tP / t_roof:.0f}%", ""),
+        (f"  engine / the numpy-draw roofline above ({par})",
+         f"{100 * tP / rate[('roof', 'gaussian', P)]:.0f}%", ""),
+        ("  engine torch / engine numpy (1 thread, CPU time)",
+         f"{rate[('torch-engine-cpu', 'gaussian', 1)] / rate[('engine-cpu', 'gaussian', 1)]:.2f}x",
+         ""),
+        (f"  engine ({par}) / per-trial loop (numpy, as above)", f"{tP / base:.1f}x", ">= 15x"),
     ]
     if ("torch", "gaussian", 1) in rate:
         rows.append(("roofline with torch float64 primitives (normal_, mm; 1 thread) / numpy's",

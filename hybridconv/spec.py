@@ -340,13 +340,18 @@ POOLS = Choice("pool", ("auto", "threads", "processes"), "auto",
                "releases the GIL in its arrays, not in the Python between them), processes "
                "(joblib's reusable loky pool: no GIL, a start-up of about a second when the pool "
                "is cold), or auto: processes for runs long enough to repay that start-up")
+GENERATORS = Choice(
+    "generator", ("numpy", "torch"), "numpy",
+    "random-number generator of a simulation's directions: numpy's (PCG64, float64 ziggurat; "
+    "the numbers of earlier versions) or torch's (mt19937, float32 Box-Muller cast to float64: "
+    "about 3x faster draws on CPU)")
 TASKS = Choice("task", ("mr", "boolq", "piqa", "winogrande"), "mr",
                "offline classification task (docs/finetune.md)")
 
 CHOICES: dict[str, Choice] = {c.name: c for c in (
     DIRECTIONS, DIFFERENCES, SAMPLINGS, PEFT_KINDS, SCHEDULES, HEADS, FO_OPTIMIZERS,
     FO_GRADIENTS, ASSUMPTIONS, THEOREMS, FAMILIES, MEASURES, DTYPES, AUTOCASTS, BACKENDS,
-    WEIGHTS, METRICS, TASKS, COUPLINGS, POOLS)}
+    WEIGHTS, METRICS, TASKS, COUPLINGS, POOLS, GENERATORS)}
 """Name -> :class:`Choice`. ``method`` is not here: the simulator's and the fine-tuner's
 method lists differ (:data:`SIM_METHODS`, :data:`METHODS`); pass the list explicitly."""
 

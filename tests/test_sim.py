@@ -79,6 +79,46 @@ def test_directions(kind):
         assert set(np.unique(u)) == {-1.0, 1.0}
 
 
+@pytest.mark.parametrize("kind", ["gaussian", "sphere", "rademacher"])
+def test_torch_generator_directions(kind):
+    """The torch generator's directions have the same law: E u u^T = I (20000 samples; the
+    tolerance 0.06 is about 8 standard errors of an entry), fixed norms for the sphere and
+    Rademacher; float64 arrays; the same seed gives the same numbers, another seed others."""
+    from hybridconv.sim.generators import TorchGenerator
+
+    def draw(seed):
+        return sample_directions(TorchGenerator(np.random.SeedSequence(seed)),
+                                 (20000, 1, 6), kind)
+
+    u = draw(1)
+    assert u.dtype == np.float64 and u.shape == (20000, 1, 6)
+    cov = np.einsum("bqi,bqj->ij", u, u) / 20000
+    assert np.allclose(cov, np.eye(6), atol=0.06)
+    if kind != "gaussian":
+        assert np.allclose((u**2).sum(-1), 6.0)
+    else:  # E<a,u>^2 ||u||^2 = d + 2 for a Gaussian (d = 6: 8), a 4th-moment check
+        assert abs(np.mean(u[:, 0, 0] ** 2 * (u[:, 0] ** 2).sum(-1)) - 8.0) < 0.5
+    if kind == "rademacher":
+        assert set(np.unique(u)) == {-1.0, 1.0}
+    assert np.array_equal(u, draw(1)) and not np.array_equal(u, draw(2))
+
+
+def test_generators_give_other_numbers_for_one_seed():
+    """numpy and torch: each deterministic, different from the other (records name it)."""
+    p = QuadraticProblem(4, 3, 2, seed=0)
+    runs = {g: simulate(p, SimConfig(epochs=2, trials=3, generator=g), threads=1)
+            for g in ("numpy", "torch")}
+    assert not np.array_equal(runs["numpy"]["F"], runs["torch"]["F"])
+    assert (runs["torch"]["generator"] == "torch").all()
+    again = simulate(p, SimConfig(epochs=2, trials=3, generator="torch"), threads=1)
+    pd.testing.assert_frame_equal(runs["torch"], again, check_exact=True)
+
+
+def test_a_bad_generator_is_named():
+    with pytest.raises(ValueError, match="generator must be one of numpy, torch"):
+        SimConfig(generator="jax")
+
+
 @given(st.integers(0, 10**6), st.sampled_from(["central", "forward"]), st.sampled_from(["x", "y"]))
 def test_quadratic_closed_form_differences_match_values(seed, difference, block):
     """The quadratic's closed-form differences equal the value-based ones (up to rounding)."""
@@ -330,6 +370,8 @@ THREAD_CASES = [
     ("quadratic", dict(method="hybrid", eta_x=80.0, epochs=25)),  # some trials diverge
     ("gensmooth", dict(method="hybrid")),  # gradient bound tracked
     ("lora", dict(method="hybrid", eta_x=1.0, eta_y=1.0)),  # some trials leave the region
+    ("quadratic", dict(method="hybrid", generator="torch")),
+    ("quadratic", dict(method="zo", directions="rademacher", generator="torch", q=2)),
 ]
 
 

@@ -1,0 +1,64 @@
+"""The random-number generators of the simulator's directions (``SimConfig.generator``).
+
+``numpy`` (the default): a ``numpy.random.Generator`` (PCG64), float64 Gaussians by its
+ziggurat. ``torch``: torch's CPU generator (mt19937), float32 Gaussians by its vectorised
+Box-Muller (``Tensor.normal_``), cast to float64. The two give different numbers for the same
+seed, each deterministic and independent of the thread count and the pool (each trial block
+has its own generator, seeded from the same ``SeedSequence`` child).
+
+Why two: the draws are the floor of a simulated step (issue 18: d_x = 100 Gaussian draws cost
+0.92 us from numpy and 0.30 us from torch on this 2-core machine, one thread, float32 drawn and
+cast included; ``python benchmarks/sim_bench.py`` measures both). numpy stays the default so
+that every record, figure and replayed fine-tuning direction of earlier versions keeps its
+numbers; ``generator="torch"`` is the fast choice for long simulations. A float32 Gaussian
+has a 24-bit mantissa: the directions' moments E u u^T = I, E<a,u>^2||u||^2 = d + 2 hold to
+float32 rounding (relative 6e-8), far below any simulation's Monte Carlo error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import spec
+
+__all__ = ["GENERATORS", "TorchGenerator", "direction_generator"]
+
+GENERATORS = spec.GENERATORS.values
+"""View of :data:`hybridconv.spec.GENERATORS`."""
+
+
+class TorchGenerator:
+    """The two draws the direction samplers make (``standard_normal`` and ``integers`` for
+    random bytes, as ``numpy.random.Generator`` spells them) from torch's CPU generator.
+
+    Seeded by the first 64-bit word of ``seed_sequence.generate_state``. torch releases the GIL
+    in its kernels, so blocks on threads draw side by side; torch is imported only here."""
+
+    def __init__(self, seed_sequence: np.random.SeedSequence) -> None:
+        import torch
+
+        self._torch = torch
+        self._gen = torch.Generator(device="cpu")
+        self._gen.manual_seed(int(seed_sequence.generate_state(1, np.uint64)[0]))
+
+    def standard_normal(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Float64 array of N(0, 1) numbers drawn in float32."""
+        t = self._torch.empty(shape, dtype=self._torch.float32)
+        t.normal_(generator=self._gen)
+        return t.numpy().astype(np.float64)
+
+    def integers(self, low: int, high: int, size: tuple[int, ...],
+                 dtype: type = np.int64) -> np.ndarray:
+        """Integers uniform on [low, high) (random bytes for Rademacher signs: 0, 256, uint8)."""
+        like = self._torch.from_numpy(np.empty(0, dtype=dtype))
+        return self._torch.randint(low, high, size, generator=self._gen,
+                                   dtype=like.dtype).numpy()
+
+
+def direction_generator(seed_sequence: np.random.SeedSequence,
+                        generator: str) -> np.random.Generator | TorchGenerator:
+    """The directions' generator of one trial block: ``generator`` is ``"numpy"`` or
+    ``"torch"`` (:data:`hybridconv.spec.GENERATORS`)."""
+    if spec.validate("generator", generator) == "torch":
+        return TorchGenerator(seed_sequence)
+    return np.random.default_rng(seed_sequence)
