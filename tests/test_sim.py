@@ -103,6 +103,20 @@ def test_torch_generator_directions(kind):
     assert np.array_equal(u, draw(1)) and not np.array_equal(u, draw(2))
 
 
+def test_torch_generator_uniform_and_integers():
+    """The other two draws: the range and the dtype asked for, deterministic per seed."""
+    from hybridconv.sim.generators import TorchGenerator
+
+    g = TorchGenerator(np.random.SeedSequence(5))
+    v = g.uniform(-1.0, 2.0, (4000,))
+    assert v.dtype == np.float64 and v.min() >= -1.0 and v.max() < 2.0
+    assert abs(v.mean() - 0.5) < 0.1  # sd of the mean 0.014: 7 sd
+    b = g.integers(0, 256, (4000,), dtype=np.uint8)
+    assert b.dtype == np.uint8 and len(np.unique(b)) == 256
+    h = TorchGenerator(np.random.SeedSequence(5))
+    assert np.array_equal(h.uniform(-1.0, 2.0, (4000,)), v)
+
+
 def test_generators_give_other_numbers_for_one_seed():
     """numpy and torch: each deterministic, different from the other (records name it)."""
     p = QuadraticProblem(4, 3, 2, seed=0)

@@ -28,8 +28,10 @@ GENERATORS = spec.GENERATORS.values
 
 
 class TorchGenerator:
-    """The two draws the direction samplers make (``standard_normal`` and ``integers`` for
-    random bytes, as ``numpy.random.Generator`` spells them) from torch's CPU generator.
+    """The draws the direction samplers make (``standard_normal``, ``integers`` for random
+    bytes, and ``uniform`` for a new kind, as ``numpy.random.Generator`` spells them) from
+    torch's CPU generator. A sampler that needs another draw adds it here
+    (docs/vocabulary.md).
 
     Seeded by the first 64-bit word of ``seed_sequence.generate_state``. torch releases the GIL
     in its kernels, so blocks on threads draw side by side; torch is imported only here."""
@@ -53,6 +55,14 @@ class TorchGenerator:
         like = self._torch.from_numpy(np.empty(0, dtype=dtype))
         return self._torch.randint(low, high, size, generator=self._gen,
                                    dtype=like.dtype).numpy()
+
+
+    def uniform(self, low: float = 0.0, high: float = 1.0,
+                size: tuple[int, ...] = ()) -> np.ndarray:
+        """Float64 array of numbers uniform on [low, high), drawn in float32."""
+        t = self._torch.empty(size, dtype=self._torch.float32)
+        t.uniform_(low, high, generator=self._gen)
+        return t.numpy().astype(np.float64)
 
 
 def direction_generator(seed_sequence: np.random.SeedSequence,
