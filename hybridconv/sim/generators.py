@@ -33,8 +33,10 @@ class TorchGenerator:
     torch's CPU generator. A sampler that needs another draw adds it here
     (docs/vocabulary.md).
 
-    Seeded by the first 64-bit word of ``seed_sequence.generate_state``. torch releases the GIL
-    in its kernels, so blocks on threads draw side by side; torch is imported only here."""
+    Seeded by the first 64-bit word of ``seed_sequence.generate_state``, of which torch's
+    mt19937 keeps the low 32 bits (so 2^32 distinct streams, as for any torch CPU generator).
+    torch releases the GIL in its kernels, so blocks on threads draw side by side; torch is
+    imported only here."""
 
     def __init__(self, seed_sequence: np.random.SeedSequence) -> None:
         import torch
