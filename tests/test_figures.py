@@ -383,14 +383,15 @@ def test_finetuning_figure_without_results_says_what_to_run(monkeypatch, tmp_pat
 
 
 def test_a_side_figure_is_computed_beside_the_others_with_the_same_data(tmp_path, monkeypatch):
-    """With workers >= 2 the figures of ``SIDE`` are computed in a spawned side process while
-    the others compute (here the dimension figure stands in for the fine-tuning one): the same
-    data as in-process, its own times in the manifest (workers 1), no process left behind."""
+    """With workers >= 2 the mode's figure of ``SIDE`` is computed in a spawned side process
+    while the others compute (here the dimension figure stands in for the fine-tuning one): the
+    same data as in-process, its own times and workers in the manifest, no process left
+    behind."""
     psutil = pytest.importorskip("psutil")
 
     import hybridconv.figures.build as B
 
-    monkeypatch.setattr(B, "SIDE", ("dimension",))
+    monkeypatch.setattr(B, "SIDE", {"quick": ("dimension", 1), "full": ("realruns", None)})
     out = tmp_path / "figs"
     built = build(["dimension", "complexity"], quick=True, workers=2, out=out, progress=False)
     assert set(built) == {"dimension", "complexity"}
@@ -405,6 +406,15 @@ def test_a_side_figure_is_computed_beside_the_others_with_the_same_data(tmp_path
     assert not left
 
 
+def test_the_side_figure_is_the_modes_longest():
+    """Full mode sends the real-run figure's runs to the side on the build's workers; quick
+    mode the fine-tuning figure's, on one (docs/figures.md measures both)."""
+    import hybridconv.figures.build as B
+
+    assert B.SIDE["full"] == ("realruns", None) and B.SIDE["quick"] == ("finetuning", 1)
+    assert {name for name, _ in B.SIDE.values()} <= set(FIGURES)
+
+
 def test_an_interrupted_build_ends_its_side_process(tmp_path, monkeypatch):
     """Ctrl-C while the other figures compute: KeyboardInterrupt reaches the caller (the CLI
     turns it into exit status 130), the side process is terminated, no file is written."""
@@ -415,7 +425,7 @@ def test_an_interrupted_build_ends_its_side_process(tmp_path, monkeypatch):
     def interrupted(**_):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(B, "SIDE", ("dimension",))
+    monkeypatch.setattr(B, "SIDE", {"quick": ("dimension", None), "full": ("realruns", None)})
     monkeypatch.setattr(figure_module("complexity"), "compute", interrupted)
     out = tmp_path / "figs"
     with pytest.raises(KeyboardInterrupt):

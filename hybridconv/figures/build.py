@@ -90,16 +90,21 @@ def cpu_seconds(exclude: int | None = None) -> float | None:
     return total
 
 
-SIDE = ("finetuning",)
-"""Figures whose data :func:`build` computes in a side process while it computes the others,
-when it builds more than one figure with ``workers >= 2``: the fine-tuning figure's runs
-(sequential, one thread each) leave a core idle between runs, and the simulator figures fill
-it. Their data do not depend on it (seeded runs, one thread each either way)."""
+SIDE: dict[str, tuple[str, int | None]] = {"quick": ("finetuning", 1), "full": ("realruns", None)}
+"""Per mode, the figure that :func:`build` computes in a side process while it computes the
+others (when it builds more than one figure with ``workers >= 2``), and the side's workers
+(None: the build's). The side takes the mode's longest computation: in quick mode the
+fine-tuning figure's runs (sequential, one thread each: they leave a core idle between runs,
+which the simulator figures fill); in full mode the real-run figure's 13 runs (minutes; the
+full fine-tuning figure only reads the experiment runner's CSVs), on the build's workers, one
+thread each, so that its runs and the simulator figures share the cores instead of waiting
+for each other (measured: docs/figures.md). Their data do not depend on it (seeded runs, one
+thread each either way)."""
 
 
 def _side_compute(name: str, quick: bool, cache_dir: str, read: bool, backend: str,
-                  address: str | None, conn) -> None:
-    """In a spawned process: one figure's data, computed with one worker, sent back with its
+                  address: str | None, workers: int, conn) -> None:
+    """In a spawned process: one figure's data, computed with ``workers``, sent back with its
     ledger of cached runs, its wall time and its CPU time (this process and its children)."""
     import os
     import resource
@@ -109,7 +114,7 @@ def _side_compute(name: str, quick: bool, cache_dir: str, read: bool, backend: s
     try:
         with defaults(backend=backend, address=address), \
                 runcache.use(Path(cache_dir), read=read) as ledger:
-            df = figure_module(name).compute(quick=quick, workers=1, progress=False)
+            df = figure_module(name).compute(quick=quick, workers=workers, progress=False)
         me = resource.getrusage(resource.RUSAGE_SELF)
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
@@ -125,15 +130,15 @@ class _Side:
     the build, whatever happens (Ctrl-C terminates it, so no orphan keeps computing)."""
 
     def __init__(self, name: str, quick: bool, cache_dir: Path, read: bool, backend: str,
-                 address: str | None) -> None:
+                 address: str | None, workers: int = 1) -> None:
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
-        self.name = name
+        self.name, self.workers = name, workers
         self._conn, child = ctx.Pipe(duplex=False)
         self.proc = ctx.Process(target=_side_compute, daemon=True,
                                 args=(name, quick, str(cache_dir), read, backend, address,
-                                      child))
+                                      workers, child))
         self.proc.start()
         child.close()
         self.cpu_offset = 0.0
@@ -246,9 +251,10 @@ def build(names: Sequence[str] | None = None, *, quick: bool = False, replot: bo
     built: dict[str, dict] = {}
     side = None
     if not replot and workers >= 2 and len(names) > 1:
-        first = next((n for n in names if n in SIDE), None)
-        if first is not None:
-            side = _Side(first, quick, out / "cache", cache, backend, address)
+        name, side_workers = SIDE["quick" if quick else "full"]
+        if name in names:
+            side = _Side(name, quick, out / "cache", cache, backend, address,
+                         side_workers or workers)
     try:
         _build_each(names, quick=quick, replot=replot, workers=workers, out=out,
                     progress=progress, command=command, backend=backend, address=address,
@@ -340,7 +346,7 @@ def _build_each(names: list[str], *, quick: bool, replot: bool, workers: int, ou
             "compute_seconds": previous.get("compute_seconds") if replot else round(seconds, 2),
             "cpu_seconds": previous.get("cpu_seconds") if replot else used,
             "replot_seconds": round(seconds, 2) if replot else None,
-            "workers": (1 if side_times is not None else workers) if not replot
+            "workers": (side.workers if side_times is not None else workers) if not replot
             else previous.get("workers"),
             "backend": backend if not replot else previous.get("backend", "local"),
             "files": [str(p) for p in files] + [str(csv)],
