@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from hybridconv.problems import FAMILIES, Problem, make_problem
 from hybridconv.problems.gensmooth import GenSmoothProblem
-from hybridconv.problems.lora import LoRAProblem, variance_sup
+from hybridconv.problems.lora import LoRAProblem, lora_factors, lora_shape, variance_sup
 from hybridconv.problems.nonconvex import NonconvexProblem, d2phi
 from hybridconv.problems.quadratic import QuadraticProblem
 from hybridconv.theory.symbols import validate_values
@@ -467,19 +467,150 @@ def test_lora_region_grows_the_constants():
 
 
 @pytest.mark.parametrize(("d_x", "d_y", "params", "match"), [
-    (6, 4, {}, r"^d_y must be a positive multiple r \(m \+ p\) of m \+ p = 5.*allowed: 5, 10"),
+    (6, 4, {}, r"^d_y must be a positive multiple r \(m \+ p\) of m \+ p = 5.*"
+              r"allowed: 5, 10, 15, \.\.\.$"),
     (6, 5, {"m": 4}, r"^m must divide d_x"),
     (6, 5, {"p": 4}, r"^p must divide d_x"),
     (6, 5, {"m": 2, "p": 2}, r"^d_x must equal m p"),
     (6, 5, {"r": 2}, r"^d_y must equal r \(m \+ p\) = 10"),
     (6, 5, {"r": 0}, r"^r must be an integer >= 1"),
+    (6, 5, {"p": 0}, r"^p must be an integer >= 1"),
+    (6, 5, {"R_B": 0.0}, r"^R_B must be a finite number > 0"),     # B0 = 0: a zero radius
     (6, 5, {"R_A": 1e-12}, r"^R_A must be >= the start's Frobenius norm"),
+    (6, 5, {"R_W": 1e-12}, r"^R_W must be >= the start's Frobenius norm"),
     (6, 5, {"R_W": float("nan")}, r"^R_W must be a finite number"),
     (6, 5, {"region_scale": 0.5}, r"^region_scale must be a finite number >= 1"),
 ])
 def test_lora_incompatible_shapes(d_x, d_y, params, match):
     with pytest.raises(ValueError, match=match):
         make_problem("lora", 5, d_x, d_y, **params)
+
+
+def test_lora_shapes_from_one_factor_or_size_one():
+    # one factor given, the other derived as an int; size-one factors and d_x = 1 allowed
+    for m, p, r in ((4, 3, 2), (1, 7, 1), (7, 1, 1), (1, 1, 3), (2, 5, 2)):
+        d_x, d_y = m * p, r * (m + p)
+        for known in ({"m": m}, {"p": p}, {"m": m, "p": p}, {"m": m, "r": r}, {"p": p, "r": r}):
+            got = lora_shape(d_x, d_y, **known)
+            assert got == (m, p, r) and all(type(v) is int for v in got), (known, got)
+    assert lora_factors(1) == (1, 1) and lora_factors(12) == (3, 4)
+    assert (LoRAProblem(3, 1, 2).m, LoRAProblem(3, 1, 2).p) == (1, 1)
+    with pytest.raises(ValueError, match=r"^d_x must be an integer >= 1, got 0$"):
+        lora_factors(0)
+
+
+def _lora_recipe(seed: int, n: int, m: int, p: int, r: int, noise: float, init_scale: float):
+    """The module docstring's construction, written out independently of the class."""
+    rng = np.random.default_rng([seed, 0])
+    a = rng.standard_normal((n, p)) / np.sqrt(p)
+    W_base = rng.standard_normal((m, p)) / np.sqrt(p)
+    A_star = rng.standard_normal((r, p)) / np.sqrt(p)
+    B_star = rng.standard_normal((m, r)) / np.sqrt(r)
+    c = a @ (W_base + B_star @ A_star).T + noise * rng.standard_normal((n, m))
+    rng1 = np.random.default_rng([seed, 1])
+    W0 = rng1.standard_normal((m, p)) / np.sqrt(p)
+    A0 = init_scale * rng1.standard_normal((r, p)) / np.sqrt(p)
+    return dict(a=a, W_base=W_base, A_star=A_star, B_star=B_star, c=c, W0=W0, A0=A0,
+                B0=np.zeros((m, r)))
+
+
+@pytest.mark.parametrize(("args", "params", "recipe"), [
+    ((5, 6, 5), {}, (0, 5, 2, 3, 1, 0.1, 0.1)),          # the defaults: seed 0, noise 0.1, 0.1
+    ((4, 12, 14), {"seed": 3, "noise": 0.3, "init_scale": 2.0}, (3, 4, 3, 4, 2, 0.3, 2.0)),
+])
+def test_lora_instance_follows_the_documented_recipe(args, params, recipe):
+    # a seed names one instance: recorded results (docs/tightness.md) rebuild it from (seed,
+    # noise, init_scale) and the defaults, so the construction is pinned array by array
+    p = LoRAProblem(*args, **params)
+    for key, want in _lora_recipe(*recipe).items():
+        np.testing.assert_allclose(getattr(p, key), want, rtol=1e-15, atol=0, err_msg=key)
+    np.testing.assert_allclose(p.M_star, p.W_base + p.B_star @ p.A_star, rtol=1e-15)
+
+
+def test_lora_default_and_explicit_radii():
+    # defaults: region_scale times the largest factor norm among start and planted solution,
+    # on instances where each of A0, A_star, B_star is the largest in turn
+    fro = np.linalg.norm
+    biggest = set()
+    for args, params in (((4, 6, 5), {"init_scale": 30.0}), ((6, 8, 18), {"seed": 1}),
+                         ((6, 24, 10), {"seed": 2}), ((5, 6, 5), {"region_scale": 3.0})):
+        p = LoRAProblem(*args, **params)
+        norms = (fro(p.A0), fro(p.A_star), fro(p.B_star))
+        biggest.add(int(np.argmax(norms)))
+        assert p.R_W == pytest.approx(p.region_scale * max(fro(p.W0), fro(p.M_star)), rel=EXACT)
+        assert p.R_A == p.R_B == pytest.approx(p.region_scale * max(norms), rel=EXACT)
+    assert biggest == {0, 1, 2}
+    # explicit radii are kept; a radius equal to the start's norm is allowed (the start lies
+    # on the region's boundary, still inside)
+    base = LoRAProblem(5, 6, 5, seed=4)
+    q = LoRAProblem(5, 6, 5, seed=4, R_W=float(fro(base.W0)), R_A=float(fro(base.A0)), R_B=0.5)
+    assert (q.R_W, q.R_A, q.R_B) == (float(fro(base.W0)), float(fro(base.A0)), 0.5)
+    assert q.in_region(*(v[None] for v in q.start()))[0]
+    assert all(np.isfinite(v) for v in q.constants().values())
+
+
+def _lora_worst_point(p: LoRAProblem, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """The point of R where component i's bounds are attained: with s = ||a_i||,
+    u = -c_i / ||c_i||, W = R_W u a_i^T / s, A = R_A e_1 a_i^T / s, B = R_B u e_1^T, so that
+    e_i = E_i u (||e_i|| = E_i) and the y-block form reaches s^2 (R_A^2 + R_B^2) + s E_i along
+    dA = e_1 a_i^T / (s sqrt 2), dB = u e_1^T / sqrt 2 when R_A = R_B."""
+    a, c = p.a[i], p.c[i]
+    s, u = np.linalg.norm(a), -c / np.linalg.norm(c)
+    W = p.R_W * np.outer(u, a) / s
+    A = np.zeros((p.r, p.p))
+    A[0] = p.R_A * a / s
+    B = np.zeros((p.m, p.r))
+    B[:, 0] = p.R_B * u
+    return W.ravel()[None], np.concatenate([A.ravel(), B.ravel()])[None]
+
+
+@pytest.mark.parametrize(("args", "seed"), [((5, 6, 5), 0), ((4, 12, 14), 1), ((2, 1, 2), 3)])
+def test_lora_curvature_and_residual_bounds_are_attained(args, seed):
+    # With R_A = R_B (the defaults) E_i, L_x, L_y and L_xy are all attained at points of R:
+    # a bound that shrinks is no longer certified, one that grows is caught too. (2, 1, 2)
+    # seed 3 has a component with ||a_i|| > 2, where s * 2 in place of s**2 would shrink them.
+    p = LoRAProblem(*args, seed=seed)
+    assert p.R_A == p.R_B
+    c = p.constants()
+    assert c["Theta_x"] == 0.0 and c["Theta_y"] == 0.0
+    E = p.residual_bounds()
+    got = {"L_x": 0.0, "L_y": 0.0, "L_xy": 0.0}
+    for i in range(p.n):
+        x, y = _lora_worst_point(p, i)
+        assert p.in_region(x, y)[0]
+        e = p._residuals(x, y, np.array([i]))[0][0]
+        assert np.linalg.norm(e) == pytest.approx(E[i], rel=1e-12)
+        for key, value in block_norms(num_hessian(p, x, y, np.array([i])), p.d_x).items():
+            got[key] = max(got[key], float(value[0]))
+    for key, value in got.items():
+        assert value == pytest.approx(c[key], rel=1e-6), key
+
+
+@pytest.mark.parametrize(("n", "noise", "region_scale", "seed"), [
+    (2, 0.0, 1.0, 7), (5, 0.0, 1.0, 231), (4, 0.1, 2.0, 0)])
+def test_lora_sigma_is_the_variance_sup_in_one_dimension(n, noise, region_scale, seed):
+    # m = p = r = 1: M = W + B A fills [-R, R], R = R_W + R_A R_B, and the variance, convex in
+    # M, peaks at M = +-R, both points of R. There H3 must hold, and with equality (sigma_x is
+    # the sup, sigma_y = sqrt(R_A^2 + R_B^2) sigma_x is attained at |A| = R_A, |B| = R_B). The
+    # instances are ones where a smaller second-moment bound (E**3, s**3, s * 2 for
+    # E**2 s**2) would undercut the sup (the tightness search's LoRA rows are m = p = r = 1).
+    p = LoRAProblem(n, 1, 2, noise=noise, region_scale=region_scale, seed=seed)
+    c = p.constants()
+    x = np.array([[p.R_W], [p.R_W], [-p.R_W], [-p.R_W]])
+    y = np.array([[p.R_A, p.R_B], [p.R_A, -p.R_B], [p.R_A, p.R_B], [p.R_A, -p.R_B]])
+    assert p.in_region(x, y).all()
+    for block, ratio in _h3_ratios(p, c, x, y).items():
+        assert ratio.max() <= 1 + BOUND, block
+        assert ratio.max() >= 1 - 1e-6, block
+
+
+def test_lora_delta_at_a_given_start():
+    p = build("lora", seed=2)
+    rng = np.random.default_rng(3)
+    x, y = sample(p, rng, 1)
+    value = float(p.value(x, y)[0])
+    assert value != pytest.approx(p.constants()["Delta"])
+    assert p.constants(x[0], y[0])["Delta"] == pytest.approx(value, rel=EXACT)
 
 
 # ---------------------------------------------------------------------------------------------
