@@ -26,8 +26,10 @@ Certified constants on R (s_i = ||a_i||):
   ||(dB A + B dA) a_i||^2 + 2 <e_i, dB dA a_i>; the first term is
   <= s_i^2 (||dB||_F R_A + R_B ||dA||_F)^2 <= s_i^2 (R_A^2 + R_B^2) ||dy||^2 (Cauchy-Schwarz), the
   second is in absolute value <= 2 E_i s_i ||dA||_F ||dB||_F <= s_i E_i ||dy||^2 (AM-GM); so the
-  form lies in [-s_i E_i, s_i^2 (R_A^2 + R_B^2) + s_i E_i] ||dy||^2. Loose: the two worst cases
-  are not attained at the same point.
+  form lies in [-s_i E_i, s_i^2 (R_A^2 + R_B^2) + s_i E_i] ||dy||^2. With R_A = R_B (the
+  default radii) it is attained at an explicit point of the region
+  (``tests/test_problems.py::test_lora_curvature_and_residual_bounds_are_attained``); with
+  R_A != R_B the two worst cases need not be attained at the same point, and it may be loose.
 - ``L_xy = max_i s_i^2 sqrt(R_A^2 + R_B^2)``. The mixed form is <dW a_i, (dB A + B dA) a_i> (e_i is
   affine in W and has no W-(A, B) product), bounded by
   s_i ||dW||_F * s_i (R_A ||dB||_F + R_B ||dA||_F) <= s_i^2 sqrt(R_A^2 + R_B^2) ||dx|| ||dy||.
