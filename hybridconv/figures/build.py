@@ -136,7 +136,10 @@ class _Side:
         ctx = multiprocessing.get_context("spawn")
         self.name, self.workers = name, workers
         self._conn, child = ctx.Pipe(duplex=False)
-        self.proc = ctx.Process(target=_side_compute, daemon=True,
+        # not a daemon: a daemonic process may not start children, and joblib would then run
+        # the side figure's runs one after the other (n_jobs=1) instead of on its workers;
+        # close() ends it and its workers whatever happens
+        self.proc = ctx.Process(target=_side_compute, daemon=False,
                                 args=(name, quick, str(cache_dir), read, backend, address,
                                       workers, child))
         self.proc.start()
@@ -167,9 +170,22 @@ class _Side:
         return df, ledger, seconds, cpu
 
     def close(self) -> None:
+        """End the side process and the workers it started (a no-op once it has finished)."""
         if self.proc.is_alive():
+            kids = []
+            try:
+                import psutil
+
+                kids = psutil.Process(self.proc.pid).children(recursive=True)
+            except Exception:  # noqa: BLE001 - psutil missing, or the side just ended
+                pass
             self.proc.terminate()
             self.proc.join(5)
+            for kid in kids:
+                try:
+                    kid.terminate()
+                except Exception:  # noqa: BLE001 - it ended with its parent
+                    pass
         self._conn.close()
 
 
