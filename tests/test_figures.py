@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import matplotlib
 
@@ -396,6 +397,13 @@ def test_a_side_figure_is_computed_beside_the_others_with_the_same_data(tmp_path
     built = build(["dimension", "complexity"], quick=True, workers=2, out=out, progress=False)
     assert set(built) == {"dimension", "complexity"}
     assert built["dimension"]["workers"] == 1 and built["complexity"]["workers"] == 2
+    # on the build's workers the side starts its own worker pool; it must end with the side,
+    # not after the pool's 5-minute idle timeout (a hang guard, not a speed target)
+    monkeypatch.setattr(B, "SIDE", {"quick": ("dimension", None), "full": ("realruns", None)})
+    t0 = time.perf_counter()
+    again = build(["dimension", "complexity"], quick=True, workers=2, out=tmp_path / "two",
+                  progress=False)
+    assert again["dimension"]["workers"] == 2 and time.perf_counter() - t0 < 150
     assert built["dimension"]["compute_seconds"] > 0
     assert built["dimension"]["cpu_seconds"] is None or built["dimension"]["cpu_seconds"] > 0
     here = figure_module("dimension").compute(quick=True)

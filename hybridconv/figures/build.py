@@ -102,6 +102,17 @@ for each other (measured: docs/figures.md). Their data do not depend on it (seed
 thread each either way)."""
 
 
+def _end_worker_pool() -> None:
+    """Shut down this process's reusable loky pool (joblib's and the simulator's), killing its
+    idle workers: a process that is not a daemon joins its children when it exits, and the
+    pool's workers would otherwise wait out their idle timeout first."""
+    from joblib.externals.loky import reusable_executor
+
+    executor = getattr(reusable_executor, "_executor", None)
+    if executor is not None:
+        executor.shutdown(wait=True, kill_workers=True)
+
+
 def _side_compute(name: str, quick: bool, cache_dir: str, read: bool, backend: str,
                   address: str | None, workers: int, conn) -> None:
     """In a spawned process: one figure's data, computed with ``workers``, sent back with its
@@ -115,6 +126,7 @@ def _side_compute(name: str, quick: bool, cache_dir: str, read: bool, backend: s
         with defaults(backend=backend, address=address), \
                 runcache.use(Path(cache_dir), read=read) as ledger:
             df = figure_module(name).compute(quick=quick, workers=workers, progress=False)
+        _end_worker_pool()  # else this process's exit waits out its idle workers (5 min)
         me = resource.getrusage(resource.RUSAGE_SELF)
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
