@@ -441,3 +441,40 @@ def test_an_interrupted_build_ends_its_side_process(tmp_path, monkeypatch):
     assert not [c for c in psutil.Process().children(recursive=True)
                 if "spawn_main" in " ".join(c.cmdline())]
     assert not out.exists() or not any(out.rglob("*.csv"))
+
+
+def test_a_side_process_ends_when_its_parent_is_killed(tmp_path):
+    """A parent killed without cleaning up (SIGKILL) cannot end its side process; the side's
+    watchdog (``_end_with_parent``) sees the parent's sentinel close and ends the side, so no
+    orphan computes on for minutes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import hybridconv.figures.build as B
+
+    psutil = pytest.importorskip("psutil")
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import multiprocessing, sys, time\n"
+        "from hybridconv.figures.build import _end_with_parent\n"
+        "def hold():\n"
+        "    _end_with_parent()\n"
+        "    time.sleep(600)\n"
+        "if __name__ == '__main__':\n"
+        "    p = multiprocessing.get_context('spawn').Process(target=hold)\n"
+        "    p.start()\n"
+        "    print(p.pid, flush=True)\n"
+        "    time.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(B.__file__).parents[2])})
+    try:
+        side = psutil.Process(int(parent.stdout.readline()))
+        time.sleep(1.0)  # the side is up (its watchdog may start a little later: either way)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        side.wait(60)  # psutil.TimeoutExpired: the orphan went on
+    finally:
+        parent.kill()

@@ -102,15 +102,45 @@ for each other (measured: docs/figures.md). Their data do not depend on it (seed
 thread each either way)."""
 
 
+SIDE_EXIT_SECONDS = 30.0
+"""How long the build waits for the side process to exit once its data came; then it ends
+the side and its workers (:meth:`_Side.close`)."""
+
+
 def _end_worker_pool() -> None:
     """Shut down this process's reusable loky pool (joblib's and the simulator's), killing its
     idle workers: a process that is not a daemon joins its children when it exits, and the
     pool's workers would otherwise wait out their idle timeout first."""
-    from joblib.externals.loky import reusable_executor
+    try:  # a private name of joblib's vendored loky: if it moves, nothing is shut down here,
+        # and the parent ends a side that outlives its data (_Side.result)
+        from joblib.externals.loky import reusable_executor
 
-    executor = getattr(reusable_executor, "_executor", None)
-    if executor is not None:
-        executor.shutdown(wait=True, kill_workers=True)
+        executor = getattr(reusable_executor, "_executor", None)
+        if executor is not None:
+            executor.shutdown(wait=True, kill_workers=True)
+    except Exception:  # noqa: BLE001 - an optimisation of the exit, never a failure of the data
+        pass
+
+
+def _end_with_parent() -> None:
+    """In the side process: a daemon thread that waits for the parent's end (its sentinel) and
+    then ends this process and the workers it started, so that a parent killed without
+    cleaning up (SIGKILL; SIGTERM outside the CLI) leaves no orphan computing for minutes."""
+    import multiprocessing
+    import os
+    import threading
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()
+        for kid in multiprocessing.active_children():  # the loky workers among them
+            kid.terminate()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="side-watchdog", daemon=True).start()
 
 
 def _side_compute(name: str, quick: bool, cache_dir: str, read: bool, backend: str,
@@ -121,6 +151,7 @@ def _side_compute(name: str, quick: bool, cache_dir: str, read: bool, backend: s
     import resource
 
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"  # before torch loads
+    _end_with_parent()
     t0 = time.perf_counter()
     try:
         with defaults(backend=backend, address=address), \
@@ -171,7 +202,9 @@ class _Side:
             self.proc.join()
             raise RuntimeError(f"the {self.name} figure's side process ended without its "
                                f"data (exit status {self.proc.exitcode})") from None
-        self.proc.join()
+        self.proc.join(SIDE_EXIT_SECONDS)
+        if self.proc.is_alive():  # its exit waits for workers it failed to shut down
+            self.close()
         if status == "error":
             kind, message = rest[0], rest[1]
             if kind == "KeyboardInterrupt":
