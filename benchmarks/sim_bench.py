@@ -183,6 +183,26 @@ def breakdown(problem, repeat: int, steps: int = 2000) -> list[tuple[str, float]
     return list(best.items())
 
 
+def draw_costs(repeat: int, steps: int = 2000) -> dict[str, float]:
+    """CPU time (one thread, microseconds per trial's D_X numbers) of the directions' draws as
+    the engine makes them (a new (TRIAL_BLOCK, 1, D_X) float64 array per block-step), from
+    numpy's generator and from ``generator="torch"``'s (float32 ``normal_`` cast)."""
+    from hybridconv.sim.generators import direction_generator
+
+    shape = (TRIAL_BLOCK, 1, D_X)
+    gens = {g: direction_generator(np.random.SeedSequence(0), g) for g in ("numpy", "torch")}
+    best: dict[str, float] = {}
+    with threadpool_limits(limits=1):
+        for _ in range(repeat):  # interleaved
+            for name, gen in gens.items():
+                t0 = time.thread_time()
+                for _ in range(steps):
+                    gen.standard_normal(shape)
+                us = (time.thread_time() - t0) / steps / TRIAL_BLOCK * 1e6
+                best[name] = min(best.get(name, float("inf")), us)
+    return best
+
+
 def per_trial_loop(problem, trials: int, epochs: int) -> float:
     """The straightforward version: one trial at a time, one step at a time."""
     t0 = time.perf_counter()
@@ -272,6 +292,10 @@ def main() -> None:
         print(f"{'sum of the operations':<60} {parts:8.1f} us")
         roof = rows[0][1] + rows[1][1]
         print(f"{'roofline (draws + mat-vec) / engine step':<60} {100 * roof / rows[-1][1]:7.0f}%")
+        draws = draw_costs(args.repeat)
+        for name, us in draws.items():
+            print(f"{f'draws of one trial ({D_X} numbers, {name} generator)':<60} {us:8.2f} us")
+        print(f"{'numpy draws / torch draws':<60} {draws['numpy'] / draws['torch']:7.2f}x")
         return
     steps = args.trials * N * args.epochs
     P = args.threads

@@ -1,18 +1,27 @@
 """The random-number generators of the simulator's directions (``SimConfig.generator``).
 
 ``numpy`` (the default): a ``numpy.random.Generator`` (PCG64), float64 Gaussians by its
-ziggurat. ``torch``: torch's CPU generator (mt19937), float32 Gaussians by its vectorised
-Box-Muller (``Tensor.normal_``), cast to float64. The two give different numbers for the same
-seed, each deterministic and independent of the thread count and the pool (each trial block
-has its own generator, seeded from the same ``SeedSequence`` child).
+ziggurat. ``torch``: torch's CPU generator (mt19937), Gaussians by ``Tensor.normal_`` (for 16
+numbers or more a float32 Box-Muller over 24-bit uniforms, in a kernel chosen by the CPU; for
+fewer, float64 Box-Muller rounded to float32), cast to float64. The two give different numbers
+for the same seed, each deterministic and independent of the thread count and the pool (each
+trial block has its own generator, seeded from the same ``SeedSequence`` child). torch's
+numbers depend on its CPU kernel: ``ATEN_CPU_CAPABILITY=default`` (the scalar kernel) changes
+38% of a million draws, by up to 2e-6, against the AVX2 and AVX-512 kernels (which agree), so
+records drawn by torch reproduce bit for bit on machines whose torch picks the same kernel.
 
-Why two: the draws are the floor of a simulated step (issue 18: d_x = 100 Gaussian draws cost
-0.92 us from numpy and 0.30 us from torch on this 2-core machine, one thread, float32 drawn and
-cast included; ``python benchmarks/sim_bench.py`` measures both). numpy stays the default so
-that every record, figure and replayed fine-tuning direction of earlier versions keeps its
-numbers; ``generator="torch"`` is the fast choice for long simulations. A float32 Gaussian
-has a 24-bit mantissa: the directions' moments E u u^T = I, E<a,u>^2||u||^2 = d + 2 hold to
-float32 rounding (relative 6e-8), far below any simulation's Monte Carlo error.
+Why two: the draws are the floor of a simulated step (issue 18). A trial's d_x = 100 Gaussian
+numbers cost 0.93 us from numpy and 0.31 us from torch, float32 drawn and cast included (one
+thread's CPU time, load average 3 on the 2-core machine; ``python benchmarks/sim_bench.py
+--breakdown`` prints both). numpy stays the default so that every record, figure and replayed
+fine-tuning direction of earlier versions keeps its numbers; ``generator="torch"`` is the fast
+choice for long simulations.
+
+The law is the Gaussian's up to the 24-bit uniforms: u1 in {2^-24, ..., 1} cuts the tails at
+sqrt(2 ln 2^24) = 5.77 sigma (P(|Z| > 5.77) = 8e-9) and, summed exactly over the 2^24 values,
+moves E z^2 by -5.5e-7 and E z^4 by -5.1e-6 (relative), so the directions' moments
+E u u^T = I and E<a,u>^2 ||u||^2 = d + 2 hold to those amounts, far below any simulation's
+Monte Carlo error (the tests check them to a few standard errors of 20,000 draws).
 """
 
 from __future__ import annotations

@@ -813,7 +813,7 @@ def api_cases() -> list[Case]:
     cases += _api("SimConfig", lambda tmp, **kw: SimConfig(**kw), sim_base,
                   ("eta_x", "eta_y", "mu", "q", "epochs", "trials", "seed"))
     cases += _api("SimConfig", lambda tmp, **kw: SimConfig(**kw), sim_base,
-                  ("method", "sampling", "directions", "difference"),
+                  ("method", "sampling", "directions", "difference", "generator"),
                   values=(("bogus", "bogus", True), ("None", None, True), ("int", 1, True)))
     problem = make_problem("quadratic", 4, 3, 2, seed=0)
     cases += [
