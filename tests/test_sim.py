@@ -119,6 +119,10 @@ def test_torch_generator_uniform_and_integers():
     assert w.min() >= 0.0 and w.max() < 1.0 and abs(w.mean() - 0.5) < 0.05
     k = h.integers(5, 9, (4000,))
     assert set(np.unique(k)) == {5, 6, 7, 8}
+    # low and high stay float64 (torch's own uniform_(0.7, 1.0) could return 0.7f < 0.7)
+    u = TorchGenerator(np.random.SeedSequence(6)).uniform(size=(4000,))
+    z = TorchGenerator(np.random.SeedSequence(6)).uniform(0.7, 1.0, (4000,))
+    assert np.array_equal(z, 0.7 + (1.0 - 0.7) * u) and z.min() >= 0.7
 
 
 def test_torch_generator_seeding_is_pinned():

@@ -67,13 +67,15 @@ class TorchGenerator:
         return self._torch.randint(low, high, size, generator=self._gen,
                                    dtype=like.dtype).numpy()
 
-
     def uniform(self, low: float = 0.0, high: float = 1.0,
                 size: tuple[int, ...] = ()) -> np.ndarray:
-        """Float64 array of numbers uniform on [low, high), drawn in float32."""
+        """Float64 array of numbers uniform on [low, high): ``low + (high - low) u`` in float64
+        (numpy's formula) with u uniform on {0, 2^-24, ..., 1 - 2^-24}, drawn in float32 (torch
+        rounds ``low`` and ``high`` themselves to float32 in ``uniform_``, which may step
+        outside [low, high); here only u is float32, exactly representable in float64)."""
         t = self._torch.empty(size, dtype=self._torch.float32)
-        t.uniform_(low, high, generator=self._gen)
-        return t.numpy().astype(np.float64)
+        t.uniform_(0.0, 1.0, generator=self._gen)
+        return low + (high - low) * t.numpy().astype(np.float64)
 
 
 def direction_generator(seed_sequence: np.random.SeedSequence,
