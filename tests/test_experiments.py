@@ -267,7 +267,8 @@ def _synthetic_rows(tmp_path):
                          "mu": s.get("mu"), "epoch": e, "step": 16 * e,
                          "forward_passes": 16 * e * (3 if s["method"] == "hybrid" else 1),
                          "wall_s": 8.0 * e, "test_accuracy": acc, "dev_accuracy": acc,
-                         "status": "completed", "peak_mem_bytes": 2**30})
+                         "status": "completed", "peak_mem_bytes": 2**30,
+                         "test_examples": 40})
     runner_mod.append_rows(spec.results, rows)
     return spec
 
@@ -291,6 +292,11 @@ def test_report_pairs_by_seed_chooses_rates_on_dev_and_counts_wins(tmp_path):
                               figure=tmp_path / "fig")
     text = out.read_text()
     assert "hybrid wins 1 of 2" in text and "| probe | 0.702 |" in text
+    from hybridconv.finetune.tasks import majority_share
+
+    share = majority_share("mr", 40)  # the line a classifier must clear, per cell
+    assert f"Test set: 40 examples; always answering its majority class scores **{share:.3f}**" \
+        in text and 0.5 <= share < 1
     assert (tmp_path / "fig.png").exists()
     csv_out = report.write_report([spec], tmp_path / "sweep.csv")
     assert len(csv_out.read_text().splitlines()) == 1 + len(spec.runs)

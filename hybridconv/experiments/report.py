@@ -220,6 +220,22 @@ def _progress(specs: list[ExperimentSpec], df: pd.DataFrame) -> list[str]:
             "from whatever has finished.", "", *cells, ""]
 
 
+def _majority_line(rows: pd.DataFrame) -> list[str]:
+    """The cell's test set and the accuracy of always answering its majority class (nothing
+    when the task's data is not on this machine)."""
+    from ..finetune.tasks import majority_share
+
+    n = rows["test_examples"].dropna() if "test_examples" in rows else pd.Series(dtype=float)
+    if rows.empty or n.empty:
+        return []
+    try:
+        share = majority_share(str(rows["task"].iloc[0]), int(n.max()))
+    except ValueError:
+        return []
+    return [f"Test set: {int(n.max())} examples; always answering its majority class scores "
+            f"**{share:.3f}**.", ""]
+
+
 def write_report(specs: list[ExperimentSpec], out: str | Path, *,
                  figure: str | Path | None = None) -> Path:
     """Write the markdown report of the specs' results to ``out`` (and the figure); an
@@ -277,8 +293,9 @@ def write_report(specs: list[ExperimentSpec], out: str | Path, *,
     summ = summary(chosen) if not chosen.empty else pd.DataFrame()
     for (model, task), cell in (summ.groupby(["model", "task"]) if not summ.empty else []):
         cell = cell.sort_values("label", key=_order)
-        lines += [f"## {model} on {task}", "",
-                  _table(cell, ["label", "accuracy", "sd", "seeds", "dev", "rates",
+        lines += [f"## {model} on {task}", ""]
+        lines += _majority_line(chosen[(chosen["model"] == model) & (chosen["task"] == task)])
+        lines += [_table(cell, ["label", "accuracy", "sd", "seeds", "dev", "rates",
                                 "steps", "fwd_per_step", "s_per_step", "peak_mib"]), ""]
     pair = paired(chosen) if not chosen.empty else pd.DataFrame()
     lines += ["## Hybrid against FO-PEFT, paired by seed", ""]

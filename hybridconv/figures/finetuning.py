@@ -96,15 +96,13 @@ def _label_style(label: str) -> dict[str, object]:
 
 def _majority(task: str, cell: pd.DataFrame) -> float | None:
     """The test set's majority-class share (``None`` if the task's data is not here)."""
-    from ..finetune.tasks import load_task
+    from ..finetune.tasks import majority_share
 
     n = cell["test_examples"].dropna()
     try:
-        t = load_task(task, k_shot=None, test_size=int(n.iloc[0]) if len(n) else None)
+        return majority_share(task, int(n.iloc[0]) if len(n) else None)
     except ValueError:
         return None
-    counts = t.describe()["test_per_class"]
-    return max(counts) / sum(counts)
 
 
 def plot_results(df: pd.DataFrame, chosen: pd.DataFrame | None = None) -> Figure:

@@ -57,8 +57,8 @@ import numpy as np
 from .. import spec
 from .._io import cache_dir, write_text_atomic
 
-__all__ = ["TASKS", "Example", "Task", "load_task", "available", "package_file", "cache_dir",
-           "fetch_winogrande", "parse_winogrande"]
+__all__ = ["TASKS", "Example", "Task", "load_task", "majority_share", "available",
+           "package_file", "cache_dir", "fetch_winogrande", "parse_winogrande"]
 
 TASKS = spec.TASKS.values
 TEST_STREAM, TRAIN_STREAM, DEV_STREAM = 9001, 9002, 9003
@@ -322,3 +322,16 @@ def load_task(name: str, *, k_shot: int | None = 16, test_size: int | None = 100
             train += [pool[i] for i in sorted(rng.choice(idx, size=k_shot, replace=False))]
         train = [train[i] for i in rng.permutation(len(train))]
     return Task(name=name, train=train, test=test, dev=dev, **meta)
+
+
+def majority_share(name: str, test_size: int | None = 1000) -> float:
+    """The accuracy of always answering the test set's most frequent class: the line a
+    classifier must clear (a balanced k-shot training set can leave a model below it on an
+    unbalanced test set, as on BoolQ).
+
+    >>> round(majority_share("mr", test_size=1000), 3)
+    0.579
+    """
+    counts = load_task(name, k_shot=None, test_size=test_size).describe()["test_per_class"]
+    return max(counts) / sum(counts)
+
