@@ -114,6 +114,22 @@ def _touch(model) -> None:
             float(p.sum())
 
 
+def _loss(spec: dict, loaded, batch, torch):
+    """The batch loss as the trainer computes it: under ``torch.autocast`` in
+    ``spec["autocast"]`` when that is not ``"none"`` (the forward in bf16/fp16, the weights,
+    the ZO moves and the update in their own dtype: ``hybridconv.finetune.trainer._loss_fn``)."""
+    kind = spec.get("autocast", "none")
+    if kind == "none":
+        return lambda: loaded.loss(batch)
+    dev, dtype = torch.device(spec["device"]).type, getattr(torch, kind)
+
+    def loss():
+        with torch.autocast(device_type=dev, dtype=dtype):
+            return loaded.loss(batch).float()
+
+    return loss
+
+
 def _stepper(spec: dict, method: str, torch, task):
     """A callable doing one step of ``method`` (a method or a reference), and its optimizer."""
     from hybridconv.finetune.models import apply_lora, load_model
@@ -124,6 +140,7 @@ def _stepper(spec: dict, method: str, torch, task):
     loaded = load_model(cfg.model, task, seed=0, dtype=getattr(torch, cfg.dtype),
                         device=cfg.device)
     batch = _batch(loaded, task, spec)
+    loss = _loss(spec, loaded, batch, torch)
     opt = None
     if method in ("forward", "forward-lora"):
         if method == "forward-lora":
@@ -132,7 +149,7 @@ def _stepper(spec: dict, method: str, torch, task):
 
         def step():
             with torch.no_grad():
-                loaded.loss(batch)
+                loss()
     elif method in ("sgd", "sgd-lora"):
         if method == "sgd-lora":
             apply_lora(loaded, r=cfg.lora_r, alpha=cfg.lora_alpha, seed=0)
@@ -142,7 +159,7 @@ def _stepper(spec: dict, method: str, torch, task):
 
         def step():
             sgd.zero_grad(set_to_none=True)
-            loaded.loss(batch).backward()
+            loss().backward()
             sgd.step()
     elif method.startswith("move"):
         opt = build_optimizer(cfg, loaded)
@@ -159,7 +176,7 @@ def _stepper(spec: dict, method: str, torch, task):
             opt._pieces = None  # every move regenerates every piece
 
         def step():
-            opt.step(lambda: loaded.loss(batch))
+            opt.step(loss)
     _touch(loaded.model)
     return step, opt, loaded
 
@@ -245,6 +262,9 @@ def main() -> None:
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    ap.add_argument("--autocast", default="none", choices=("none", "bfloat16", "float16"),
+                    help="run every forward pass (methods and floors alike) under "
+                         "torch.autocast in this dtype, as `hybridconv finetune --autocast`")
     ap.add_argument("--shapes", nargs="+", default=["8x64", "32x128"],
                     help="batch x sequence length")
     ap.add_argument("--steps", type=int, default=8, help="timed rounds (the fastest counts)")
@@ -282,7 +302,7 @@ def main() -> None:
     needed = ({FLOORS[m][0] for m in args.methods} | {FLOORS[m][2] for m in args.methods}) - {
         None}
     refs = [r for r in REFERENCES if r in needed or r.startswith("move")]
-    common = dict(model=args.model, device=args.device, dtype=args.dtype,
+    common = dict(model=args.model, device=args.device, dtype=args.dtype, autocast=args.autocast,
                   steps=args.steps, warmup=args.warmup, threads=args.threads,
                   clock=args.clock)
     timed, mem, meta = [], [], {}
@@ -326,8 +346,9 @@ def _report(df, args, torch, pd, meta, load0, load1) -> None:
     MiB = 2**20
     dev = args.device if args.device == "cpu" else torch.cuda.get_device_name(args.device)
     has_mem = "peak_bytes" in df
+    ac = "" if args.autocast == "none" else f", forward passes under {args.autocast} autocast"
     print(f"# finetune_bench: {args.model} ({meta.get('params', 0) / 1e6:.1f}M params, "
-          f"{args.dtype}) on {dev}; {platform.machine()}, {os.cpu_count()} CPUs, torch "
+          f"{args.dtype}{ac}) on {dev}; {platform.machine()}, {os.cpu_count()} CPUs, torch "
           f"{torch.__version__}, {meta.get('threads')} threads; fastest of {args.steps} "
           f"interleaved rounds after {args.warmup} warm-up"
           + ("; CPU time of the process, not wall time" if args.clock == "cpu" else "")
