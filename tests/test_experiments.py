@@ -297,6 +297,8 @@ def test_report_pairs_by_seed_chooses_rates_on_dev_and_counts_wins(tmp_path):
     share = majority_share("mr", 40)  # the line a classifier must clear, per cell
     assert f"Test set: 40 examples; always answering its majority class scores **{share:.3f}**" \
         in text and 0.5 <= share < 1
+    # ... which is also a target of the steps table (every synthetic method ends above it)
+    assert f"| minilm | mr | {share:.3f} | hybrid-lora | 3 | 3 |" in text
     assert (tmp_path / "fig.png").exists()
     csv_out = report.write_report([spec], tmp_path / "sweep.csv")
     assert len(csv_out.read_text().splitlines()) == 1 + len(spec.runs)

@@ -220,20 +220,18 @@ def _progress(specs: list[ExperimentSpec], df: pd.DataFrame) -> list[str]:
             "from whatever has finished.", "", *cells, ""]
 
 
-def _majority_line(rows: pd.DataFrame) -> list[str]:
-    """The cell's test set and the accuracy of always answering its majority class (nothing
-    when the task's data is not on this machine)."""
+def _majority(rows: pd.DataFrame) -> tuple[int, float] | None:
+    """A cell's test-set size and the accuracy of always answering its majority class
+    (``None`` when the rows do not say the size or the task's data is not on this machine)."""
     from ..finetune.tasks import majority_share
 
     n = rows["test_examples"].dropna() if "test_examples" in rows else pd.Series(dtype=float)
     if rows.empty or n.empty:
-        return []
+        return None
     try:
-        share = majority_share(str(rows["task"].iloc[0]), int(n.max()))
+        return int(n.max()), majority_share(str(rows["task"].iloc[0]), int(n.max()))
     except ValueError:
-        return []
-    return [f"Test set: {int(n.max())} examples; always answering its majority class scores "
-            f"**{share:.3f}**.", ""]
+        return None
 
 
 def write_report(specs: list[ExperimentSpec], out: str | Path, *,
@@ -291,10 +289,15 @@ def write_report(specs: list[ExperimentSpec], out: str | Path, *,
     lines.append("")
     lines += _progress(specs, df)
     summ = summary(chosen) if not chosen.empty else pd.DataFrame()
+    majorities: dict[tuple[str, str], float] = {}
     for (model, task), cell in (summ.groupby(["model", "task"]) if not summ.empty else []):
         cell = cell.sort_values("label", key=_order)
         lines += [f"## {model} on {task}", ""]
-        lines += _majority_line(chosen[(chosen["model"] == model) & (chosen["task"] == task)])
+        major = _majority(chosen[(chosen["model"] == model) & (chosen["task"] == task)])
+        if major is not None:
+            majorities[(model, task)] = major[1]
+            lines += [f"Test set: {major[0]} examples; always answering its majority class "
+                      f"scores **{major[1]:.3f}**.", ""]
         lines += [_table(cell, ["label", "accuracy", "sd", "seeds", "dev", "rates",
                                 "steps", "fwd_per_step", "s_per_step", "peak_mib"]), ""]
     pair = paired(chosen) if not chosen.empty else pd.DataFrame()
@@ -317,13 +320,15 @@ def write_report(specs: list[ExperimentSpec], out: str | Path, *,
         probe = summ[summ["label"] == "probe"].set_index(["model", "task"])["accuracy"]
         lines += ["## Steps to reach a target accuracy", "",
                   "First evaluated step with test accuracy >= target, mean over the seeds that "
-                  "reached it (`reached` of `runs`). Targets: 0.70 and the probe's mean "
-                  "accuracy on the same model and task.", ""]
+                  "reached it (`reached` of `runs`). Targets: 0.70, the probe's mean "
+                  "accuracy on the same model and task, and the test set's majority-class "
+                  "accuracy (always answering the most frequent class).", ""]
         tables = [steps_to_target(df, chosen, 0.70)]
-        for (model, task), acc in probe.items():
+        targets = [(cell, round(float(acc), 3)) for cell, acc in probe.items()]
+        targets += [(cell, round(share, 3)) for cell, share in majorities.items()]
+        for (model, task), target in dict.fromkeys(targets):
             sub = chosen[(chosen["model"] == model) & (chosen["task"] == task)]
-            t = steps_to_target(df, sub, round(float(acc), 3))
-            tables.append(t)
+            tables.append(steps_to_target(df, sub, target))
         st = pd.concat(tables, ignore_index=True)
         st = st[~st["label"].isin(["probe", "zero-shot"])]
         st = st.sort_values(["model", "task", "target", "label"])
