@@ -114,20 +114,13 @@ def _touch(model) -> None:
             float(p.sum())
 
 
-def _loss(spec: dict, loaded, batch, torch):
-    """The batch loss as the trainer computes it: under ``torch.autocast`` in
-    ``spec["autocast"]`` when that is not ``"none"`` (the forward in bf16/fp16, the weights,
-    the ZO moves and the update in their own dtype: ``hybridconv.finetune.trainer._loss_fn``)."""
-    kind = spec.get("autocast", "none")
-    if kind == "none":
-        return lambda: loaded.loss(batch)
-    dev, dtype = torch.device(spec["device"]).type, getattr(torch, kind)
+def _loss(spec: dict, loaded, batch):
+    """The batch loss as the trainer computes it (``trainer.batch_loss``: under
+    ``torch.autocast`` in ``spec["autocast"]`` unless ``"none"``)."""
+    from hybridconv.finetune.trainer import batch_loss
 
-    def loss():
-        with torch.autocast(device_type=dev, dtype=dtype):
-            return loaded.loss(batch).float()
-
-    return loss
+    forward = batch_loss(loaded, spec.get("autocast", "none"), spec["device"])
+    return lambda: forward(batch)
 
 
 def _stepper(spec: dict, method: str, torch, task):
@@ -140,7 +133,7 @@ def _stepper(spec: dict, method: str, torch, task):
     loaded = load_model(cfg.model, task, seed=0, dtype=getattr(torch, cfg.dtype),
                         device=cfg.device)
     batch = _batch(loaded, task, spec)
-    loss = _loss(spec, loaded, batch, torch)
+    loss = _loss(spec, loaded, batch)
     opt = None
     if method in ("forward", "forward-lora"):
         if method == "forward-lora":

@@ -82,17 +82,18 @@ def roofline(problem, steps: int, directions: str, threads: int,
 
             gen = torch.Generator().manual_seed(seed)
             u32 = torch.empty(TRIAL_BLOCK, D_X)
-            for _ in range(per_thread):
+
+            def draw() -> None:
                 u32.normal_(generator=gen)
                 np.copyto(u, u32.numpy())
-                np.dot(z, H, out=out)
-            cpu.append(time.thread_time() - c0)
-            return
-        for _ in range(per_thread):
-            if directions == "rademacher":
+        elif directions == "rademacher":
+            def draw() -> None:
                 rng.integers(0, 256, size=(TRIAL_BLOCK, (D_X + 7) // 8), dtype=np.uint8)
-            else:
+        else:
+            def draw() -> None:
                 rng.standard_normal(out=u)
+        for _ in range(per_thread):
+            draw()
             np.dot(z, H, out=out)
         cpu.append(time.thread_time() - c0)
 
@@ -309,21 +310,19 @@ def main() -> None:
     best: dict[tuple[str, str, int], float] = {}
     runs = [("roof", 1), ("engine", 1)] + ([("roof", P), ("engine", P), ("processes", P)]
                                            if P > 1 else [])
+    # (direction kind, generator, key prefix, runs): every kind with numpy's draws, then the
+    # Gaussian directions from the torch generator
+    plans = [(kind, "numpy", "", runs) for kind in KINDS] + [
+        ("gaussian", "torch", "torch-", torch_runs)]
     for _ in range(args.repeat):  # interleaved: roofline and engine under the same load
-        for kind in KINDS:
-            for what, t in runs:
-                sec, cpu = (roofline(problem, steps, kind, t) if what == "roof" else
+        for kind, gen, prefix, plan in plans:
+            for what, t in plan:
+                sec, cpu = (roofline(problem, steps, kind, t, gen) if what == "roof" else
                             engine(problem, args.trials, args.epochs, kind, t,
-                                   "processes" if what == "processes" else "threads"))
-                for key, v in (((what, kind, t), sec), ((f"{what}-cpu", kind, t), cpu)):
+                                   "processes" if what == "processes" else "threads", gen))
+                for key, v in (((f"{prefix}{what}", kind, t), sec),
+                               ((f"{prefix}{what}-cpu", kind, t), cpu)):
                     best[key] = min(best.get(key, float("inf")), v)
-        for what, t in torch_runs:  # the torch generator (Gaussian directions)
-            sec, cpu = (roofline(problem, steps, "gaussian", t, "torch") if what == "roof" else
-                        engine(problem, args.trials, args.epochs, "gaussian", t,
-                               "processes" if what == "processes" else "threads", "torch"))
-            for key, v in (((f"torch-{what}", "gaussian", t), sec),
-                           ((f"torch-{what}-cpu", "gaussian", t), cpu)):
-                best[key] = min(best.get(key, float("inf")), v)
         sec = torch_roofline(problem, steps)
         if sec is not None:
             best[("torch", "gaussian", 1)] = min(best.get(("torch", "gaussian", 1),

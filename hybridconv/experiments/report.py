@@ -35,7 +35,7 @@ from .._io import write_text_atomic
 from .spec import ExperimentSpec
 
 __all__ = ["load_results", "final_rows", "select_rates", "summary", "paired",
-           "steps_to_target", "write_report"]
+           "steps_to_target", "cell_majority", "write_report"]
 
 KEYS = ("model", "task", "label")
 RATES = ("lr_x", "lr_y", "mu")
@@ -220,16 +220,19 @@ def _progress(specs: list[ExperimentSpec], df: pd.DataFrame) -> list[str]:
             "from whatever has finished.", "", *cells, ""]
 
 
-def _majority(rows: pd.DataFrame) -> tuple[int, float] | None:
-    """A cell's test-set size and the accuracy of always answering its majority class
-    (``None`` when the rows do not say the size or the task's data is not on this machine)."""
+def cell_majority(rows: pd.DataFrame) -> tuple[int | None, float] | None:
+    """A cell's test-set size (its rows' ``test_examples``; ``None``: not recorded, the whole
+    test set) and the accuracy of always answering its majority class; ``None`` when there are
+    no rows or the task's data is not on this machine. The report's line and the fine-tuning
+    figure's grey line."""
     from ..finetune.tasks import majority_share
 
-    n = rows["test_examples"].dropna() if "test_examples" in rows else pd.Series(dtype=float)
-    if rows.empty or n.empty:
+    if rows.empty:
         return None
+    n = rows["test_examples"].dropna() if "test_examples" in rows else pd.Series(dtype=float)
+    size = int(n.max()) if len(n) else None
     try:
-        return int(n.max()), majority_share(str(rows["task"].iloc[0]), int(n.max()))
+        return size, majority_share(str(rows["task"].iloc[0]), size)
     except ValueError:
         return None
 
@@ -293,11 +296,11 @@ def write_report(specs: list[ExperimentSpec], out: str | Path, *,
     for (model, task), cell in (summ.groupby(["model", "task"]) if not summ.empty else []):
         cell = cell.sort_values("label", key=_order)
         lines += [f"## {model} on {task}", ""]
-        major = _majority(chosen[(chosen["model"] == model) & (chosen["task"] == task)])
+        major = cell_majority(chosen[(chosen["model"] == model) & (chosen["task"] == task)])
         if major is not None:
-            majorities[(model, task)] = major[1]
-            lines += [f"Test set: {major[0]} examples; always answering its majority class "
-                      f"scores **{major[1]:.3f}**.", ""]
+            size, majorities[(model, task)] = major
+            lines += [f"Test set: {size if size else 'all'} examples; always answering its "
+                      f"majority class scores **{major[1]:.3f}**.", ""]
         lines += [_table(cell, ["label", "accuracy", "sd", "seeds", "dev", "rates",
                                 "steps", "fwd_per_step", "s_per_step", "peak_mib"]), ""]
     pair = paired(chosen) if not chosen.empty else pd.DataFrame()

@@ -94,20 +94,11 @@ def _label_style(label: str) -> dict[str, object]:
             "label": label}
 
 
-def _majority(task: str, cell: pd.DataFrame) -> float | None:
-    """The test set's majority-class share (``None`` if the task's data is not here)."""
-    from ..finetune.tasks import majority_share
-
-    n = cell["test_examples"].dropna()
-    try:
-        return majority_share(task, int(n.iloc[0]) if len(n) else None)
-    except ValueError:
-        return None
-
-
 def plot_results(df: pd.DataFrame, chosen: pd.DataFrame | None = None) -> Figure:
     """Per (model, task) cell: accuracy against steps (left) and forward passes (right)."""
     import matplotlib.pyplot as plt
+
+    from ..experiments.report import cell_majority
 
     if chosen is not None:
         df = df[df["run_id"].isin(set(chosen["run_id"]))]
@@ -126,7 +117,8 @@ def plot_results(df: pd.DataFrame, chosen: pd.DataFrame | None = None) -> Figure
             b = finals[finals["label"] == base]["test_accuracy"]
             if len(b):
                 lines[base] = float(b.mean())
-        majority = _majority(task, cell)
+        major = cell_majority(cell)
+        majority = None if major is None else major[1]
         for col, x in enumerate(("step", "forward_passes")):
             ax = axes[row][col]
             for label in [c for c in CURVES if c in set(cell["label"])]:

@@ -334,4 +334,3 @@ def majority_share(name: str, test_size: int | None = 1000) -> float:
     """
     counts = load_task(name, k_shot=None, test_size=test_size).describe()["test_per_class"]
     return max(counts) / sum(counts)
-

@@ -50,7 +50,7 @@ from .optimizer import HybridZOFO
 from .sampler import ReshufflingSampler
 
 __all__ = ["METHOD_DEFAULTS", "FinetuneConfig", "finetune", "build_optimizer",
-           "calibrate_head", "default_rates", "evaluate"]
+           "batch_loss", "calibrate_head", "default_rates", "evaluate"]
 
 PEFT_METHODS = ("fo-peft", "zo-peft", "hybrid")
 """The methods of :data:`hybridconv.spec.METHODS` that train a PEFT module."""
@@ -584,19 +584,24 @@ def _measure(run: _Run, epoch: int) -> None:
          "train_examples": len(run.task.train), "points": run.diagnostics}, indent=2) + "\n")
 
 
-def _loss_fn(run: _Run):
-    """The batch loss; under ``autocast`` the forward runs in bf16/fp16 while the weights
-    (and so the ZO perturbation and its restore) stay in their own dtype."""
-    cfg, loaded = run.cfg, run.loaded
+def batch_loss(loaded, autocast: str = "none", device: str = "cpu"):
+    """The batch loss ``b -> loaded.loss(b)``; under ``autocast`` (``"bfloat16"`` or
+    ``"float16"``) the forward runs in that dtype while the weights (and so the ZO
+    perturbation and its restore) stay in their own. The trainer's and the benchmark's."""
 
     def forward(b: dict[str, torch.Tensor]) -> torch.Tensor:
-        if cfg.autocast == "none":
+        if autocast == "none":
             return loaded.loss(b)
-        with torch.autocast(device_type=torch.device(cfg.device).type,
-                            dtype=getattr(torch, cfg.autocast)):
+        with torch.autocast(device_type=torch.device(device).type,
+                            dtype=getattr(torch, autocast)):
             return loaded.loss(b).float()
 
     return forward
+
+
+def _loss_fn(run: _Run):
+    """The run's batch loss (:func:`batch_loss` with its autocast and device)."""
+    return batch_loss(run.loaded, run.cfg.autocast, run.cfg.device)
 
 
 def _train_epoch(run: _Run, epoch: int, forward, bar) -> list[float]:
