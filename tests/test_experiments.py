@@ -197,9 +197,34 @@ def test_interrupted_sweep_resumes_without_redoing_finished_runs(tiny_model, tmp
         per_run.setdefault(r["run_id"], []).append(int(r["epoch"]))
     assert per_run == {probe.run_id: [0], fo_peft.run_id: [0, 1, 2],
                        hybrid.run_id: [0, 1, 2], zo.run_id: [0, 1, 2]}
+    # every row names the code that computed its run (the probe's and the trainer's alike)
+    from hybridconv.provenance import finetune_code
+
+    assert {r["code"] for r in rows} == {finetune_code()}
     # a third call runs nothing
     assert runner_mod.run_experiment(spec, progress=False) == []
     assert open(spec.results).read() == after
+
+
+def test_a_csv_from_before_the_code_column_is_rewritten_under_the_new_header(tmp_path):
+    """Rows written before ``code`` existed keep every value, with ``code`` empty; the new
+    run's row carries its own, and each line has as many fields as the header."""
+    old_cols = [c for c in runner_mod.COLUMNS if c != "code"]
+    res = tmp_path / "r.csv"
+    res.write_text(",".join(old_cols) + "\n" + ",".join(
+        {"run_id": "old", "label": "fo", "test_accuracy": "0.75", "epoch": "2"}.get(c, "")
+        for c in old_cols) + "\n")
+    assert runner_mod.append_rows(res, [{"run_id": "new", "test_accuracy": 0.8,
+                                         "code": "abcdef012345"}])
+    lines = res.read_text().splitlines()
+    assert lines[0] == ",".join(runner_mod.COLUMNS)
+    assert {line.count(",") for line in lines} == {len(runner_mod.COLUMNS) - 1}
+    rows = list(csv.DictReader(open(res)))
+    assert [(r["run_id"], r["test_accuracy"], r["epoch"], r["code"]) for r in rows] == [
+        ("old", "0.75", "2", ""), ("new", "0.8", "", "abcdef012345")]
+    before = res.read_text()  # under today's header, the next append only appends
+    assert runner_mod.append_rows(res, [{"run_id": "newer", "code": "x"}])
+    assert res.read_text().startswith(before)
 
 
 @needs_data
@@ -292,6 +317,9 @@ def test_report_pairs_by_seed_chooses_rates_on_dev_and_counts_wins(tmp_path):
                               figure=tmp_path / "fig")
     text = out.read_text()
     assert "hybrid wins 1 of 2" in text and "| probe | 0.702 |" in text
+    n = len(spec.runs)  # the synthetic rows carry no code: all counted as older rows
+    assert f"Code: the {n} finished runs name 0 version(s)" in text
+    assert f"{n} run(s) predate the column" in text
     from hybridconv.finetune.tasks import majority_share
 
     share = majority_share("mr", 40)  # the line a classifier must clear, per cell

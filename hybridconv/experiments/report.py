@@ -220,6 +220,21 @@ def _progress(specs: list[ExperimentSpec], df: pd.DataFrame) -> list[str]:
             "from whatever has finished.", "", *cells, ""]
 
 
+def _provenance(final: pd.DataFrame) -> list[str]:
+    """Which code computed the finished runs: ``code`` (``provenance.finetune_code``) per
+    run; runs from before the column have none."""
+    if final.empty:
+        return []
+    codes = final["code"] if "code" in final else pd.Series([None] * len(final))
+    known = codes.dropna().astype(str)
+    counts = known.value_counts()
+    named = ", ".join(f"`{c}` {n}" for c, n in counts.items())
+    return [f"Code: the {len(final)} finished runs name {len(counts)} version(s) of the "
+            f"fine-tuning code and libraries (`code` column: "
+            f"`hybridconv.provenance.finetune_code`){': ' + named if named else ''}; "
+            f"{len(final) - len(known)} run(s) predate the column.", ""]
+
+
 def cell_majority(rows: pd.DataFrame) -> tuple[int | None, float] | None:
     """A cell's test-set size (its rows' ``test_examples``; ``None``: not recorded, the whole
     test set) and the accuracy of always answering its majority class; ``None`` when there are
@@ -291,6 +306,7 @@ def write_report(specs: list[ExperimentSpec], out: str | Path, *,
                      f"{json.dumps(settings, default=int)}")
     lines.append("")
     lines += _progress(specs, df)
+    lines += _provenance(final_rows(df))
     summ = summary(chosen) if not chosen.empty else pd.DataFrame()
     majorities: dict[tuple[str, str], float] = {}
     for (model, task), cell in (summ.groupby(["model", "task"]) if not summ.empty else []):

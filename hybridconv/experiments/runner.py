@@ -11,7 +11,10 @@ epochs since the last checkpoint and never leaves a partial CSV.
 Rows (:data:`COLUMNS`): one per run x evaluation point (epoch 0 = before training), with
 steps, forward passes, wall time (training only), peak memory (the training's; see
 ``hybridconv.finetune.memory``), test and dev accuracy and loss, the mean training loss of the
-epoch, and the run's settings.
+epoch, the run's settings, and ``code``: the digest of the fine-tuning code and libraries that
+computed the run (:func:`hybridconv.provenance.finetune_code`, from its ``results.json``;
+empty for rows written before the column existed). A CSV from before a column was added is
+rewritten under the new header at the next append, its old rows keeping their values.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 
 from .._io import write_text_atomic
 from ..parallel import run_jobs
+from ..provenance import finetune_code
 from .spec import ExperimentSpec, Run
 
 __all__ = ["COLUMNS", "run_experiment", "run_one", "finished_runs", "append_rows"]
@@ -35,7 +39,7 @@ COLUMNS = ("experiment", "run_id", "label", "model", "task", "method", "peft", "
            "seed", "k_shot", "epochs", "batch_size", "lr_x", "lr_y", "mu", "epoch", "step",
            "forward_passes", "wall_s", "train_loss", "test_accuracy", "test_loss",
            "dev_accuracy", "dev_loss", "status", "peak_mem_bytes", "trained_params",
-           "zo_params", "train_examples", "test_examples", "finished_at")
+           "zo_params", "train_examples", "test_examples", "finished_at", "code")
 
 
 @contextlib.contextmanager
@@ -72,7 +76,13 @@ def append_rows(results: Path, rows: list[dict[str, Any]]) -> bool:
             return False
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-        if not old:
+        if old and old.split("\n", 1)[0] != ",".join(COLUMNS):
+            # a file from before a column was added: rewrite it under today's header (the
+            # missing columns empty), so that every row has the same fields
+            w.writeheader()
+            w.writerows(csv.DictReader(io.StringIO(old)))
+            old = ""
+        elif not old:
             w.writeheader()
         w.writerows(rows)
         write_text_atomic(results, old + buf.getvalue())
@@ -89,7 +99,7 @@ def _rows(experiment: str, run: Run, res: dict[str, Any]) -> list[dict[str, Any]
               "trained_params": res.get("trained_params"), "zo_params": res.get("zo_params"),
               "train_examples": res.get("train_examples"),
               "test_examples": res["task"]["test"] if "task" in res else None,
-              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "code": res.get("code")}
     out = []
     for c in res["curve"]:
         if c.get("accuracy") is None:
@@ -129,7 +139,7 @@ def _baseline(run: Run, out: Path) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     res = {"status": "completed", **peak_memory(cfg.device), "trained_params": 0,
            "zo_params": 0, "train_examples": len(task.train), "task": task.describe(),
-           "settings": s, "accuracy": point["accuracy"],
+           "settings": s, "code": finetune_code(), "accuracy": point["accuracy"],
            "curve": [{"epoch": 0, "step": 0, "train_loss": None, "forward_passes": 0,
                       "wall_s": wall, **point}]}
     out.mkdir(parents=True, exist_ok=True)

@@ -6,9 +6,10 @@ SHA-256 of a canonical JSON of
 
 * its job: the function's qualified name and its keyword arguments (every setting that
   reaches the trainer: model, task, method, seed, sizes, rates, ...), and
-* the code it runs with: the SHA-256 of the function's module file and of every
-  ``hybridconv/finetune/*.py``, ``hybridconv/experiments/*.py`` and ``hybridconv/spec.py``
-  (the defaults), and the versions of python, numpy, torch, transformers and peft.
+* the code it runs with: the SHA-256 of the function's module file and of the fine-tuning
+  sources (:data:`hybridconv.provenance.FINETUNE_SOURCES`: ``finetune/*.py``,
+  ``experiments/*.py``, ``spec.py``, ``sim/runner.py``), and the versions of python, numpy,
+  torch, transformers and peft.
 
 A run found in the cache (``<figures folder>/cache/runs/KEY.json``, written atomically after
 the run succeeded) is read back instead of computed: a rerun of ``hybridconv figures`` with
@@ -30,15 +31,14 @@ import contextlib
 import hashlib
 import inspect
 import json
-import platform
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from .._io import jsonable, write_text_atomic
 from ..parallel import run_jobs
+from ..provenance import finetune_sources, source_digest, versions
 
 __all__ = ["use", "run_cached", "run_key", "code_fingerprint"]
 
@@ -61,35 +61,13 @@ def use(directory: str | Path | None, *, read: bool = True) -> Iterator[dict[str
         _STATE.update(old)
 
 
-def _versions() -> dict[str, str]:
-    """Installed versions, from the packages' metadata (nothing is imported)."""
-    out = {"python": platform.python_version()}
-    for name in ("numpy", "torch", "transformers", "peft"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "absent"
-    return out
-
-
-def _sha(paths: Sequence[Path]) -> str:
-    h = hashlib.sha256()
-    for p in sorted(paths):
-        h.update(f"{p.parent.name}/{p.name}".encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
-
-
 def code_fingerprint(fn: Callable[..., Any]) -> dict[str, Any]:
     """What a cached run's validity depends on besides its arguments: the source of ``fn``'s
-    module, of the fine-tuner, the experiment runner and the vocabulary, and the library
-    versions."""
-    package = Path(__file__).resolve().parents[1]
+    module, of the fine-tuning code (:data:`hybridconv.provenance.FINETUNE_SOURCES`) and the
+    library versions."""
     module = Path(inspect.getsourcefile(fn) or "")
-    sources = [*package.glob("finetune/*.py"), *package.glob("experiments/*.py"),
-               package / "spec.py"]
-    return {"module": _sha([module]) if module.is_file() else "unknown",
-            "finetune": _sha(sources), "versions": _versions()}
+    return {"module": source_digest([module]) if module.is_file() else "unknown",
+            "finetune": source_digest(finetune_sources()), "versions": versions()}
 
 
 def run_key(fn: Callable[..., Any], job: Mapping[str, Any],

@@ -44,6 +44,7 @@ import torch
 
 from .. import spec
 from .._io import write_text_atomic
+from ..provenance import finetune_code, versions
 from .groups import method_param_groups
 from .memory import peak_memory, reset_peak
 from .optimizer import HybridZOFO
@@ -292,20 +293,6 @@ def _trained_state(opt: HybridZOFO, model: torch.nn.Module) -> dict[str, torch.T
     return {n: p.detach().clone() for n, p in model.named_parameters() if id(p) in trained}
 
 
-def _versions() -> dict[str, str]:
-    import transformers
-
-    out = {"python": platform.python_version(), "torch": torch.__version__,
-           "transformers": transformers.__version__, "machine": platform.machine()}
-    try:
-        import peft
-
-        out["peft"] = peft.__version__
-    except ImportError:  # pragma: no cover
-        pass
-    return out
-
-
 def data_parallel(device: str) -> tuple[int, int, str]:
     """(rank, world size, device) under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment;
     the process group is initialized here: gloo on CPU, nccl on CUDA with one GPU per local
@@ -530,7 +517,8 @@ def _write(run: _Run, status: str, error: str | None = None) -> dict[str, Any]:
         "zo_params": sum(p.numel() for p in opt.zo_params()),
         "train_examples": len(task.train), "task": task.describe(),
         "config": asdict(cfg), "label": cfg.label(), "resolved": cfg.resolved(),
-        "curve": curve, "versions": _versions(), "world_size": run.world,
+        "curve": curve, "versions": {**versions(), "machine": platform.machine()},
+        "code": finetune_code(), "world_size": run.world,
         **({"comm_bytes": opt.comm_bytes} if run.world > 1 else {}),
     }
     if run.lead:
