@@ -535,10 +535,13 @@ def _experiment(args: argparse.Namespace) -> int:
             res = run_experiment(sweep, workers=cfg.workers, backend=cfg.backend,
                                  address=cfg.address, progress=not cfg.no_progress,
                                  limit=cfg.limit)
-            bad = [r for r in res if r["status"] != "completed"]
+            busy = [r for r in res if r["status"] == "busy"]
+            bad = [r for r in res if r["status"] not in ("completed", "busy")]
             for r in bad:
                 print(f"  {r['run_id']}: {r['status']} {r.get('error', '')}", flush=True)
-            print(f"{sweep.name}: ran {len(res)} runs, {len(bad)} not completed", flush=True)
+            print(f"{sweep.name}: ran {len(res) - len(busy)} runs, {len(bad)} not completed"
+                  + (f"; {len(busy)} left to the other process running them" if busy else ""),
+                  flush=True)
             status = status or int(bool(bad))
         return status
     except ImportError as e:

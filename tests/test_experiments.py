@@ -206,6 +206,50 @@ def test_interrupted_sweep_resumes_without_redoing_finished_runs(tiny_model, tmp
     assert open(spec.results).read() == after
 
 
+def test_a_run_held_by_another_process_is_left_to_it(tiny_model, tmp_path, monkeypatch,
+                                                      capsys):
+    """Two sweeps of one spec side by side: a run whose folder lock is held is skipped
+    ("busy", nothing written, exit status 0), the others run; once the lock is free it runs."""
+    import fcntl
+
+    monkeypatch.chdir(tmp_path)
+    spec = parse_spec(_spec(tiny_model, method=["probe", "fo-peft"], seed=[0], epochs=1))
+    probe, fo_peft = spec.runs
+    held = spec.runs_dir / fo_peft.run_id
+    held.mkdir(parents=True)
+    with open(held / ".lock", "a") as fh:  # what a second sweep's worker holds while it runs
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        res = runner_mod.run_experiment(spec, progress=False)
+        assert [(r["run_id"], r["status"]) for r in res] == [
+            (probe.run_id, "completed"), (fo_peft.run_id, "busy")]
+        assert runner_mod.finished_runs(spec.results) == {probe.run_id}
+        assert sorted(p.name for p in held.iterdir()) == [".lock"]  # untouched
+        toml = tmp_path / "s.toml"
+        toml.write_text(f'''[experiment]
+name = "t"
+results = "res.csv"
+runs = "runs"
+[base]
+k_shot = 4
+test_size = 8
+batch_size = 4
+max_length = 16
+epochs = 1
+eval_batch_size = 8
+[grid]
+model = ["{tiny_model}"]
+task = ["mr"]
+method = ["probe", "fo-peft"]
+seed = [0]
+''')
+        assert main(["experiment", str(toml), "--no-progress"]) == 0
+        out = capsys.readouterr().out
+        assert "ran 0 runs, 0 not completed; 1 left to the other process running them" in out
+    res = runner_mod.run_experiment(spec, progress=False)  # released: now it runs here
+    assert [(r["run_id"], r["status"]) for r in res] == [(fo_peft.run_id, "completed")]
+    assert runner_mod.finished_runs(spec.results) == {probe.run_id, fo_peft.run_id}
+
+
 def test_a_csv_from_before_the_code_column_is_rewritten_under_the_new_header(tmp_path):
     """Rows written before ``code`` existed keep every value, with ``code`` empty; the new
     run's row carries its own, and each line has as many fields as the header."""

@@ -6,7 +6,9 @@ finished run is never redone), resumes an interrupted run from its checkpoint
 Runs go to :func:`hybridconv.parallel.run_jobs` (joblib processes here; dask or ray on a
 cluster), one job per run; each job appends its rows itself when it finishes, under a file
 lock and by atomic replace, so an interruption (Ctrl-C, a killed session) loses at most the
-epochs since the last checkpoint and never leaves a partial CSV.
+epochs since the last checkpoint and never leaves a partial CSV. A run being computed is
+claimed by a lock on its folder, so two sweeps of one spec started side by side (two
+terminals, two sittings' background jobs) share the runs out instead of both computing one.
 
 Rows (:data:`COLUMNS`): one per run x evaluation point (epoch 0 = before training), with
 steps, forward passes, wall time (training only), peak memory (the training's; see
@@ -52,6 +54,28 @@ def _locked(path: Path) -> Iterator[None]:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _claimed(run_dir: Path) -> Iterator[bool]:
+    """Try to claim a run for this process: a non-blocking exclusive lock on
+    ``run_dir/.lock``, held for the block. Yields whether it was claimed (``False``: another
+    process is running it now). The lock dies with its process, so a killed sweep leaves no
+    stale claim; two sweeps of one spec side by side share its runs out, never both running
+    one (they would write its checkpoint in turn)."""
+    import fcntl
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
@@ -150,11 +174,21 @@ def _baseline(run: Run, out: Path) -> dict[str, Any]:
 def run_one(settings: dict[str, Any], run_dir: str, results: str, experiment: str,
             progress: bool = False) -> dict[str, Any]:
     """One run of a sweep (a job of :func:`run_experiment`): reuse, resume or start it,
-    then append its rows. Returns ``{"run_id", "status", "accuracy", "resumed"}``."""
-    from ..finetune.trainer import FinetuneConfig, finetune
-
+    then append its rows. Returns ``{"run_id", "status", "accuracy", "resumed"}``; status
+    ``"busy"`` when another process holds the run (:func:`_claimed`): it is left to that one."""
     run = Run(settings)
     out = Path(run_dir)
+    with _claimed(out) as mine:
+        if not mine:
+            return {"run_id": run.run_id, "status": "busy", "accuracy": None,
+                    "resumed": False}
+        return _run_claimed(run, settings, out, results, experiment, progress)
+
+
+def _run_claimed(run: Run, settings: dict[str, Any], out: Path, results: str,
+                 experiment: str, progress: bool) -> dict[str, Any]:
+    from ..finetune.trainer import FinetuneConfig, finetune
+
     res_path, ckpt = out / "results.json", out / "checkpoint.pt"
     resumed = False
     res = json.loads(res_path.read_text()) if res_path.exists() else None
