@@ -9,11 +9,20 @@ The trainer writes it into ``results.json`` (``code``) and the experiment runner
 row, so two rows with the same ``code`` were computed by the same code and libraries; two
 different ``code`` values only say that something in those files changed (a comment is enough),
 not that the numbers would differ. The figures' run cache (:mod:`hybridconv.figures.runcache`)
-keys its entries by the same digest.
+keys its entries by the same digest of the files (:func:`code_on_disk`, read at each key).
+
+:func:`finetune_code` is read once per process, when the trainer is imported, and kept: a
+sweep started before a change of the sources (a ``git merge`` during a long grid) goes on
+running the code it loaded, and its rows must name that code, not the files now on disk. A run
+resumed by a later process is named by the code of the process that finished it. The digest is
+the same on every machine with the same files and library versions (paths enter relative to the
+package); a CPU and a CUDA build of torch differ (``2.13.0+cpu``, ``2.13.0+cu126``), as do two
+patch releases of python.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
@@ -22,7 +31,7 @@ from importlib import metadata
 from pathlib import Path
 
 __all__ = ["FINETUNE_SOURCES", "versions", "source_digest", "finetune_sources",
-           "finetune_code"]
+           "code_on_disk", "finetune_code"]
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -58,8 +67,16 @@ def finetune_sources() -> list[Path]:
     return [p for pattern in FINETUNE_SOURCES for p in PACKAGE.glob(pattern)]
 
 
-def finetune_code() -> str:
-    """12 hex digits naming the fine-tuning code and libraries (see the module doc):
-    ``sha256(source_digest(finetune_sources()) + canonical JSON of versions())[:12]``."""
+def code_on_disk() -> str:
+    """12 hex digits naming the fine-tuning sources as they are on disk now and the installed
+    libraries: ``sha256(source_digest(finetune_sources()) + canonical JSON of versions())``,
+    its first 12 hex digits."""
     blob = source_digest(finetune_sources()) + json.dumps(versions(), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@functools.cache
+def finetune_code() -> str:
+    """The code this process runs: :func:`code_on_disk` at the first call (the trainer makes it
+    at import), the same value afterwards whatever happens to the files (see the module doc)."""
+    return code_on_disk()

@@ -53,6 +53,8 @@ from .sampler import ReshufflingSampler
 __all__ = ["METHOD_DEFAULTS", "FinetuneConfig", "finetune", "build_optimizer",
            "batch_loss", "calibrate_head", "default_rates", "evaluate"]
 
+finetune_code()  # the digest of the code as this process loads it (hybridconv.provenance)
+
 PEFT_METHODS = ("fo-peft", "zo-peft", "hybrid")
 """The methods of :data:`hybridconv.spec.METHODS` that train a PEFT module."""
 
