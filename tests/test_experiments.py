@@ -271,6 +271,31 @@ def test_a_csv_from_before_the_code_column_is_rewritten_under_the_new_header(tmp
     assert res.read_text().startswith(before)
 
 
+
+def test_a_csv_rewritten_under_the_new_header_keeps_every_value(tmp_path):
+    """An old file in another column order, with a column today's rows lack and fields that
+    need quoting (commas, quotes, line ends): after an append, every old value is still there,
+    under today's columns then the extra one."""
+    cols = ["note", *reversed([c for c in runner_mod.COLUMNS if c != "code"])]
+    res = tmp_path / "r.csv"
+    old = {"run_id": "old", "label": 'fo, "lora"\r\nsecond line', "note": "kept, too"}
+    with open(res, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        w.writerow(old)
+    assert runner_mod.append_rows(res, [{"run_id": "new", "label": "a,b", "code": "c0de"}])
+    with open(res, newline="") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+    assert reader.fieldnames == [*runner_mod.COLUMNS, "note"]
+    assert [(r["run_id"], r["label"], r["note"], r["code"]) for r in rows] == [
+        ("old", old["label"], "kept, too", ""), ("new", "a,b", "", "c0de")]
+    before = res.read_bytes()  # the header now fits: the next append only appends
+    assert runner_mod.append_rows(res, [{"run_id": "newer"}])
+    assert res.read_bytes().startswith(before)
+    assert runner_mod.finished_runs(res) == {"old", "new", "newer"}
+
+
 @needs_data
 def test_cli_experiment_dry_run_and_run(tiny_model, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

@@ -91,23 +91,29 @@ def finished_runs(results: Path) -> set[str]:
 def append_rows(results: Path, rows: list[dict[str, Any]]) -> bool:
     """Append a run's rows (all or nothing): lock, re-read, skip if the run is there
     already, write the whole file to a temporary and rename it over the old one.
-    Returns whether rows were added."""
+    Returns whether rows were added.
+
+    A file whose header is not :data:`COLUMNS` (written before a column was added, or in
+    another order) is rewritten under :data:`COLUMNS` followed by any columns it has that
+    :data:`COLUMNS` lacks (a newer version's, or one since dropped), so every row has the same
+    fields and no value is lost."""
     if not rows:
         return False
     with _locked(results):
-        old = results.read_text() if results.exists() else ""
+        old = ""
+        if results.exists():
+            with open(results, newline="") as fh:  # quoted fields keep their own line ends
+                old = fh.read()
         if old and rows[0]["run_id"] in finished_runs(results):
             return False
+        header = next(csv.reader(io.StringIO(old)), [])
+        fields = [*COLUMNS, *(c for c in header if c and c not in COLUMNS)]
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-        if old and old.split("\n", 1)[0] != ",".join(COLUMNS):
-            # a file from before a column was added: rewrite it under today's header (the
-            # missing columns empty), so that every row has the same fields
+        w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+        if header != fields:
             w.writeheader()
             w.writerows(csv.DictReader(io.StringIO(old)))
             old = ""
-        elif not old:
-            w.writeheader()
         w.writerows(rows)
         write_text_atomic(results, old + buf.getvalue())
     return True
