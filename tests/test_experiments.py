@@ -367,6 +367,25 @@ def _synthetic_rows(tmp_path):
     return spec
 
 
+def test_the_report_names_code_digests_that_look_like_numbers(tmp_path):
+    """``code`` values that pandas would read as numbers (only digits, or one ``e``) are
+    counted under their own spelling; rows without one predate the column."""
+    from hybridconv.experiments import report
+
+    spec = _synthetic_rows(tmp_path)
+    with open(spec.results, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    codes = {0: "000000001234", 1: "1234e5678901", 2: ""}
+    for r in rows:
+        r["code"] = codes[int(r["seed"])]
+    spec.results.unlink()
+    runner_mod.append_rows(spec.results, rows)
+    lines = report._provenance(report.final_rows(report.load_results([spec])))
+    per_seed = len(spec.runs) // 3
+    assert f": `000000001234` {per_seed}, `1234e5678901` {per_seed};" in lines[0]
+    assert f"{per_seed} run(s) predate the column" in lines[0]
+
+
 def test_report_pairs_by_seed_chooses_rates_on_dev_and_counts_wins(tmp_path):
     from hybridconv.experiments import report
 

@@ -49,7 +49,8 @@ def load_results(specs: list[ExperimentSpec]) -> pd.DataFrame:
     frames = []
     for spec in specs:
         if spec.results.exists():
-            df = pd.read_csv(spec.results)
+            # hex digests stay text ("000000001234" and "1234e5678901" parse as numbers)
+            df = pd.read_csv(spec.results, dtype={"run_id": str, "code": str})
             df = df[df["run_id"].isin({r.run_id for r in spec.runs})]
             frames.append(df)
     if not frames:
