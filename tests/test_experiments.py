@@ -250,6 +250,24 @@ seed = [0]
     assert runner_mod.finished_runs(spec.results) == {probe.run_id, fo_peft.run_id}
 
 
+def test_a_run_finished_by_another_process_is_neither_redone_nor_appended_twice(
+        tiny_model, tmp_path, monkeypatch):
+    """Process B listed a run as to do; process A ran it and let go of its lock before B got
+    there: B claims it, finds it finished and leaves its files and rows as they are."""
+    monkeypatch.chdir(tmp_path)
+    spec = parse_spec(_spec(tiny_model, method=["probe"], seed=[0], epochs=1))
+    (run,) = spec.runs
+    job = {"settings": run.settings, "run_dir": str(spec.runs_dir / run.run_id),
+           "results": str(spec.results), "experiment": spec.name}  # B's stale job
+    assert [r["status"] for r in runner_mod.run_experiment(spec, progress=False)] == [
+        "completed"]  # A
+    res_json = spec.runs_dir / run.run_id / "results.json"
+    before, written = spec.results.read_text(), res_json.stat().st_mtime_ns
+    assert runner_mod.run_one(**job)["status"] == "completed"  # B
+    assert spec.results.read_text() == before
+    assert res_json.stat().st_mtime_ns == written
+
+
 def test_a_csv_from_before_the_code_column_is_rewritten_under_the_new_header(tmp_path):
     """Rows written before ``code`` existed keep every value, with ``code`` empty; the new
     run's row carries its own, and each line has as many fields as the header."""
