@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,13 @@ def _spec(tiny_model, **grid):
             "eval_batch_size": 8}
     return {"experiment": dict(EXP), "base": base,
             "grid": {"model": [tiny_model], "task": ["mr"], **grid}}
+
+
+def _toml(data: dict) -> str:
+    """A spec's tables as TOML (its values are strings, numbers and lists of them: their JSON
+    is TOML)."""
+    return "".join(f"[{table}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in body.items())
+                   for table, body in data.items())
 
 
 @pytest.mark.parametrize("grid,message", [
@@ -224,24 +232,9 @@ def test_a_run_held_by_another_process_is_left_to_it(tiny_model, tmp_path, monke
             (probe.run_id, "completed"), (fo_peft.run_id, "busy")]
         assert runner_mod.finished_runs(spec.results) == {probe.run_id}
         assert sorted(p.name for p in held.iterdir()) == [".lock"]  # untouched
-        toml = tmp_path / "s.toml"
-        toml.write_text(f'''[experiment]
-name = "t"
-results = "res.csv"
-runs = "runs"
-[base]
-k_shot = 4
-test_size = 8
-batch_size = 4
-max_length = 16
-epochs = 1
-eval_batch_size = 8
-[grid]
-model = ["{tiny_model}"]
-task = ["mr"]
-method = ["probe", "fo-peft"]
-seed = [0]
-''')
+        toml = tmp_path / "s.toml"  # the same spec, through the CLI
+        toml.write_text(_toml(_spec(tiny_model, method=["probe", "fo-peft"], seed=[0],
+                                    epochs=1)))
         assert main(["experiment", str(toml), "--no-progress"]) == 0
         out = capsys.readouterr().out
         assert "ran 0 runs, 0 not completed; 1 left to the other process running them" in out
