@@ -138,6 +138,30 @@ def test_torch_generator_seeding_is_pinned():
     assert np.array_equal(TorchGenerator(ss).standard_normal((10,)), expected)
 
 
+def test_torch_generator_ignores_torch_default_dtype():
+    """A user's ``torch.set_default_dtype(torch.float64)`` (common in scientific code) must not
+    change the torch-drawn records: the draws are float32 whatever the default (float64
+    ``normal_`` and ``uniform_`` give other numbers from the same seed)."""
+    import torch
+
+    from hybridconv.sim.generators import TorchGenerator
+
+    def draws():
+        g = TorchGenerator(np.random.SeedSequence(11))
+        return g.standard_normal((64,)), g.uniform(0.2, 0.9, (64,))
+
+    ref = draws()
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        got = draws()
+    finally:
+        torch.set_default_dtype(old)
+    assert all(np.array_equal(a, b) for a, b in zip(ref, got, strict=True))
+    # the Gaussians are float32 numbers (exactly representable in float32)
+    assert np.array_equal(ref[0].astype(np.float32).astype(np.float64), ref[0])
+
+
 def test_generators_give_other_numbers_for_one_seed():
     """numpy and torch: each deterministic, different from the other (records name it)."""
     p = QuadraticProblem(4, 3, 2, seed=0)
