@@ -416,6 +416,8 @@ def test_report_pairs_by_seed_chooses_rates_on_dev_and_counts_wins(tmp_path):
                               figure=tmp_path / "fig")
     text = out.read_text()
     assert "hybrid wins 1 of 2" in text and "| probe | 0.702 |" in text
+    # cost: 16 training seconds a run (the synthetic rows) = 0.27 training minutes
+    assert "| s_per_step | train_min | peak_mib |" in text and "| 0.50 | 0.3 | 1024 |" in text
     n = len(spec.runs)  # the synthetic rows carry no code: all counted as older rows
     assert f"Code: the {n} finished runs name 0 version(s)" in text
     assert f"{n} run(s) predate the column" in text

@@ -112,6 +112,7 @@ def summary(chosen: pd.DataFrame) -> pd.DataFrame:
                 wall_s=("wall_s", "mean"), peak_mib=("peak_mem_bytes", "mean"),
                 rates=("rates", "first")).reset_index()
     out["s_per_step"] = out["wall_s"] / out["steps"].where(out["steps"] > 0)
+    out["train_min"] = out["wall_s"].where(out["steps"] > 0) / 60
     out["fwd_per_step"] = out["fwd"] / out["steps"].where(out["steps"] > 0)
     out["peak_mib"] = out["peak_mib"] / 2**20
     return out
@@ -176,11 +177,14 @@ WHOLE = {"steps", "fwd_per_step", "peak_mib", "mean_step", "seeds", "reached", "
          "wins"}
 
 
+DIGITS = {"s_per_step": 2, "train_min": 1}
+"""Digits of the columns that print fewer than the default (WHOLE: none)."""
+
+
 def _table(df: pd.DataFrame, cols: list[str], digits: int = 3) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in df.iterrows():
-        lines.append("| " + " | ".join(_fmt(r[c], 0 if c in WHOLE else
-                                            (2 if c == "s_per_step" else digits))
+        lines.append("| " + " | ".join(_fmt(r[c], 0 if c in WHOLE else DIGITS.get(c, digits))
                                        for c in cols) + " |")
     return "\n".join(lines)
 
@@ -292,7 +296,8 @@ def write_report(specs: list[ExperimentSpec], out: str | Path, *,
         "best mean dev accuracy (100 dev examples, disjoint from train and test) is kept "
         "(`rates`). `probe`: logistic regression on frozen features (L2 chosen on dev); "
         "`zero-shot`: the untrained prompt-based LM. `-gs`: the hybrid in Gauss-Seidel order "
-        "(LMAO's). Cost columns: training seconds per step (indicative), forward passes per "
+        "(LMAO's). Cost columns: training seconds per step and training minutes per run "
+        "(mean over the seeds; indicative; evaluations not included), forward passes per "
         "step, peak memory of the training (CPU: peak RSS).",
         "",
     ]
@@ -319,7 +324,8 @@ def write_report(specs: list[ExperimentSpec], out: str | Path, *,
             lines += [f"Test set: {size if size else 'all'} examples; always answering its "
                       f"majority class scores **{major[1]:.3f}**.", ""]
         lines += [_table(cell, ["label", "accuracy", "sd", "seeds", "dev", "rates",
-                                "steps", "fwd_per_step", "s_per_step", "peak_mib"]), ""]
+                                "steps", "fwd_per_step", "s_per_step", "train_min",
+                                "peak_mib"]), ""]
     pair = paired(chosen) if not chosen.empty else pd.DataFrame()
     lines += ["## Hybrid against FO-PEFT, paired by seed", ""]
     if pair.empty:
