@@ -518,19 +518,25 @@ def _experiment(args: argparse.Namespace) -> int:
             out = write_report(specs, cfg.report, figure=cfg.figure)
             print(f"wrote {out}")
             return 0
-        from .experiments.runner import finished_runs, run_experiment
+        from .experiments.runner import claim_holder, finished_runs, run_experiment
 
         status = 0
         for sweep in specs:
             done = finished_runs(sweep.results)
             todo = [r for r in sweep.runs if r.run_id not in done]
+            holders = {r.run_id: h for r in todo
+                       if (h := claim_holder(sweep.runs_dir / r.run_id)) is not None}
             print(f"{sweep.describe()}; {len(sweep.runs) - len(todo)} finished, "
-                  f"{len(todo)} to run -> {sweep.results}", flush=True)
+                  f"{len(todo)} to run"
+                  + (f" ({len(holders)} running now in other processes)" if holders else "")
+                  + f" -> {sweep.results}", flush=True)
             if cfg.dry_run:  # what a run with the same --limit would run
                 for r in todo[:cfg.limit]:
                     s = r.settings
+                    h = holders.get(r.run_id)
                     print(f"  {r.run_id} {s['model']} {s['task']} {r.label()} seed {s['seed']} "
-                          f"lr_x {s.get('lr_x')} lr_y {s.get('lr_y')}")
+                          f"lr_x {s.get('lr_x')} lr_y {s.get('lr_y')}"
+                          + (f" (running: {h})" if h else ""))
                 continue
             res = run_experiment(sweep, workers=cfg.workers, backend=cfg.backend,
                                  address=cfg.address, progress=not cfg.no_progress,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -241,6 +242,48 @@ def test_a_run_held_by_another_process_is_left_to_it(tiny_model, tmp_path, monke
     res = runner_mod.run_experiment(spec, progress=False)  # released: now it runs here
     assert [(r["run_id"], r["status"]) for r in res] == [(fo_peft.run_id, "completed")]
     assert runner_mod.finished_runs(spec.results) == {probe.run_id, fo_peft.run_id}
+
+
+def test_dry_run_names_the_process_running_a_run(tiny_model, tmp_path, monkeypatch, capsys):
+    """A second process claims a run (``_claimed``): ``--dry-run`` lists it as running with
+    that pid, without touching the lock; once the holder is killed (no cleanup) the dead pid
+    counts as no holder and the lock is free."""
+    import signal
+    import subprocess
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    data = _spec(tiny_model, method=["fo-peft", "zo"], seed=[0], epochs=1)
+    spec = parse_spec(data)
+    fo_peft, zo = spec.runs
+    run_dir = spec.runs_dir / fo_peft.run_id
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from pathlib import Path\n"
+         "from hybridconv.experiments.runner import _claimed\n"
+         "with _claimed(Path(sys.argv[1])) as mine:\n"
+         "    print(mine, flush=True)\n"
+         "    time.sleep(60)\n", str(run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        assert runner_mod.claim_holder(run_dir) == f"pid {holder.pid}"
+        assert runner_mod.claim_holder(spec.runs_dir / zo.run_id) is None
+        toml = tmp_path / "s.toml"
+        toml.write_text(_toml(data))
+        assert main(["experiment", str(toml), "--dry-run"]) == 0
+        out = capsys.readouterr().out
+        assert "2 to run (1 running now in other processes)" in out
+        assert f"{fo_peft.run_id} " in out and f"(running: pid {holder.pid})" in out
+        assert out.count("(running:") == 1
+        with runner_mod._claimed(run_dir) as mine:  # the dry run left the holder its lock
+            assert not mine
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert runner_mod.claim_holder(run_dir) is None  # a dead pid: nobody runs it
+    with runner_mod._claimed(run_dir) as mine:
+        assert mine and runner_mod.claim_holder(run_dir) == f"pid {os.getpid()}"
+    assert runner_mod.claim_holder(run_dir) is None  # emptied at release
 
 
 def test_a_run_finished_by_another_process_is_neither_redone_nor_appended_twice(

@@ -25,6 +25,8 @@ import contextlib
 import csv
 import io
 import json
+import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +37,8 @@ from ..parallel import run_jobs
 from ..provenance import finetune_code
 from .spec import ExperimentSpec, Run
 
-__all__ = ["COLUMNS", "run_experiment", "run_one", "finished_runs", "append_rows"]
+__all__ = ["COLUMNS", "run_experiment", "run_one", "finished_runs", "append_rows",
+           "claim_holder"]
 
 COLUMNS = ("experiment", "run_id", "label", "model", "task", "method", "peft", "schedule",
            "seed", "k_shot", "epochs", "batch_size", "lr_x", "lr_y", "mu", "epoch", "step",
@@ -64,7 +67,8 @@ def _claimed(run_dir: Path) -> Iterator[bool]:
     ``run_dir/.lock``, held for the block. Yields whether it was claimed (``False``: another
     process is running it now). The lock dies with its process, so a killed sweep leaves no
     stale claim; two sweeps of one spec side by side share its runs out, never both running
-    one (they would write its checkpoint in turn)."""
+    one (they would write its checkpoint in turn). While held, the file names the holder
+    (``HOST PID``; emptied at release) for :func:`claim_holder`."""
     import fcntl
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -75,9 +79,34 @@ def _claimed(run_dir: Path) -> Iterator[bool]:
             yield False
             return
         try:
+            fh.truncate(0)
+            fh.write(f"{socket.gethostname()} {os.getpid()}\n")
+            fh.flush()
             yield True
         finally:
+            fh.truncate(0)
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def claim_holder(run_dir: Path) -> str | None:
+    """Who is running this run now: ``"pid N"`` (this machine) or ``"HOST pid N"``, from what
+    :func:`_claimed` wrote, or ``None``. Reads only: probing the lock itself could make a sweep
+    starting at that moment skip the run. A holder killed without its cleanup left a dead pid,
+    which counts as no holder (a pid reused since would be misread; the report is advisory)."""
+    try:
+        host, pid = (run_dir / ".lock").read_text().split()
+        n = int(pid)
+    except (OSError, ValueError):
+        return None
+    if host != socket.gethostname():
+        return f"{host} pid {n}"
+    try:
+        os.kill(n, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    return f"pid {n}"
 
 
 def finished_runs(results: Path) -> set[str]:
