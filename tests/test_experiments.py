@@ -499,3 +499,28 @@ def test_select_rates_drops_diverged_settings_and_breaks_ties_by_training_loss()
                                                           "seed", "lr_x", "lr_y", "mu",
                                                           "epoch", "dev_accuracy",
                                                           "train_loss"]])["run_id"]) == ["a"]
+
+
+def test_select_rates_compares_settings_on_all_their_seeds():
+    """A rate with one seed finished does not displace a rate with three on that seed's luck;
+    once it has all three it competes on its mean; a partial rate beats only diverged ones."""
+    import pandas as pd
+
+    from hybridconv.experiments import report
+
+    def runs(lr, devs, train=0.6):
+        return [{"run_id": f"{lr}-{s}", "model": "smollm2", "task": "mr",
+                 "label": "fo-peft-lora", "seed": s, "lr_x": None, "lr_y": lr, "mu": None,
+                 "epoch": e, "dev_accuracy": d if e else 0.5, "dev_loss": 0.69,
+                 "train_loss": None if e == 0 else train}
+                for s, d in enumerate(devs) for e in (0, 10)]
+
+    def choice(rows):
+        df = pd.DataFrame(rows)
+        return set(report.select_rates(report.final_rows(df), df)["lr_y"])
+
+    three = runs(0.05, [0.80, 0.79, 0.81])
+    assert choice(three + runs(0.1, [0.90])) == {0.05}  # 0.90 on one seed: not yet
+    assert choice(three + runs(0.1, [0.90, 0.70, 0.74])) == {0.05}  # mean 0.78 < 0.80
+    assert choice(three + runs(0.1, [0.90, 0.80, 0.80])) == {0.1}  # mean 0.833: chosen
+    assert choice(runs(0.05, [0.8, 0.8, 0.8], train=1e3) + runs(0.1, [0.6])) == {0.1}

@@ -78,6 +78,11 @@ def select_rates(final: pd.DataFrame, df: pd.DataFrame | None = None) -> pd.Data
     loss, read from the run's epoch-0 row of ``df``); ties in dev accuracy (100 examples: one
     example is 0.01) go to the lower mean final training loss, then to the first in sorted
     order. Only training and dev data enter the choice, never the test set.
+
+    A setting with fewer finished seeds than another setting of the same method is chosen only
+    if every setting with all of them diverged (it would be compared on other seeds, that is on
+    other k-shot training sets): a sweep that is still running does not swap a cell's rate for
+    one seed's luck.
     """
     if final.empty:
         return final
@@ -93,12 +98,15 @@ def select_rates(final: pd.DataFrame, df: pd.DataFrame | None = None) -> pd.Data
     g = final.groupby([*KEYS, "rates"], dropna=False)
     dev = g.agg(dev_accuracy=("dev_accuracy", "mean"),
                 train_loss=("train_loss", "mean"),
-                diverged=("diverged", "any")).reset_index()
+                diverged=("diverged", "any"), seeds=("seed", "nunique")).reset_index()
     dev["dev_accuracy"] = dev["dev_accuracy"].fillna(-1.0)
     dev.loc[dev["diverged"], "dev_accuracy"] = -2.0
     dev["train_loss"] = dev["train_loss"].fillna(np.inf)
-    best = dev.sort_values([*KEYS, "dev_accuracy", "train_loss", "rates"],
-                           ascending=[True, True, True, False, True, True])
+    most = dev.groupby(list(KEYS), dropna=False)["seeds"].transform("max")
+    # settings with every seed first, then those still missing seeds, diverged ones last
+    dev["rank"] = np.where(dev["diverged"], 2, (dev["seeds"] < most).astype(int))
+    best = dev.sort_values([*KEYS, "rank", "dev_accuracy", "train_loss", "rates"],
+                           ascending=[True, True, True, True, False, True, True])
     best = best.groupby(list(KEYS), dropna=False).head(1)[[*KEYS, "rates"]]
     return final.merge(best, on=[*KEYS, "rates"]).drop(columns="diverged")
 
@@ -294,7 +302,9 @@ def write_report(specs: list[ExperimentSpec], out: str | Path, *,
         "seeds that have finished (`seeds`: how many; each seed also draws its own k-shot "
         "training set). Where a method was run at several learning rates, the rate with the "
         "best mean dev accuracy (100 dev examples, disjoint from train and test) is kept "
-        "(`rates`). `probe`: logistic regression on frozen features (L2 chosen on dev); "
+        "(`rates`), among the rates with as many finished seeds as the method's most "
+        "advanced rate (a rate still running is not chosen on fewer seeds). `probe`: "
+        "logistic regression on frozen features (L2 chosen on dev); "
         "`zero-shot`: the untrained prompt-based LM. `-gs`: the hybrid in Gauss-Seidel order "
         "(LMAO's). Cost columns: training seconds per step and training minutes per run "
         "(mean over the seeds; indicative; evaluations not included), forward passes per "
