@@ -524,3 +524,7 @@ def test_select_rates_compares_settings_on_all_their_seeds():
     assert choice(three + runs(0.1, [0.90, 0.70, 0.74])) == {0.05}  # mean 0.78 < 0.80
     assert choice(three + runs(0.1, [0.90, 0.80, 0.80])) == {0.1}  # mean 0.833: chosen
     assert choice(runs(0.05, [0.8, 0.8, 0.8], train=1e3) + runs(0.1, [0.6])) == {0.1}
+    # the complete rate diverged: of the two still running, the one with more seeds is chosen,
+    # not the one-seed rate on its luck
+    assert choice(runs(0.05, [0.8, 0.8, 0.8], train=1e3) + runs(0.1, [0.7, 0.7])
+                  + runs(0.2, [0.9])) == {0.1}

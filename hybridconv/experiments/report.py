@@ -79,10 +79,10 @@ def select_rates(final: pd.DataFrame, df: pd.DataFrame | None = None) -> pd.Data
     example is 0.01) go to the lower mean final training loss, then to the first in sorted
     order. Only training and dev data enter the choice, never the test set.
 
-    A setting with fewer finished seeds than another setting of the same method is chosen only
-    if every setting with all of them diverged (it would be compared on other seeds, that is on
-    other k-shot training sets): a sweep that is still running does not swap a cell's rate for
-    one seed's luck.
+    Among the settings of a method that did not diverge, only those with the most finished
+    seeds compete; one with fewer is chosen only if every setting with more diverged (it would
+    be compared on other seeds, that is on other k-shot training sets): a sweep that is still
+    running does not swap a cell's rate for one seed's luck.
     """
     if final.empty:
         return final
@@ -102,8 +102,11 @@ def select_rates(final: pd.DataFrame, df: pd.DataFrame | None = None) -> pd.Data
     dev["dev_accuracy"] = dev["dev_accuracy"].fillna(-1.0)
     dev.loc[dev["diverged"], "dev_accuracy"] = -2.0
     dev["train_loss"] = dev["train_loss"].fillna(np.inf)
-    most = dev.groupby(list(KEYS), dropna=False)["seeds"].transform("max")
-    # settings with every seed first, then those still missing seeds, diverged ones last
+    # the most seeds among the settings that did not diverge: a diverged setting with more
+    # seeds must not let a one-seed setting compete on equal terms with a two-seed one
+    most = dev["seeds"].where(~dev["diverged"]).groupby(
+        [dev[k] for k in KEYS], dropna=False).transform("max")
+    # settings with the most seeds first, then those still missing seeds, diverged ones last
     dev["rank"] = np.where(dev["diverged"], 2, (dev["seeds"] < most).astype(int))
     best = dev.sort_values([*KEYS, "rank", "dev_accuracy", "train_loss", "rates"],
                            ascending=[True, True, True, True, False, True, True])
