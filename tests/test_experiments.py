@@ -286,6 +286,26 @@ def test_dry_run_names_the_process_running_a_run(tiny_model, tmp_path, monkeypat
     assert runner_mod.claim_holder(run_dir) is None  # emptied at release
 
 
+def test_claim_holder_reads_garbled_or_foreign_lock_files_as_advice(tmp_path):
+    """A ``.lock`` that is missing, empty, garbled, or names pid 0, a negative or an
+    out-of-range pid means no holder (``os.kill(0 or -1, 0)`` would probe process groups;
+    a huge pid raised OverflowError through ``--dry-run``); another host is named unchecked."""
+    import socket
+
+    host = socket.gethostname()
+    run_dir = tmp_path / "run"
+    assert runner_mod.claim_holder(run_dir) is None  # no folder, no file
+    run_dir.mkdir()
+    for text in ["", "\n", f"{host}", f"{host} 1 2", f"{host} x", f"{host} 0", f"{host} -1",
+                 f"{host} {10**30}", f"{host} {os.getpid()}\n{host} {os.getpid()}\n"]:
+        (run_dir / ".lock").write_text(text)
+        assert runner_mod.claim_holder(run_dir) is None, text
+    (run_dir / ".lock").write_text(f"{host} {os.getpid()}\n")
+    assert runner_mod.claim_holder(run_dir) == f"pid {os.getpid()}"
+    (run_dir / ".lock").write_text(f"not-{host} 123\n")
+    assert runner_mod.claim_holder(run_dir) == f"not-{host} pid 123"
+
+
 def test_a_run_finished_by_another_process_is_neither_redone_nor_appended_twice(
         tiny_model, tmp_path, monkeypatch):
     """Process B listed a run as to do; process A ran it and let go of its lock before B got

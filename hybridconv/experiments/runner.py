@@ -92,17 +92,22 @@ def claim_holder(run_dir: Path) -> str | None:
     """Who is running this run now: ``"pid N"`` (this machine) or ``"HOST pid N"``, from what
     :func:`_claimed` wrote, or ``None``. Reads only: probing the lock itself could make a sweep
     starting at that moment skip the run. A holder killed without its cleanup left a dead pid,
-    which counts as no holder (a pid reused since would be misread; the report is advisory)."""
+    which counts as no holder (a pid reused since would be misread; the report is advisory).
+    A holder on another host is named unchecked. Content that is not ``HOST PID`` with a pid
+    > 0 counts as no holder (``os.kill`` with pid 0 or -1 would probe a process group or
+    every process, and an out-of-range pid raises ``OverflowError``)."""
     try:
         host, pid = (run_dir / ".lock").read_text().split()
         n = int(pid)
     except (OSError, ValueError):
         return None
+    if n <= 0:
+        return None
     if host != socket.gethostname():
         return f"{host} pid {n}"
     try:
         os.kill(n, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return None
     except PermissionError:  # alive, another user's
         pass
