@@ -306,6 +306,25 @@ def test_claim_holder_reads_garbled_or_foreign_lock_files_as_advice(tmp_path):
     assert runner_mod.claim_holder(run_dir) == f"not-{host} pid 123"
 
 
+def test_a_claim_holds_when_its_note_cannot_be_written(tmp_path):
+    """The holder's note in ``.lock`` is advice: a ``.lock`` that cannot be truncated or
+    written (here /dev/full: EINVAL, ENOSPC) still gives the claim, and a second claim in the
+    meantime is refused."""
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".lock").symlink_to("/dev/full")
+    with runner_mod._claimed(run_dir) as mine:
+        assert mine
+        with open(run_dir / ".lock", "a") as other:
+            import fcntl
+
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    # (no claim_holder here: reading /dev/full never ends)
+
+
 def test_a_run_finished_by_another_process_is_neither_redone_nor_appended_twice(
         tiny_model, tmp_path, monkeypatch):
     """Process B listed a run as to do; process A ran it and let go of its lock before B got

@@ -78,13 +78,15 @@ def _claimed(run_dir: Path) -> Iterator[bool]:
         except BlockingIOError:
             yield False
             return
+        fd = fh.fileno()  # unbuffered writes: a failed one leaves nothing for close to flush
         try:
-            fh.truncate(0)
-            fh.write(f"{socket.gethostname()} {os.getpid()}\n")
-            fh.flush()
+            with contextlib.suppress(OSError):  # the note is advice: a full disk keeps the claim
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
             yield True
         finally:
-            fh.truncate(0)
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
