@@ -99,9 +99,10 @@ def claim_holder(run_dir: Path) -> str | None:
     > 0 counts as no holder (``os.kill`` with pid 0 or -1 would probe a process group or
     every process, and an out-of-range pid raises ``OverflowError``)."""
     try:
-        host, pid = (run_dir / ".lock").read_text().split()
+        with open(run_dir / ".lock", "rb") as fh:  # a note is one short line: read no more
+            host, pid = fh.read(512).decode().split()
         n = int(pid)
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
         return None
     if n <= 0:
         return None
