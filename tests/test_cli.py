@@ -358,7 +358,7 @@ def test_experiment_hands_its_options_to_the_runner(monkeypatch, capsys, tmp_pat
         return SimpleNamespace(run_id=f"r{i}", label=lambda: "hybrid-lora", settings={
             "model": "minilm", "task": "mr", "seed": i, "lr_x": lr_x, "lr_y": 0.05})
 
-    sweep = SimpleNamespace(name="sw", results=tmp_path / "sw.csv",
+    sweep = SimpleNamespace(name="sw", results=tmp_path / "sw.csv", runs_dir=tmp_path / "runs",
                             runs=[run_(0, 1e-5), run_(1, 1e-4), run_(2, 1e-3)],
                             describe=lambda: "sweep sw: 3 runs")
     loaded, seen = [], {}

@@ -980,7 +980,7 @@ def fake_sweeps(monkeypatch, tmp_path):
 
     def sweep(path):
         s = SimpleNamespace(name=path.removesuffix(".toml"), results=tmp_path / f"{path}.csv",
-                            runs=[run_(0), run_(1), run_(2)],
+                            runs_dir=tmp_path / "runs", runs=[run_(0), run_(1), run_(2)],
                             describe=lambda: f"sweep {path}: 3 runs")
         s.subset = lambda only: state["subsets"].append(only) or s
         return s
@@ -1005,6 +1005,26 @@ def test_experiment_reports_runs_that_did_not_complete(fake_sweeps, capsys, tmp_
     assert code == 1 and text.splitlines() == [
         f"sweep a.toml: 3 runs; 1 finished, 2 to run -> {tmp_path / 'a.toml.csv'}",
         "  r2: failed ", "a: ran 2 runs, 1 not completed"]
+
+
+def test_experiment_names_runs_other_processes_hold(fake_sweeps, capsys, tmp_path):
+    """A run claimed by a live process (its ``.lock`` note): counted on the header line, marked
+    on its dry-run line; a run left to that process ("busy") is no failure (exit 0)."""
+    import socket
+
+    (tmp_path / "runs" / "r2").mkdir(parents=True)
+    (tmp_path / "runs" / "r2" / ".lock").write_text(f"{socket.gethostname()} {os.getpid()}\n")
+    code, text, _ = run(capsys, "experiment", "a.toml", "--dry-run")
+    assert code == 0 and text.splitlines() == [
+        f"sweep a.toml: 3 runs; 1 finished, 2 to run (1 running now in other processes) -> "
+        f"{tmp_path / 'a.toml.csv'}",
+        "  r0 minilm mr zo seed 0 lr_x 0.0001 lr_y None",
+        f"  r2 minilm mr zo seed 2 lr_x 0.0001 lr_y None (running: pid {os.getpid()})"]
+    fake_sweeps["results"] = [{"run_id": "r0", "status": "completed"},
+                              {"run_id": "r2", "status": "busy"}]
+    code, text, _ = run(capsys, "experiment", "a.toml", "--no-progress")
+    assert code == 0 and text.splitlines()[1:] == [
+        "a: ran 1 runs, 0 not completed; 1 left to the other process running them"]
 
 
 def test_experiment_errors_name_the_spec_file_once(fake_sweeps, monkeypatch, capsys):
