@@ -189,7 +189,7 @@ WHOLE = {"steps", "fwd_per_step", "peak_mib", "mean_step", "seeds", "reached", "
 
 
 DIGITS = {"s_per_step": 2, "train_min": 1}
-"""Digits of the columns that print fewer than the default (WHOLE: none)."""
+"""Digits of the columns printed with fewer than the default (WHOLE's print none)."""
 
 
 def _table(df: pd.DataFrame, cols: list[str], digits: int = 3) -> str:
@@ -241,8 +241,7 @@ def _provenance(final: pd.DataFrame) -> list[str]:
     run; runs from before the column have none."""
     if final.empty:
         return []
-    codes = final["code"] if "code" in final else pd.Series([None] * len(final))
-    known = codes.dropna().astype(str)
+    known = final["code"].dropna().astype(str) if "code" in final else pd.Series(dtype=str)
     counts = known.value_counts()
     named = ", ".join(f"`{c}` {n}" for c, n in counts.items())
     return [f"Code: the {len(final)} finished runs name {len(counts)} version(s) of the "
@@ -326,7 +325,7 @@ def write_report(specs: list[ExperimentSpec], out: str | Path, *,
                      f"{json.dumps(settings, default=int)}")
     lines.append("")
     lines += _progress(specs, df)
-    lines += _provenance(final_rows(df))
+    lines += _provenance(final)
     summ = summary(chosen) if not chosen.empty else pd.DataFrame()
     majorities: dict[tuple[str, str], float] = {}
     for (model, task), cell in (summ.groupby(["model", "task"]) if not summ.empty else []):

@@ -589,11 +589,6 @@ def batch_loss(loaded, autocast: str = "none", device: str = "cpu"):
     return forward
 
 
-def _loss_fn(run: _Run):
-    """The run's batch loss (:func:`batch_loss` with its autocast and device)."""
-    return batch_loss(run.loaded, run.cfg.autocast, run.cfg.device)
-
-
 def _train_epoch(run: _Run, epoch: int, forward, bar) -> list[float]:
     """One whole epoch of steps in the sampler's order; returns the clean losses."""
     cfg, task = run.cfg, run.task
@@ -689,7 +684,7 @@ def _train(run: _Run, start: int, progress: bool) -> dict[str, Any]:
     if cfg.diagnostics_every:
         say(f"measuring the constants at epoch {start}")
     _measure(run, start)
-    forward = _loss_fn(run)
+    forward = batch_loss(run.loaded, cfg.autocast, cfg.device)
     bar = None
     if progress and lead:
         from tqdm.auto import tqdm
